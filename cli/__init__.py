@@ -1,0 +1,1 @@
+"""The `flatscape` command line: parses, loads, calls `distill` and `landscape`, prints."""

@@ -1,0 +1,90 @@
+"""Options and helpers every command shares: output files, progress bars, devices, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from tqdm import tqdm
+
+from distill.errors import DistillInputError
+
+
+def quiet_option(func):
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(func)
+
+
+def force_option(func):
+    return click.option("--force", is_flag=True, help="Overwrite existing output files.")(func)
+
+
+def device_option(func):
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda", "auto"]),
+        default="cpu",
+        show_default=True,
+        help="Where to compute; auto picks cuda when torch sees a GPU.",
+    )(func)
+
+
+def threads_option(func):
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="torch CPU threads (default: torch's choice). One thread is steadiest "
+        "on a loaded machine and changes summation order, hence the last digits.",
+    )(func)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DistillInputError("--device cuda: this torch build sees no CUDA device; use cpu")
+    return torch.device(name)
+
+
+def apply_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def check_output(path: str | Path | None, force: bool) -> Path | None:
+    """Refuse to overwrite an existing result file unless ``--force`` was given."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.exists() and not force:
+        raise DistillInputError(f"{path} exists; pass --force to overwrite it")
+    return path
+
+
+def write_json(path: Path | None, document: dict[str, Any]) -> None:
+    """Write a JSON report (``-`` means stdout)."""
+    if path is None:
+        return
+    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@contextmanager
+def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it") -> Iterator[tqdm]:
+    """A tqdm bar on stderr, silent when ``--quiet`` or when stderr is not a terminal."""
+    disable = quiet or not sys.stderr.isatty()
+    with tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False) as bar:
+        yield bar

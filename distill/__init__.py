@@ -1,0 +1,1 @@
+"""Training teachers and self-distilled students: data, models, KD losses, checkpoints."""
