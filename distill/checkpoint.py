@@ -1,0 +1,162 @@
+"""Checkpoints as single `.safetensors` files: weights, buffers and JSON metadata.
+
+The header holds ``{"flatscape": "<JSON>"}`` with the schema number, architecture and
+kwargs, dataset description, role, generation, parent hash, KD settings, seed, recipe,
+final metrics, package versions and a SHA-256 of the tensors, which is checked on load
+so that a corrupted or edited file is refused instead of silently analysed. Nothing is
+ever unpickled: plain PyTorch state-dict files go through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import platform
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from distill.errors import DistillInputError
+from distill.models import build_model
+
+SCHEMA = 1
+METADATA_KEY = "flatscape"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (the identity a student records for its teacher)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of tensors, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    versions["numpy"] = np.__version__
+    try:
+        versions["flatscape"] = importlib_metadata.version("flatscape")
+    except importlib_metadata.PackageNotFoundError:
+        versions["flatscape"] = "unknown"
+    return versions
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
+    """Write weights, buffers and metadata to one `.safetensors` file, atomically.
+
+    The same model and metadata always give the same bytes (keys are sorted, and the
+    metadata must hold no timings).
+    """
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    document = {"schema": SCHEMA, **metadata, "weights_sha256": tensors_sha256(tensors)}
+    header = {METADATA_KEY: json.dumps(document, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise DistillInputError(f"{path}: not a readable .safetensors file ({err})") from err
+    if METADATA_KEY not in header:
+        raise DistillInputError(f"{path}: no flatscape metadata; not a flatscape checkpoint")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise DistillInputError(f"{path}: metadata is not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise DistillInputError(f"{path}: unsupported checkpoint schema {meta.get('schema')!r}")
+    if tensors_sha256(tensors) != meta.get("weights_sha256"):
+        raise DistillInputError(
+            f"{path}: weights do not match their recorded SHA-256 (file corrupted or edited)"
+        )
+    return tensors, meta
+
+
+def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise DistillInputError(
+            f"{path}: refused, the pickle holds more than tensors (weights_only load failed)"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise DistillInputError(f"{path}: not a readable PyTorch state dict ({err})") from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DistillInputError(f"{path}: expected a dict of tensors (a state_dict)")
+    return state
+
+
+def _fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    """Load weights into the model, naming the first mismatch if they do not fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise DistillInputError(
+            f"{path}: weights do not fit architecture {arch} "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for name, value in expected.items():
+        if value.shape != tensors[name].shape:
+            raise DistillInputError(
+                f"{path}: weights do not fit architecture {arch} ({name} has shape "
+                f"{tuple(tensors[name].shape)}, the architecture needs {tuple(value.shape)})"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint; returns it in eval mode with its metadata.
+
+    Args:
+        path: a flatscape `.safetensors` file, or a plain PyTorch state dict
+            (`.pt`/`.pth`, loaded with ``weights_only=True``) together with `arch`.
+        device: where to put the model.
+        arch: architecture for plain state dicts (ignored for `.safetensors`).
+        arch_kwargs: its kwargs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DistillInputError(f"checkpoint {path} not found")
+    if path.suffix in (".pt", ".pth"):
+        if arch is None:
+            raise DistillInputError(f"{path}: a plain state dict needs its architecture (--arch)")
+        tensors = _read_state_dict_file(path)
+        meta: dict[str, Any] = {"schema": 0, "arch": arch, "arch_kwargs": arch_kwargs or {}}
+    else:
+        tensors, meta = _read_safetensors(path)
+    model = build_model(meta["arch"], **meta.get("arch_kwargs", {}))
+    _fit(model, tensors, path, meta["arch"])
+    return model.to(device).eval(), meta

@@ -1,0 +1,321 @@
+"""Datasets with their train/test split, normalization and augmentation, all offline.
+
+Every dataset lives in memory as tensors. `load_dataset` returns a `DatasetBundle`
+whose `description` is a JSON-able dict that goes into every checkpoint made from it,
+and from which `dataset_from_description` rebuilds the very same bundle.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from distill.errors import DistillInputError
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset's splits as tensors, ready for training and analysis.
+
+    Attributes:
+        train: the training split (inputs already normalized; augmentation, if any, is
+            applied per batch by the trainer through `augment`).
+        train_eval: the same training split as used for evaluation and curvature: no
+            augmentation, dataset order. The same object as `train` here, since
+            augmentation is never baked into the tensors.
+        test: the test split.
+        num_classes: number of classes.
+        input_shape: shape of one input, without the batch dimension.
+        description: name, options, normalization, augmentation and sizes (JSON-able).
+        augment: a function of a batch and a generator, applied only in training.
+        noisy_labels: how many training labels were flipped (label-noise option).
+    """
+
+    train: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    description: dict[str, Any]
+    augment: Augment | None = None
+    noisy_labels: int = 0
+    train_eval: TensorDataset = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.train_eval = self.train
+
+
+def _standardize(
+    x_train: np.ndarray, x_test: np.ndarray, per_channel: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Normalize both splits with the train split's mean and std (per channel for images)."""
+    if per_channel:
+        axes = (0,) + tuple(range(2, x_train.ndim))
+        mean = x_train.mean(axis=axes, keepdims=True)
+        std = x_train.std(axis=axes, keepdims=True)
+        info = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist(), "per": "channel"}
+    else:
+        mean, std = x_train.mean(), x_train.std()
+        info = {"mean": float(mean), "std": float(std), "per": "dataset"}
+    return (x_train - mean) / std, (x_test - mean) / std, info
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+    )
+
+
+def _mnist1d(seed: int = 42, test_size: int = 1000) -> tuple[np.ndarray, ...]:
+    """MNIST-1D from its generative process (4000 train examples; `test_size` for test).
+
+    `mnist1d.data.make_dataset` reseeds Python's and numpy's global generators; their
+    states are restored afterwards so that loading data never changes a user's RNG.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if test_size < 10:
+        raise DistillInputError(f"mnist1d test_size={test_size}: need at least 10 examples")
+    args = get_dataset_args()
+    n_train = 4000
+    # make_dataset draws num_samples // 10 per class; keep the total a multiple of 10.
+    total = n_train + int(np.ceil(test_size / 10) * 10)
+    args.num_samples, args.train_split, args.seed = total, n_train / total, seed
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return data["x"], data["y"], data["x_test"][:test_size], data["y_test"][:test_size]
+
+
+def _digits(seed: int = 0, test_fraction: float = 0.2) -> tuple[np.ndarray, ...]:
+    """scikit-learn's bundled 8x8 digits, split by a seeded permutation."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None, :, :] / 16.0
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _synthetic(
+    seed: int = 0,
+    n_train: int = 512,
+    n_test: int = 512,
+    dim: int = 16,
+    classes: int = 4,
+    spread: float = 1.0,
+) -> tuple[np.ndarray, ...]:
+    """Seeded Gaussian clusters: one unit-variance blob per class around random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, dim))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, classes, size=n)
+        return centres[y] + spread * rng.normal(size=(n, dim)), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return x_train, y_train, x_test, y_test
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR python batches and nothing else.
+
+    The batches are pickles of dicts of bytes, lists and numpy arrays; any other global
+    a file asks for is refused, so a planted file cannot run code.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
+        raise DistillInputError(f"{path}: not an official CIFAR python batch ({err})") from err
+    return data, labels
+
+
+def _cifar(root: str | None, classes: int) -> tuple[np.ndarray, ...]:
+    """CIFAR-10/100 from the official python batches under `root` (never downloaded)."""
+    if root is None:
+        raise DistillInputError(f"cifar{classes} needs --data-root pointing at the python batches")
+    sub = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
+    base = Path(root)
+    if (base / sub).is_dir():
+        base = base / sub
+    if classes == 10:
+        train_files = [base / f"data_batch_{i}" for i in range(1, 6)]
+        test_files, key = [base / "test_batch"], b"labels"
+    else:
+        train_files, test_files, key = [base / "train"], [base / "test"], b"fine_labels"
+    missing = [p.name for p in train_files + test_files if not p.is_file()]
+    if missing:
+        raise DistillInputError(
+            f"--data-root {root}: CIFAR-{classes} batches missing ({', '.join(missing)}); "
+            f"download the python version yourself and point --data-root at it"
+        )
+    parts = [_read_cifar_batch(p, key) for p in train_files]
+    x_train = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
+    y_train = np.concatenate([p[1] for p in parts])
+    x_test, y_test = _read_cifar_batch(test_files[0], key)
+    return x_train, y_train, x_test.astype(np.float32) / 255.0, y_test
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image, seeded."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def flip_labels(
+    labels: np.ndarray, rate: float, classes: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """Symmetric label noise: exactly round(rate * n) labels moved to another class."""
+    rng = np.random.default_rng(seed)
+    n_flip = int(round(rate * len(labels)))
+    chosen = rng.choice(len(labels), size=n_flip, replace=False)
+    shift = rng.integers(1, classes, size=n_flip)
+    noisy = labels.copy()
+    noisy[chosen] = (labels[chosen] + shift) % classes
+    return noisy, n_flip
+
+
+DATASETS = ("mnist1d", "digits", "synthetic", "cifar10", "cifar100")
+
+
+def _raw(name: str, root: str | None, options: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    try:
+        if name == "mnist1d":
+            return _mnist1d(**options)
+        if name == "digits":
+            return _digits(**options)
+        if name == "synthetic":
+            return _synthetic(**options)
+    except TypeError as err:
+        raise DistillInputError(f"dataset {name}: {err}") from err
+    if options:
+        raise DistillInputError(f"dataset {name} takes no options, got {sorted(options)}")
+    return _cifar(root, 10 if name == "cifar10" else 100)
+
+
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    train_size: int | None = None,
+    label_noise: float = 0.0,
+    noise_seed: int = 0,
+    **options: Any,
+) -> DatasetBundle:
+    """Load a dataset by name, normalized with train statistics.
+
+    Args:
+        name: one of `DATASETS`.
+        root: folder holding the CIFAR python batches (CIFAR only).
+        train_size: keep only the first `train_size` training examples.
+        label_noise: fraction of training labels flipped to another class (symmetric
+            noise), chosen by `noise_seed`; the test split is never noised.
+        noise_seed: seed of the label-noise draw.
+        **options: dataset-specific options (e.g. ``seed``, ``test_size`` for mnist1d).
+
+    Returns:
+        The bundle; its `description` rebuilds it via `dataset_from_description`.
+    """
+    if name not in DATASETS:
+        raise DistillInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0.0 <= label_noise < 1.0:
+        raise DistillInputError(f"--label-noise {label_noise}: must lie in [0, 1)")
+    x_train, y_train, x_test, y_test = _raw(name, root, dict(options))
+    if train_size is not None:
+        if not 1 <= train_size <= len(y_train):
+            raise DistillInputError(
+                f"--train-size {train_size}: must lie in [1, {len(y_train)}] for {name}"
+            )
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
+    classes = int(max(y_train.max(), y_test.max()) + 1)
+    if name == "cifar100":
+        classes = 100
+    elif name == "cifar10":
+        classes = 10
+    n_flipped = 0
+    if label_noise > 0:
+        y_train, n_flipped = flip_labels(y_train, label_noise, classes, noise_seed)
+    image = name.startswith("cifar")
+    x_train, x_test, norm = _standardize(x_train, x_test, per_channel=image)
+    description = {
+        "name": name,
+        "root": root,
+        "options": dict(options),
+        "train_size": train_size,
+        "label_noise": label_noise,
+        "noise_seed": noise_seed,
+        "noisy_labels": n_flipped,
+        "n_train": int(len(y_train)),
+        "n_test": int(len(y_test)),
+        "num_classes": classes,
+        "normalization": norm,
+        "augmentation": "random crop (pad 4) + horizontal flip, train only" if image else None,
+    }
+    return DatasetBundle(
+        train=_tensors(x_train, y_train),
+        test=_tensors(x_test, y_test),
+        num_classes=classes,
+        input_shape=tuple(x_train.shape[1:]),
+        description=description,
+        augment=crop_flip if image else None,
+        noisy_labels=n_flipped,
+    )
+
+
+def dataset_from_description(description: dict[str, Any]) -> DatasetBundle:
+    """Rebuild the bundle recorded in a checkpoint's metadata."""
+    try:
+        return load_dataset(
+            description["name"],
+            root=description.get("root"),
+            train_size=description.get("train_size"),
+            label_noise=description.get("label_noise", 0.0),
+            noise_seed=description.get("noise_seed", 0),
+            **description.get("options", {}),
+        )
+    except KeyError as err:
+        raise DistillInputError(f"checkpoint dataset description lacks {err}") from err

@@ -1,0 +1,296 @@
+"""Training a teacher and self-distilled students, deterministically on CPU.
+
+Read top to bottom: a `Recipe` (optimiser and schedule), `evaluate`, the epoch loop
+`fit`, then `train_teacher` and `train_student`, which build the model, call `fit` and
+return it with the metadata its checkpoint records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from distill.checkpoint import file_sha256, load_checkpoint, package_versions
+from distill.data import DatasetBundle, dataset_from_description
+from distill.errors import DistillInputError
+from distill.losses import KDConfig, cross_entropy, kd_loss
+from distill.models import build_model, input_kwargs, resolve_model_kwargs
+
+EpochLog = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """SGD with momentum and weight decay, and a learning-rate schedule.
+
+    Attributes:
+        schedule: ``cosine`` (to zero over `epochs`), ``multistep`` (times `gamma` at
+            each of `milestones`) or ``constant``.
+        warmup_epochs: linear warm-up from lr/10, which keeps KD at high T stable.
+    """
+
+    epochs: int = 60
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = field(default_factory=tuple)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs {self.epochs}: must be >= 1"),
+            (self.lr > 0, f"--lr {self.lr}: must be > 0"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
+            (0 <= self.momentum < 1, f"--momentum {self.momentum}: must lie in [0, 1)"),
+            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
+            (
+                self.schedule in ("cosine", "multistep", "constant"),
+                f"--schedule {self.schedule}: choose cosine, multistep or constant",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DistillInputError(message)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for a (0-based) epoch."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (0.1 + 0.9 * epoch / self.warmup_epochs)
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.schedule == "multistep":
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        return self.lr
+
+
+# Defaults per dataset: the architecture and recipe a user gets without flags.
+# mnist1d: the calibration recipe (95.8 +- 0.8 % at 60 epochs). Students train at a
+# quarter of the teacher's lr with a short warm-up: at T=4 the initial T^2 * KL against a
+# confident teacher is ~24, and lr 0.1 collapsed to chance in the calibration runs.
+DEFAULT_ARCH = {
+    "mnist1d": "cnn1d",
+    "digits": "lenet",
+    "synthetic": "mlp",
+    "cifar10": "resnet20",
+    "cifar100": "resnet20",
+}
+_CIFAR = Recipe(240, 0.05, batch_size=64, schedule="multistep", milestones=(150, 180, 210))
+TEACHER_RECIPES = {
+    "mnist1d": Recipe(epochs=60, lr=0.1),
+    "digits": Recipe(epochs=40, lr=0.05, batch_size=64),
+    "synthetic": Recipe(epochs=20, lr=0.05, batch_size=64),
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+}
+
+
+def student_recipe(teacher: Recipe) -> Recipe:
+    """The default student recipe: the teacher's, at lr/4 with a 2-epoch warm-up."""
+    return replace(teacher, lr=teacher.lr / 4, warmup_epochs=min(2, teacher.epochs - 1))
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, dataset: TensorDataset, batch_size: int = 1000
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of a model on a dataset, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    inputs, targets = dataset.tensors
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(targets), batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
+        logits = model(x)
+        loss_sum += float(cross_entropy(logits, y).double().sum())
+        correct += int((logits.argmax(dim=-1) == y).sum())
+    model.train(was_training)
+    n = len(targets)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 1000):
+    """Logits of a model in eval mode for a tensor of inputs, batch by batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)]
+    return torch.cat(chunks)
+
+
+def fit(
+    model: torch.nn.Module,
+    bundle: DatasetBundle,
+    recipe: Recipe,
+    seed: int,
+    teacher: torch.nn.Module | None = None,
+    kd: KDConfig | None = None,
+    log: EpochLog | None = None,
+) -> dict[str, float]:
+    """Train in place with SGD; with a teacher, on the KD loss against its soft outputs.
+
+    The teacher is frozen in eval mode. Without augmentation its logits are computed
+    once for the whole training set; with augmentation, on every augmented batch.
+    Returns final metrics on the (unaugmented) train split and the test split.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    inputs, targets = (t.to(device) for t in bundle.train.tensors)
+    cached = None
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+        if bundle.augment is None:
+            cached = predict_logits(teacher, inputs)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )  # fmt: skip
+    for epoch in range(recipe.epochs):
+        lr = recipe.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(targets), generator=generator).to(device)
+        loss_sum = 0.0
+        for first in range(0, len(order), recipe.batch_size):
+            index = order[first : first + recipe.batch_size]
+            x, y = inputs[index], targets[index]
+            if bundle.augment is not None:
+                x = bundle.augment(x.cpu(), generator).to(device)
+            logits = model(x)
+            if teacher is None:
+                loss = cross_entropy(logits, y).mean()
+            else:
+                with torch.no_grad():
+                    soft = cached[index] if cached is not None else teacher(x)
+                loss = kd_loss(logits, soft, y, kd).mean()
+            if not torch.isfinite(loss):
+                raise DistillInputError(
+                    f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(index)
+        test = evaluate(model, bundle.test)
+        if log is not None:
+            log({
+                "epoch": epoch + 1, "lr": lr, "loss": loss_sum / len(targets),
+                "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                "seconds": round(time.perf_counter() - start, 4),
+            })  # fmt: skip
+    train = evaluate(model, bundle.train_eval)
+    test = evaluate(model, bundle.test)
+    return {
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+    }
+
+
+def model_kwargs(arch: str, bundle: DatasetBundle, overrides: dict[str, Any] | None = None):
+    """Full, JSON-ready kwargs that fit an architecture to a dataset's inputs and classes."""
+    fitted = {**input_kwargs(arch, bundle.input_shape), "num_classes": bundle.num_classes}
+    return resolve_model_kwargs(arch, **{**fitted, **(overrides or {})})
+
+
+def _metadata(arch, kwargs, bundle, recipe, seed, metrics, **extra) -> dict[str, Any]:
+    return {
+        "arch": arch,
+        "arch_kwargs": kwargs,
+        "dataset": bundle.description,
+        "seed": seed,
+        "recipe": asdict(recipe),
+        "metrics": metrics,
+        "threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        **extra,
+    }
+
+
+def train_teacher(
+    bundle: DatasetBundle,
+    arch: str | None = None,
+    recipe: Recipe | None = None,
+    seed: int = 0,
+    arch_overrides: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    log: EpochLog | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a teacher on hard labels; returns the model and its checkpoint metadata."""
+    name = bundle.description["name"]
+    arch = arch or DEFAULT_ARCH[name]
+    recipe = recipe or TEACHER_RECIPES[name]
+    kwargs = model_kwargs(arch, bundle, arch_overrides)
+    torch.manual_seed(seed)
+    model = build_model(arch, **kwargs).to(device)
+    metrics = fit(model, bundle, recipe, seed, log=log)
+    meta = _metadata(
+        arch, kwargs, bundle, recipe, seed, metrics,
+        role="teacher", generation=0, parent_sha256=None, kd=None,
+    )  # fmt: skip
+    return model.eval(), meta
+
+
+def train_student(
+    teacher_path: str | Path,
+    kd: KDConfig,
+    recipe: Recipe | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    log: EpochLog | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train one self-distilled generation from a checkpoint (born-again networks).
+
+    The student is a freshly initialised copy of the teacher's architecture, trained on
+    the teacher's dataset against its soft outputs. Its seed defaults to the teacher's
+    seed plus its generation, so every generation starts from a different init.
+    """
+    teacher, parent = load_checkpoint(teacher_path, device=device)
+    bundle = dataset_from_description(parent["dataset"])
+    generation = parent.get("generation", 0) + 1
+    seed = parent["seed"] + generation if seed is None else seed
+    if recipe is None:
+        stored = Recipe(**_recipe_fields(parent["recipe"]))
+        recipe = stored if parent.get("role") == "student" else student_recipe(stored)
+    torch.manual_seed(seed)
+    model = build_model(parent["arch"], **parent["arch_kwargs"]).to(device)
+    metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
+    meta = _metadata(
+        parent["arch"], parent["arch_kwargs"], bundle, recipe, seed, metrics,
+        role="student", generation=generation, parent_sha256=file_sha256(teacher_path),
+        kd=kd.to_metadata(), teacher_metrics=parent.get("metrics"),
+    )  # fmt: skip
+    return model.eval(), meta
+
+
+def _recipe_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(stored)
+    fields["milestones"] = tuple(fields.get("milestones", ()))
+    return fields
+
+
+def json_lines_log(path: Path) -> EpochLog:
+    """An epoch logger appending one JSON document per line to `path` (truncated first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+
+    def write(record: dict[str, Any]) -> None:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    return write
