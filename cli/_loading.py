@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from distill.checkpoint import file_sha256, load_checkpoint
-from distill.data import dataset_from_description
+from distill.data import DatasetBundle, dataset_from_description, load_dataset
 from distill.errors import DistillInputError
+from distill.trainer import model_kwargs
 
 SPLITS = ("train", "test")
 
@@ -52,6 +53,31 @@ def first_examples(
     ]
 
 
+def open_checkpoint(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    arch: str | None = None,
+    dataset: str | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any], DatasetBundle]:
+    """A checkpoint's model (eval mode), metadata and the dataset it was trained on.
+
+    A plain PyTorch state dict (`.pt`/`.pth`) carries neither, so it needs `arch` and
+    `dataset`; its weights are read with ``torch.load(weights_only=True)``.
+    """
+    if Path(path).suffix in (".pt", ".pth"):
+        if arch is None or dataset is None:
+            raise DistillInputError(f"{path}: a plain state dict needs --arch and --dataset")
+        bundle = load_dataset(dataset)
+        model, meta = load_checkpoint(
+            path, device=device, arch=arch, arch_kwargs=model_kwargs(arch, bundle)
+        )
+        return model, {**meta, "dataset": bundle.description}, bundle
+    model, meta = load_checkpoint(path, device=device)
+    if not meta.get("dataset"):
+        raise DistillInputError(f"{path}: no dataset recorded; analyse a flatscape checkpoint")
+    return model, meta, dataset_from_description(meta["dataset"])
+
+
 def load_for_analysis(
     path: str | Path,
     split: str = "train",
@@ -66,10 +92,7 @@ def load_for_analysis(
     """
     if split not in SPLITS:
         raise DistillInputError(f"--split {split}: choose train or test")
-    model, meta = load_checkpoint(path, device=device)
-    if not meta.get("dataset"):
-        raise DistillInputError(f"{path}: no dataset recorded; analyse a flatscape checkpoint")
-    bundle = dataset_from_description(meta["dataset"])
+    model, meta, bundle = open_checkpoint(path, device=device)
     data = bundle.train_eval if split == "train" else bundle.test
     batches = first_examples(data, samples, batch_size, device)
     n = sum(len(y) for _, y in batches)

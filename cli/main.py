@@ -13,7 +13,11 @@ USER_ERRORS = (DistillInputError, LandscapeInputError)
 
 
 class FlatscapeGroup(click.Group):
-    """A click group that turns user errors into one line on stderr and exit code 2."""
+    """A click group whose errors are one line on stderr: exit 2 for bad input.
+
+    Usage errors (unknown option, out-of-range value) and the packages' input errors
+    print ``error: <what and how to fix it>`` without the usage banner or a traceback.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,6 +28,22 @@ class FlatscapeGroup(click.Group):
         except FileNotFoundError as err:
             click.echo(f"error: file not found: {err.filename or err}", err=True)
             ctx.exit(2)
+        except (PermissionError, IsADirectoryError) as err:
+            click.echo(f"error: {err.strerror}: {err.filename}", err=True)
+            ctx.exit(2)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=FlatscapeGroup, context_settings={"help_option_names": ["-h", "--help"]})

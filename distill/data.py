@@ -203,13 +203,16 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> 
     flip = torch.rand(n, generator=generator) < 0.5
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+    out = padded[
+        torch.arange(n)[:, None, None, None],
+        torch.arange(x.shape[1])[None, :, None, None],
+        rows,
+        cols,
+    ]
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
-def flip_labels(
-    labels: np.ndarray, rate: float, classes: int, seed: int
-) -> tuple[np.ndarray, int]:
+def flip_labels(labels: np.ndarray, rate: float, classes: int, seed: int) -> tuple[np.ndarray, int]:
     """Symmetric label noise: exactly round(rate * n) labels moved to another class."""
     rng = np.random.default_rng(seed)
     n_flip = int(round(rate * len(labels)))

@@ -126,7 +126,9 @@ def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int
     """Logits of a model in eval mode for a tensor of inputs, batch by batch."""
     model.eval()
     device = next(model.parameters()).device
-    chunks = [model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)]
+    chunks = [
+        model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)
+    ]
     return torch.cat(chunks)
 
 
@@ -264,9 +266,7 @@ def train_student(
     bundle = dataset_from_description(parent["dataset"])
     generation = parent.get("generation", 0) + 1
     seed = parent["seed"] + generation if seed is None else seed
-    if recipe is None:
-        stored = Recipe(**_recipe_fields(parent["recipe"]))
-        recipe = stored if parent.get("role") == "student" else student_recipe(stored)
+    recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
     model = build_model(parent["arch"], **parent["arch_kwargs"]).to(device)
     metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
@@ -278,10 +278,14 @@ def train_student(
     return model.eval(), meta
 
 
-def _recipe_fields(stored: dict[str, Any]) -> dict[str, Any]:
-    fields = dict(stored)
-    fields["milestones"] = tuple(fields.get("milestones", ()))
-    return fields
+def recipe_for_student(parent: dict[str, Any]) -> Recipe:
+    """Default recipe of a student of `parent` (checkpoint metadata).
+
+    A teacher's student gets `student_recipe` of the teacher's recipe; a student's
+    student inherits its parent's recipe unchanged.
+    """
+    stored = Recipe(**{**parent["recipe"], "milestones": tuple(parent["recipe"]["milestones"])})
+    return stored if parent.get("role") == "student" else student_recipe(stored)
 
 
 def json_lines_log(path: Path) -> EpochLog:

@@ -1,0 +1,42 @@
+"""`flatscape evaluate`: loss and accuracy of a checkpoint on its dataset's splits."""
+
+from __future__ import annotations
+
+import click
+
+from cli._common import apply_threads, check_output, force_option, threads_option, write_json
+from cli._loading import open_checkpoint
+from distill.trainer import evaluate as evaluate_model
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "--split", type=click.Choice(["train", "test", "both"]), default="test", show_default=True
+)
+@click.option("--arch", help="Architecture of a plain .pt/.pth state dict.")
+@click.option("--dataset", help="Dataset of a plain .pt/.pth state dict.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
+@force_option
+@threads_option
+def evaluate(checkpoint, split, arch, dataset, json_path, force, threads):
+    """Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation).
+
+    \b
+    Example:
+      flatscape evaluate runs/teacher.safetensors --split both --json eval.json
+    """
+    apply_threads(threads)
+    json_path = check_output(json_path, force)
+    model, meta, bundle = open_checkpoint(checkpoint, arch=arch, dataset=dataset)
+    splits = ["train", "test"] if split == "both" else [split]
+    report = {"checkpoint": str(checkpoint)}
+    for name in splits:
+        data = bundle.train_eval if name == "train" else bundle.test
+        report[name] = evaluate_model(model, data)
+        r = report[name]
+        click.echo(f"{name}: loss {r['loss']:.6f}  accuracy {r['accuracy']:.4f}  (n={r['n']})")
+    write_json(json_path, report)
+
+
+COMMANDS = [evaluate]
