@@ -1,0 +1,113 @@
+"""Small curvature problems shared by the landscape tests, each with a readable id.
+
+A case is a model, a mean-reduced loss and a list of ``(inputs, targets)`` batches, all
+built from a seed. :func:`dense_hessian` is the float64 reference every operator and
+solver is checked against: ``torch.func.hessian`` of the size-weighted mean loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One problem: ``make(seed)`` returns ``(model, loss_fn, batches)`` in float64."""
+
+    id: str
+    make: Callable[[int], tuple[nn.Module, Callable, list[Batch]]]
+    seed: int = 0
+
+
+def _classification(sizes: list[int], shape: tuple[int, ...], classes: int) -> list[Batch]:
+    return [(torch.randn(n, *shape), torch.randint(0, classes, (n,))) for n in sizes]
+
+
+def _mlp_cross_entropy(seed: int):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    return model, nn.functional.cross_entropy, _classification([7, 5, 3], (6,), 4)
+
+
+def _mlp_mse_one_batch(seed: int):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    return model, nn.functional.mse_loss, [(torch.randn(12, 5), torch.randn(12, 3))]
+
+
+def _cnn_batchnorm(seed: int):
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3, stride=2),
+        nn.Flatten(),
+        nn.Linear(2 * 2 * 2, 3),
+    )
+    batchnorm = model[1]
+    batchnorm.running_mean.uniform_(-0.5, 0.5)
+    batchnorm.running_var.uniform_(0.5, 2.0)
+    nn.init.uniform_(batchnorm.weight, 0.5, 1.5)
+    nn.init.uniform_(batchnorm.bias, -0.2, 0.2)
+    model.train()  # the operator must use eval mode anyway and give the mode back
+    return model, nn.functional.cross_entropy, _classification([6, 4], (1, 6, 6), 3)
+
+
+def _linear_low_rank(seed: int):
+    """Least squares on 3 examples: the Hessian has rank 2 * 3 = 6 in dimension 22."""
+    torch.manual_seed(seed)
+    model = nn.Linear(10, 2)
+    return (
+        model,
+        nn.functional.mse_loss,
+        [(torch.randn(2, 10), torch.randn(2, 2)), (torch.randn(1, 10), torch.randn(1, 2))],
+    )
+
+
+CASES = [
+    Case("mlp-crossentropy-3batches-unequal", _mlp_cross_entropy),
+    Case("mlp-mse-1batch", _mlp_mse_one_batch),
+    Case("cnn-batchnorm-eval-2batches", _cnn_batchnorm),
+    Case("linear-mse-rank6", _linear_low_rank),
+]
+LOW_RANK_CASES = [c for c in CASES if "rank" in c.id]
+
+
+def make_float64(case: Case) -> tuple[nn.Module, Callable, list[Batch]]:
+    """The case's model, loss and batches, converted to float64."""
+    model, loss_fn, batches = case.make(case.seed)
+    batches = [(x.double(), y.double() if y.is_floating_point() else y) for x, y in batches]
+    return model.double(), loss_fn, batches
+
+
+def dense_hessian(model: nn.Module, loss_fn: Callable, batches: list[Batch]) -> Tensor:
+    """Hessian of the size-weighted mean loss by ``torch.func.hessian``, in eval mode."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    shapes = [params[n].shape for n in names]
+    flat = torch.cat([params[n].detach().reshape(-1) for n in names])
+    total = sum(len(y) for _, y in batches)
+    buffers = dict(model.named_buffers())
+
+    def mean_loss(theta: Tensor) -> Tensor:
+        chunks = theta.split([s.numel() for s in shapes])
+        tensors = {n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        return sum(
+            len(y) / total * loss_fn(functional_call(model, {**buffers, **tensors}, (x,)), y)
+            for x, y in batches
+        )
+
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.func.hessian(mean_loss)(flat)
+    finally:
+        model.train(was_training)
