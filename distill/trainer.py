@@ -265,7 +265,7 @@ def train_student(
     teacher, parent = load_checkpoint(teacher_path, device=device)
     bundle = dataset_from_description(parent["dataset"])
     generation = parent.get("generation", 0) + 1
-    seed = parent["seed"] + generation if seed is None else seed
+    seed = parent["seed"] + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
     model = build_model(parent["arch"], **parent["arch_kwargs"]).to(device)

@@ -1,0 +1,80 @@
+"""KD loss against hand-computed values and its gradient against soft-label CE."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.errors import DistillInputError
+from distill.losses import KDConfig, cross_entropy, kd_loss, kl_to_teacher, soft_cross_entropy
+
+
+def _kl_by_hand(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+def _softmax(z: list[float], t: float) -> list[float]:
+    e = [math.exp(v / t) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_kd_loss_matches_hand_computation_with_t_squared_and_batchmean():
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]], dtype=torch.float64)
+    teacher = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]], dtype=torch.float64)
+    targets = torch.tensor([0, 1])
+    t, alpha = 4.0, 0.3
+    per_example = kd_loss(student, teacher, targets, KDConfig(t, alpha))
+    for i in range(2):
+        kl = _kl_by_hand(_softmax(teacher[i].tolist(), t), _softmax(student[i].tolist(), t))
+        ce = -math.log(_softmax(student[i].tolist(), 1.0)[targets[i]])
+        assert per_example[i].item() == pytest.approx((1 - alpha) * ce + alpha * t * t * kl, 1e-12)
+    # The batch mean of the per-example values is torch's batchmean KL (not 'mean').
+    reference = F.kl_div(
+        F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="batchmean"
+    )
+    pure = kd_loss(student, teacher, targets, KDConfig(t, 1.0)).mean()
+    assert pure.item() == pytest.approx(t * t * reference.item(), 1e-12)
+
+
+def test_alpha_ends():
+    student, teacher = (
+        torch.randn(5, 4, dtype=torch.float64),
+        torch.randn(5, 4, dtype=torch.float64),
+    )
+    targets = torch.randint(0, 4, (5,))
+    plain = kd_loss(student, teacher, targets, KDConfig(2.0, 0.0))
+    torch.testing.assert_close(plain, cross_entropy(student, targets))
+    pure = kd_loss(student, teacher, targets, KDConfig(2.0, 1.0))
+    torch.testing.assert_close(pure, 4.0 * kl_to_teacher(student, teacher, 2.0))
+
+
+def test_kd_gradient_at_t1_equals_soft_label_cross_entropy_gradient():
+    student = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(6, 5, dtype=torch.float64)
+    targets = torch.zeros(6, dtype=torch.long)
+    (g_kd,) = torch.autograd.grad(
+        kd_loss(student, teacher, targets, KDConfig(1.0, 1.0)).sum(), student
+    )
+    soft = soft_cross_entropy(student, F.softmax(teacher, -1)).sum()
+    (g_ce,) = torch.autograd.grad(soft, student)
+    torch.testing.assert_close(g_kd, g_ce)
+
+
+def test_teacher_receives_no_gradient():
+    student = torch.randn(3, 4, requires_grad=True)
+    teacher = torch.randn(3, 4, requires_grad=True)
+    kd_loss(student, teacher, torch.zeros(3, dtype=torch.long), KDConfig()).sum().backward()
+    assert teacher.grad is None
+
+
+@pytest.mark.parametrize(("t", "alpha"), [(0.0, 1.0), (-1.0, 0.5), (4.0, 2.0), (4.0, -0.1)])
+def test_invalid_settings_are_refused(t, alpha):
+    with pytest.raises(DistillInputError):
+        KDConfig(t, alpha)
+
+
+def test_alpha_meaning_recorded():
+    meta = KDConfig(4.0, 1.0).to_metadata()
+    assert meta["temperature"] == 4.0 and meta["alpha"] == 1.0
+    assert "alpha weights the distillation term" in meta["alpha_meaning"]

@@ -1,0 +1,69 @@
+"""Trainer: determinism, stable KD at T=4, recipes, generations."""
+
+
+import pytest
+import torch
+
+from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from distill.data import load_dataset
+from distill.losses import KDConfig
+from distill.trainer import Recipe, evaluate, recipe_for_student, train_student, train_teacher
+
+
+def test_same_seed_same_bytes(tmp_path):
+    bundle = load_dataset("synthetic")
+    paths = []
+    for name in ("a", "b"):
+        model, meta = train_teacher(bundle, recipe=Recipe(epochs=3, lr=0.05), seed=7)
+        paths.append(save_checkpoint(tmp_path / f"{name}.safetensors", model, meta))
+    assert file_sha256(paths[0]) == file_sha256(paths[1])
+    model, meta = train_teacher(bundle, recipe=Recipe(epochs=3, lr=0.05), seed=8)
+    other = save_checkpoint(tmp_path / "c.safetensors", model, meta)
+    assert file_sha256(other) != file_sha256(paths[0])
+
+
+def test_default_kd_recipe_is_stable_at_t4_where_lr_0_1_collapses(mnist1d_teacher):
+    """The calibration saw KD at T=4, lr 0.1 collapse to chance; the default must not."""
+    _, parent = load_checkpoint(mnist1d_teacher)
+    default = recipe_for_student(parent)
+    assert default.lr == pytest.approx(parent["recipe"]["lr"] / 4) and default.warmup_epochs == 2
+    kd = KDConfig(4.0, 1.0)
+    short = {"epochs": 6, "warmup_epochs": 2}
+    _, stable = train_student(mnist1d_teacher, kd, recipe=Recipe(lr=default.lr, **short))
+    _, hot = train_student(mnist1d_teacher, kd, recipe=Recipe(lr=0.1, **short))
+    assert stable["metrics"]["test_accuracy"] > 0.4
+    assert hot["metrics"]["test_accuracy"] < 0.2  # chance is 0.1
+
+
+def test_student_generation_chain(tmp_path, mnist1d_student):
+    _, meta1 = load_checkpoint(mnist1d_student)
+    model2, meta2 = train_student(
+        mnist1d_student, KDConfig(4.0, 1.0), recipe=Recipe(epochs=1, lr=0.025)
+    )
+    assert meta2["generation"] == 2 and meta2["parent_sha256"] == file_sha256(mnist1d_student)
+    assert meta2["seed"] == meta1["seed"] + 1
+    # A student's student inherits the parent's recipe, not a further lr/4.
+    assert recipe_for_student(meta1).lr == meta1["recipe"]["lr"]
+
+
+def test_evaluate_is_exact_mean_over_examples():
+    bundle = load_dataset("synthetic", n_test=37)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 4)
+    result = evaluate(model, bundle.test, batch_size=10)
+    x, y = bundle.test.tensors
+    with torch.no_grad():
+        logits = model(x)
+    assert result["loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, y)), 1e-6
+    )
+    assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+
+
+def test_schedules():
+    cosine = Recipe(epochs=10, lr=1.0)
+    assert cosine.lr_at(0) == 1.0 and cosine.lr_at(5) == pytest.approx(0.5)
+    steps = Recipe(epochs=10, lr=1.0, schedule="multistep", milestones=(3, 6))
+    assert [steps.lr_at(e) for e in (2, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
+    warm = Recipe(epochs=10, lr=1.0, warmup_epochs=2)
+    assert warm.lr_at(0) == pytest.approx(0.1) and warm.lr_at(1) == pytest.approx(0.55)
