@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -248,8 +248,38 @@ def train_teacher(
     return model.eval(), meta
 
 
+class LogitEnsemble(torch.nn.Module):
+    """Teachers whose logits are averaged: the soft targets of ensemble distillation."""
+
+    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
+def _load_teachers(
+    paths: Sequence[str | Path], device: str | torch.device
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """One teacher, or several of one architecture and dataset as a `LogitEnsemble`."""
+    loaded = [load_checkpoint(path, device=device) for path in paths]
+    first = loaded[0][1]
+    for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
+        if (meta["arch"], meta["arch_kwargs"], meta["dataset"]) != (
+            first["arch"], first["arch_kwargs"], first["dataset"],
+        ):  # fmt: skip
+            raise DistillInputError(
+                f"{path}: an ensemble teacher needs one architecture and dataset; "
+                f"{paths[0]} differs"
+            )
+    if len(loaded) == 1:
+        return loaded[0]
+    return LogitEnsemble([model for model, _ in loaded]).eval(), first
+
+
 def train_student(
-    teacher_path: str | Path,
+    teacher_path: str | Path | Sequence[str | Path],
     kd: KDConfig,
     recipe: Recipe | None = None,
     seed: int | None = None,
@@ -260,19 +290,23 @@ def train_student(
 
     The student is a freshly initialised copy of the teacher's architecture, trained on
     the teacher's dataset against its soft outputs. Its seed defaults to the teacher's
-    seed plus its generation, so every generation starts from a different init.
+    seed plus one, so every generation starts from a different init. Several teacher
+    paths distil from their ensemble (averaged logits); the student then records every
+    parent's hash and continues the first parent's generation count.
     """
-    teacher, parent = load_checkpoint(teacher_path, device=device)
+    paths = [teacher_path] if isinstance(teacher_path, (str, Path)) else list(teacher_path)
+    teacher, parent = _load_teachers(paths, device)
     bundle = dataset_from_description(parent["dataset"])
-    generation = parent.get("generation", 0) + 1
     seed = parent["seed"] + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
     model = build_model(parent["arch"], **parent["arch_kwargs"]).to(device)
     metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
+    hashes = [file_sha256(path) for path in paths]
     meta = _metadata(
         parent["arch"], parent["arch_kwargs"], bundle, recipe, seed, metrics,
-        role="student", generation=generation, parent_sha256=file_sha256(teacher_path),
+        role="student", generation=parent.get("generation", 0) + 1,
+        parent_sha256=hashes[0] if len(hashes) == 1 else hashes,
         kd=kd.to_metadata(), teacher_metrics=parent.get("metrics"),
     )  # fmt: skip
     return model.eval(), meta
