@@ -81,6 +81,24 @@ def test_stored_values_follow_the_layout_and_non_square_orientation(tmp_path):
         assert torch.equal(store.directions()[0][name], tensor)
 
 
+def test_loss_landscape_plot_scripts_reading_pattern_gets_the_orientation_right(tmp_path):
+    """plot_2D.py does X, Y = meshgrid(x, y); Z = f['train_loss'][:]; contour(X, Y, Z)."""
+    model, batches, spec = _setup(x=np.linspace(-1, 1, 4), y=np.array([-0.3, 0.1, 0.6]))
+    _run(tmp_path / "s.h5", spec, model, batches)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        x, y = f["xcoordinates"][:], f["ycoordinates"][:]
+        X, Y = np.meshgrid(x, y)
+        Z = np.array(f["train_loss"][:])
+        acc = np.array(f["train_acc"][:])
+    assert Z.shape == X.shape == (3, 4)
+    j, i = 2, 1
+    loss, _ = reference_loss(
+        model, batches, [(X[j, i], spec.directions[0]), (Y[j, i], spec.directions[1])]
+    )
+    assert Z[j, i] == pytest.approx(loss, rel=1e-12)
+    assert 0 <= acc.min() and acc.max() <= 100  # percent, as plot_1D.py's 0..100 axis expects
+
+
 def test_a_run_killed_part_way_and_resumed_gives_the_same_file(tmp_path):
     model, batches, spec = _setup()
     _run(tmp_path / "full.h5", spec, model, batches)
