@@ -1,0 +1,87 @@
+"""All sharpness measures of one model in one call: what the CLI and the results table use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape.errors import LandscapeInputError
+from landscape.hessian import Batch, LossFunction
+from landscape.sharpness.average import average_sharpness
+from landscape.sharpness.geometry import GEOMETRIES
+from landscape.sharpness.objective import PerturbedLoss
+from landscape.sharpness.worst import worst_sharpness
+
+MEASURES = ("average", "worst")
+
+
+def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
+    given = list(given)
+    unknown = [g for g in given if g not in allowed]
+    if unknown or not given:
+        raise LandscapeInputError(
+            f"{what} {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(allowed)}"
+        )
+    return given
+
+
+def sharpness_report(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    batches: Iterable[Batch],
+    rho: float,
+    measures: Sequence[str] = MEASURES,
+    geometries: Sequence[str] = GEOMETRIES,
+    samples: int = 32,
+    steps: int = 20,
+    restarts: int = 2,
+    seed: int = 0,
+    eta: float = 0.0,
+    params: Sequence[str] | None = None,
+    dtype: torch.dtype | None = None,
+    bn_mode: str = "eval",
+) -> dict[str, Any]:
+    """Average- and worst-case sharpness in each geometry, beside the unperturbed loss.
+
+    Every measure uses the same seed, hence the same random directions in every
+    geometry (common random numbers), so differences between geometries and between
+    models measured with the same options are not Monte-Carlo noise in the draws.
+
+    Args:
+        model: Any module (left untouched).
+        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's mean loss.
+        batches: The measured data, e.g. the first 1024 training examples.
+        rho: Radius of the ball in each geometry's normalized coordinates.
+        measures: Any of ``"average"``, ``"worst"``.
+        geometries: Any of ``"plain"``, ``"elementwise"``, ``"filterwise"``.
+        samples: Draws for average-case sharpness.
+        steps: Ascent steps per restart for worst-case sharpness.
+        restarts: Random restarts for worst-case sharpness.
+        seed: Seed of draws and restarts.
+        eta: Offset added to adaptive scales.
+        params: Parameter names to perturb (default: all trainable).
+        dtype: Compute dtype (default: the model's).
+        bn_mode: ``"eval"`` or ``"train"``.
+
+    Returns:
+        ``{"loss", "examples", "rho", "results": [SharpnessResult.to_dict(), ...]}``,
+        one result per (measure, geometry), measures outermost.
+    """
+    measures = _check_choices(measures, MEASURES, "measure")
+    geometries = _check_choices(geometries, GEOMETRIES, "geometry")
+    objective = PerturbedLoss(model, loss_fn, batches, params, dtype, bn_mode)
+    results = []
+    for measure in measures:
+        for geometry in geometries:
+            if measure == "average":
+                result = average_sharpness(objective, rho, geometry, samples, seed, eta)
+            else:
+                result = worst_sharpness(
+                    objective, rho, geometry, steps, restarts, seed=seed, eta=eta
+                )
+            results.append(result.to_dict())
+    examples = sum(int(b[1].shape[0]) for b in objective.batches)
+    return {"loss": objective.loss, "examples": examples, "rho": rho, "results": results}
