@@ -22,12 +22,14 @@ and LayerNorm scales and shifts), as loss-landscape's ``--xignore biasbn`` does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from landscape.eigen import lanczos
 from landscape.errors import LandscapeInputError
+from landscape.hessian import HessianOperator
 
 Direction = dict[str, Tensor]
 
@@ -212,6 +214,39 @@ def eigen_directions(
             }
         )
     return directions
+
+
+def hessian_directions(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batches: Sequence[tuple[Tensor, Tensor]],
+    count: int = 2,
+    seed: int = 0,
+    tol: float = 1e-4,
+) -> tuple[list[Direction], Tensor]:
+    """Directions along the top Hessian eigenvectors of the mean loss over ``batches``.
+
+    Lanczos (:func:`landscape.eigen.lanczos`) on :class:`landscape.hessian.HessianOperator`
+    over the trainable parameters, model in eval mode. Each eigenvector is a unit vector
+    with its sign fixed (its largest-magnitude entry is positive), so a seed gives the same
+    directions every time.
+
+    Args:
+        model: The model at the point of interest.
+        loss_fn: Mean loss of a batch.
+        batches: The data the Hessian is taken over.
+        count: Number of eigenvectors (one per axis).
+        seed: Seed of Lanczos's start vector.
+        tol: Relative accuracy of the eigenvalues.
+
+    Returns:
+        The directions (largest eigenvalue first) and the eigenvalues.
+    """
+    operator = HessianOperator(model, loss_fn, batches)
+    result = lanczos(operator, k=count, tol=tol, seed=seed)
+    vectors = result.eigenvectors
+    signs = torch.sign(vectors.gather(0, vectors.abs().argmax(dim=0, keepdim=True)))
+    return eigen_directions(model, vectors * signs, operator.names), result.eigenvalues
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

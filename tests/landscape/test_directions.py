@@ -6,6 +6,7 @@ from torch import nn
 from landscape.directions import (
     eigen_directions,
     filter_normalize,
+    hessian_directions,
     interpolation_direction,
     layer_normalize,
     normalize_direction,
@@ -138,3 +139,31 @@ def test_eigen_directions_split_flat_vectors_in_parameter_order():
     assert torch.count_nonzero(second["2.bias"]) == 0  # frozen: not covered, zero
     with pytest.raises(LandscapeInputError, match="entries"):
         eigen_directions(model, [torch.zeros(dim + 1)])
+
+
+def test_hessian_directions_are_the_top_eigenvectors_of_the_dense_hessian():
+    from surface_problems import classification_data
+    from torch.func import functional_call, hessian
+
+    model = mlp()
+    batches = classification_data([7, 5], (6,))
+    directions, eigenvalues = hessian_directions(
+        model, nn.functional.cross_entropy, batches, count=2, tol=1e-10
+    )
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+    inputs, targets = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+    def loss(flat):
+        pieces = flat.split([s.numel() for s in shapes])
+        params = {n: p.reshape(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
+        return nn.functional.cross_entropy(functional_call(model, params, (inputs,)), targets)
+
+    dense = hessian(loss)(theta)
+    values, vectors = torch.linalg.eigh(dense)
+    torch.testing.assert_close(eigenvalues, values.flip(0)[:2], rtol=1e-8, atol=1e-10)
+    for k, direction in enumerate(directions):
+        v = torch.cat([direction[n].reshape(-1) for n in names])
+        assert abs(float(v @ vectors[:, -1 - k])) == pytest.approx(1.0, abs=1e-8)
+        assert v[v.abs().argmax()] > 0  # sign convention
