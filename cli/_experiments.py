@@ -1,0 +1,347 @@
+"""The experiments behind `flatscape reproduce`: which models to train, measure and report.
+
+An `Experiment` names datasets, seeds and generations. `run_experiment` walks it: for
+each dataset and seed, a teacher and its self-distilled generations (and, in the full
+preset, an ensemble experiment and teachers stopped early), each trained only if its
+checkpoint is not already in the output folder and measured only if its profile is
+not cached beside it. Then it writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cli._loading import first_examples
+from cli._report import write_report
+from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from distill.data import dataset_from_description, load_dataset
+from distill.errors import DistillInputError
+from distill.losses import KDConfig
+from distill.trainer import (
+    TEACHER_RECIPES,
+    LogitEnsemble,
+    json_lines_log,
+    recipe_for_student,
+    train_student,
+    train_teacher,
+)
+from landscape.directions import random_direction
+from landscape.plot import plot_surfaces
+from landscape.profile import ProfileSettings, profile_model
+from landscape.store import SurfaceSpec, SurfaceStore
+from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+
+SECOND_TEACHER_SEED = 1000
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What `reproduce` trains and measures.
+
+    Attributes:
+        datasets: Dataset names.
+        seeds: Seeds 0..seeds-1; each has its own teacher and students.
+        generations: Self-distilled generations after the teacher.
+        epochs: Training epochs of every model (None: the dataset's default recipe).
+        temperature, alpha: KD settings (alpha weights the KL term; 1 = pure).
+        samples: Train examples the curvature and surfaces are measured on.
+        profile: Curvature and 1D-surface settings.
+        contour_points: Per-axis points of the 2D contour of each model of seed 0.
+        ensemble: Also distil from an ensemble of two teachers (multi-view theory).
+        stopped_epochs: Also train teachers for these shorter budgets and distil each
+            (student gain against teacher accuracy).
+        dataset_options: Extra options per dataset (e.g. a larger mnist1d test set).
+    """
+
+    preset: str
+    datasets: tuple[str, ...]
+    seeds: int
+    generations: int
+    epochs: int | None = None
+    temperature: float = 4.0
+    alpha: float = 1.0
+    samples: int = 1024
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
+    contour_points: int = 11
+    ensemble: bool = False
+    stopped_epochs: tuple[int, ...] = ()
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, name: str, datasets=None, seeds=None, generations=None, epochs=None):
+        overrides = {
+            "datasets": tuple(datasets) if datasets else None,
+            "seeds": seeds,
+            "generations": generations,
+            "epochs": epochs,
+        }
+        return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS = {
+    "quick": Experiment("quick", ("mnist1d",), seeds=3, generations=2),
+    "full": Experiment(
+        "full",
+        ("mnist1d", "digits"),
+        seeds=5,
+        generations=5,
+        contour_points=21,
+        ensemble=True,
+        stopped_epochs=(5, 10, 20),
+        dataset_options={"mnist1d": {"test_size": 4000}},
+    ),
+}
+
+
+@dataclass
+class ModelSpec:
+    """One model of the experiment: where it lives and how to make it."""
+
+    path: Path
+    dataset: str
+    seed: int
+    group: str  # "main", "ensemble" or "stopped"
+    role: str
+    generation: int
+    parents: tuple[Path, ...] = ()
+    teacher_epochs: int | None = None
+    label: str = ""
+
+
+def plan(experiment: Experiment, root: Path) -> list[ModelSpec]:
+    """Every model of the experiment, parents before children."""
+    specs: list[ModelSpec] = []
+    for dataset in experiment.datasets:
+        for seed in range(experiment.seeds):
+            base = root / dataset / f"seed{seed}"
+            teacher = ModelSpec(
+                base / "teacher.safetensors", dataset, seed, "main", "teacher", 0, label="teacher"
+            )
+            specs.append(teacher)
+            parent = teacher.path
+            for g in range(1, experiment.generations + 1):
+                path = base / f"gen{g}.safetensors"
+                specs.append(
+                    ModelSpec(path, dataset, seed, "main", "student", g, (parent,), label=f"gen{g}")
+                )
+                parent = path
+            if experiment.ensemble:
+                second = ModelSpec(
+                    base / "teacher_b.safetensors",
+                    dataset,
+                    SECOND_TEACHER_SEED + seed,
+                    "ensemble",
+                    "teacher",
+                    0,
+                    label="teacher B",
+                )
+                student = ModelSpec(
+                    base / "ensemble_student.safetensors",
+                    dataset,
+                    seed,
+                    "ensemble",
+                    "student",
+                    1,
+                    (teacher.path, second.path),
+                    label="student of ensemble",
+                )
+                specs += [second, student]
+            for epochs in experiment.stopped_epochs:
+                folder = base / f"stopped_e{epochs}"
+                early = ModelSpec(
+                    folder / "teacher.safetensors",
+                    dataset,
+                    seed,
+                    "stopped",
+                    "teacher",
+                    0,
+                    teacher_epochs=epochs,
+                    label=f"teacher ({epochs} epochs)",
+                )
+                student = ModelSpec(
+                    folder / "gen1.safetensors",
+                    dataset,
+                    seed,
+                    "stopped",
+                    "student",
+                    1,
+                    (early.path,),
+                    teacher_epochs=epochs,
+                    label=f"gen1 of {epochs}-epoch teacher",
+                )
+                specs += [early, student]
+    return specs
+
+
+def _bundle(experiment: Experiment, dataset: str):
+    return load_dataset(dataset, **experiment.dataset_options.get(dataset, {}))
+
+
+def train_model(spec: ModelSpec, experiment: Experiment) -> None:
+    """Train one model of the plan and save its checkpoint (with a JSON-lines log)."""
+    log = json_lines_log(spec.path.with_suffix(".log.jsonl"))
+    if spec.role == "teacher":
+        recipe = TEACHER_RECIPES[spec.dataset]
+        epochs = spec.teacher_epochs or experiment.epochs
+        if epochs:
+            recipe = replace(recipe, epochs=epochs)
+        model, meta = train_teacher(
+            _bundle(experiment, spec.dataset), recipe=recipe, seed=spec.seed, log=log
+        )
+    else:
+        kd = KDConfig(experiment.temperature, experiment.alpha)
+        _, parent = load_checkpoint(spec.parents[0])
+        recipe = recipe_for_student(parent)
+        if experiment.epochs and spec.teacher_epochs is None:
+            recipe = replace(recipe, epochs=experiment.epochs)
+        model, meta = train_student(list(spec.parents), kd, recipe=recipe, log=log)
+    save_checkpoint(spec.path, model, meta)
+
+
+def measure_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> dict[str, Any]:
+    """Profile a checkpoint, reusing the cached profile when hash and settings match."""
+    cache = spec.path.with_suffix(".profile.json")
+    sha = file_sha256(spec.path)
+    settings = {"samples": experiment.samples, **asdict(experiment.profile)}
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("checkpoint_sha256") == sha and cached.get("request") == settings:
+            return cached["record"]
+    model, meta = load_checkpoint(spec.path, device=device)
+    bundle = dataset_from_description(meta["dataset"])
+    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
+    test = first_examples(bundle.test, None, 1024, device)
+    record = profile_model(model, F.cross_entropy, train, experiment.profile, test_batches=test)
+    record.update(_identity(spec, meta))
+    cache.write_text(json.dumps({"checkpoint_sha256": sha, "request": settings, "record": record}))
+    return record
+
+
+def contour(spec: ModelSpec, experiment: Experiment, figures: Path) -> Path:
+    """2D filter-normalized surface of one model into ``<checkpoint>.h5`` and a contour PNG.
+
+    Resumes a partial file, so a killed run loses no finished point.
+    """
+    n = experiment.contour_points
+    model, meta = load_checkpoint(spec.path)
+    bundle = dataset_from_description(meta["dataset"])
+    batches = first_examples(bundle.train_eval, experiment.samples, 256)
+    x = y = np.linspace(-1.0, 1.0, n)
+    directions = [random_direction(model, torch.Generator().manual_seed(s)) for s in (0, 1)]
+    settings = {
+        "checkpoint_sha256": file_sha256(spec.path),
+        "normalization": "filter",
+        "ignore": "biasbn",
+        "seed": 0,
+        "dataset": spec.dataset,
+        "samples": experiment.samples,
+        "bn_mode": "eval",
+    }
+    h5 = spec.path.with_suffix(".h5")
+    store_spec = SurfaceSpec(x, y, directions, "train", settings)
+    with SurfaceStore.open_for_writing(h5, store_spec, resume=True) as store:
+        evaluator = SurfaceEvaluator(model, F.cross_entropy, store.directions())
+        compute_surface(
+            evaluator, {"train": batches}, grid_points(x, y), store.pending(), store.write
+        )
+    figures.mkdir(parents=True, exist_ok=True)
+    png = figures / f"{spec.dataset}_seed{spec.seed}_{spec.path.stem}_contour.png"
+    plot_surfaces([h5], png, kind="contour", labels=[spec.label], log=True)
+    return png
+
+
+def _identity(spec: ModelSpec, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": spec.label,
+        "path": str(spec.path),
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "group": spec.group,
+        "role": spec.role,
+        "generation": spec.generation,
+        "teacher_epochs": spec.teacher_epochs,
+        "checkpoint_test_accuracy": meta["metrics"]["test_accuracy"],
+    }
+
+
+def measure_ensemble(specs: list[ModelSpec], experiment: Experiment) -> dict[str, Any]:
+    """Profile the two-teacher ensemble itself (averaged logits; Hessian over both nets)."""
+    members = [load_checkpoint(s.path)[0] for s in specs]
+    bundle = dataset_from_description(load_checkpoint(specs[0].path)[1]["dataset"])
+    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples)
+    test = first_examples(bundle.test, None, 1024)
+    record = profile_model(
+        LogitEnsemble(members).eval(), F.cross_entropy, train, experiment.profile, test_batches=test
+    )
+    first = specs[0]
+    return {
+        **record,
+        "name": "ensemble of 2 teachers",
+        "dataset": first.dataset,
+        "seed": first.seed,
+        "group": "ensemble",
+        "role": "ensemble",
+        "generation": 0,
+    }
+
+
+def _check_settings(root: Path, experiment: Experiment) -> None:
+    """Refuse to mix runs with different settings in one folder."""
+    path = root / "experiment.json"
+    wanted = json.loads(json.dumps(experiment.to_json()))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != wanted:
+            changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+            raise DistillInputError(
+                f"{root} holds a reproduce run with other settings ({', '.join(changed)}); "
+                "use another --out-dir"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2))
+
+
+def run_experiment(experiment: Experiment, out_dir: str | Path, quiet: bool = False) -> Path:
+    """Train what is missing, measure what is not cached, write the report; return its path."""
+    from cli._common import progress_bar
+
+    root = Path(out_dir)
+    _check_settings(root, experiment)
+    specs = plan(experiment, root)
+    start = time.perf_counter()
+    records, trained = [], 0
+    with progress_bar(len(specs), "models", quiet, unit="model") as bar:
+        for spec in specs:
+            if not spec.path.is_file():
+                train_model(spec, experiment)
+                trained += 1
+            records.append(measure_model(spec, experiment))
+            if experiment.contour_points and spec.seed == 0 and spec.group == "main":
+                contour(spec, experiment, root / "figures")
+            bar.update(1)
+    if experiment.ensemble:
+        for dataset in experiment.datasets:
+            for seed in range(experiment.seeds):
+                seeds = (seed, SECOND_TEACHER_SEED + seed)
+                pair = [
+                    s
+                    for s in specs
+                    if s.dataset == dataset
+                    and s.seed in seeds
+                    and s.role == "teacher"
+                    and s.group in ("main", "ensemble")
+                ]
+                records.append(measure_ensemble(pair, experiment))
+    torch.set_grad_enabled(True)
+    return write_report(root, experiment, specs, records, trained, time.perf_counter() - start)

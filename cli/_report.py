@@ -1,0 +1,280 @@
+"""The `reproduce` report: Markdown with tables and figures, and the same numbers as JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from landscape.comparison import (  # noqa: E402
+    by_generation,
+    claims_table,
+    rise_then_fall,
+    summarize,
+    to_markdown,
+)
+
+MEASURES = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
+LABELS = {
+    "test_accuracy": "test accuracy",
+    "train_loss": "train loss",
+    "lambda_1": "λ1",
+    "trace": "trace",
+    "surface_width": "basin width",
+}
+
+
+def _pm(summary: dict[str, Any], accuracy: bool = False) -> str:
+    if summary["mean"] is None:
+        return "—"
+    if accuracy:
+        return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+    return f"{summary['mean']:.4g} ± {summary['std']:.2g}"
+
+
+def generation_table(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Mean ± std across seeds per generation, as rows and as Markdown."""
+    summary = by_generation(records, MEASURES)
+    rows = [
+        {
+            "generation": s["generation"],
+            "seeds": s["test_accuracy"]["n"],
+            **{LABELS[m]: _pm(s[m], m == "test_accuracy") for m in MEASURES},
+        }
+        for s in summary
+    ]
+    columns = ["generation", "seeds"] + [LABELS[m] for m in MEASURES]
+    return summary, to_markdown(rows, columns).replace("test accuracy", "test accuracy (%)")
+
+
+def _figure_lines(records, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), constrained_layout=True)
+    for r in sorted(records, key=lambda r: r["generation"]):
+        if r.get("line_x"):
+            ax.plot(r["line_x"], r["line_loss"], label=r["name"], lw=1.6)
+    ax.set(xlabel="α (filter-normalized direction)", ylabel="train loss", title=title)
+    ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=8)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _figure_generations(summary, path: Path, title: str) -> None:
+    measures = ("test_accuracy", "lambda_1", "trace", "surface_width")
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8), constrained_layout=True)
+    gens = [s["generation"] for s in summary]
+    for ax, m in zip(axes, measures, strict=True):
+        means = [s[m]["mean"] for s in summary]
+        if any(v is None for v in means):
+            ax.set_visible(False)
+            continue
+        stds = [s[m]["std"] for s in summary]
+        ax.errorbar(gens, means, yerr=stds, marker="o", capsize=3)
+        ax.set(xlabel="generation", title=LABELS[m], xticks=gens)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _claims_section(main: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    claims = claims_table(main)
+    lines = [
+        "Counted per seed: a student 'wins' when it beats the teacher of its own seed "
+        "(higher accuracy or width; lower λ1 or trace). Ties count as losses.",
+        "",
+        to_markdown(
+            [{**c, "count": f"{c['wins']}/{c['seeds']}"} for c in claims],
+            ["generation", "claim", "count", "verdict"],
+        ),
+    ]
+    return claims, lines
+
+
+def _mobahi_section(summary) -> tuple[dict[str, Any], list[str]]:
+    means = [s["test_accuracy"]["mean"] for s in summary]
+    verdict = rise_then_fall(means)
+    best = max(range(len(means)), key=lambda i: means[i])
+    text = (
+        f"Mean test accuracy by generation: {', '.join(f'{100 * m:.2f}' for m in means)} %. "
+        f"Peak at generation {best}. "
+        + (
+            "It rises and then falls, as Mobahi et al. predict."
+            if verdict
+            else "It does not rise and then fall within these generations."
+        )
+    )
+    return {"means": means, "peak_generation": best, "rise_then_fall": verdict}, [text]
+
+
+def _ensemble_section(records) -> tuple[dict[str, Any], list[str]]:
+    rows = []
+    for label in ("teacher", "teacher B", "ensemble of 2 teachers", "gen1", "student of ensemble"):
+        group = [r for r in records if r["name"] == label]
+        if group:
+            rows.append(
+                {
+                    "model": label,
+                    "seeds": len(group),
+                    **{
+                        LABELS[m]: _pm(summarize([r.get(m) for r in group]), m == "test_accuracy")
+                        for m in MEASURES
+                    },
+                }
+            )
+    table = to_markdown(rows, ["model", "seeds"] + [LABELS[m] for m in MEASURES])
+    return {"rows": rows}, [
+        "If self-distillation were an implicit ensemble (Allen-Zhu & Li), the student of "
+        "one teacher (gen1) would approach the accuracy of the two-teacher ensemble. "
+        "The ensemble's Hessian is over both networks' parameters.",
+        "",
+        table.replace("test accuracy", "test accuracy (%)"),
+    ]
+
+
+def _stopped_section(records) -> tuple[dict[str, Any], list[str]]:
+    budgets = sorted({r["teacher_epochs"] for r in records if r.get("teacher_epochs")})
+    main = [r for r in records if r["group"] == "main" and r["generation"] in (0, 1)]
+    groups = [
+        (
+            "full",
+            [r for r in main if r["generation"] == 0],
+            [r for r in main if r["generation"] == 1],
+        )
+    ]
+    for e in budgets:
+        rs = [r for r in records if r.get("teacher_epochs") == e]
+        groups.append(
+            (
+                str(e),
+                [r for r in rs if r["role"] == "teacher"],
+                [r for r in rs if r["role"] == "student"],
+            )
+        )
+    rows = []
+    for budget, teachers, students in groups:
+        by_seed = {t["seed"]: t for t in teachers}
+        gains = [
+            s["test_accuracy"] - by_seed[s["seed"]]["test_accuracy"]
+            for s in students
+            if s["seed"] in by_seed
+        ]
+        rows.append(
+            {
+                "teacher epochs": budget,
+                "teacher acc (%)": _pm(summarize([t["test_accuracy"] for t in teachers]), True),
+                "student acc (%)": _pm(summarize([s["test_accuracy"] for s in students]), True),
+                "gain (points)": _pm(
+                    {
+                        k: (v * 100 if isinstance(v, float) else v)
+                        for k, v in summarize(gains).items()
+                    }
+                ),
+                "student wins": f"{sum(g > 0 for g in gains)}/{len(gains)}",
+            }
+        )
+    return {"rows": rows}, [to_markdown(rows, list(rows[0]))]
+
+
+def write_report(root: Path, experiment, specs, records, trained: int, seconds: float) -> Path:
+    """Write report.md, report.json and figures under `root`; return the Markdown path."""
+    figures = root / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    command = "flatscape " + " ".join(sys.argv[1:]) if sys.argv else "flatscape reproduce"
+    lines = [
+        f"# flatscape reproduction ({experiment.preset} preset)",
+        "",
+        f"Command: `{command}`  ",
+        f"{len(specs)} models ({trained} trained in this run), {seconds:.0f} s, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Curvature and surfaces on the first {experiment.samples} training examples "
+        f"(dataset order, no augmentation, eval mode); accuracy on the full test split. "
+        f"λ1: top Hessian eigenvalue (Lanczos, tol {experiment.profile.tol}); trace: "
+        f"Hutch++ with {experiment.profile.trace_matvecs} HVPs; basin width: mean distance "
+        f"along a filter-normalized direction at which the train loss rises by "
+        f"{experiment.profile.width_rise} nats. KD: T={experiment.temperature}, "
+        f"alpha={experiment.alpha} (alpha weights the KL term). Train loss is shown beside "
+        "every sharpness number: the cross-entropy Hessian scales with p(1-p), so a "
+        "saturated, near-interpolating model looks flat partly for that reason.",
+    ]
+    document: dict[str, Any] = {
+        "experiment": experiment.to_json(),
+        "models": records,
+        "datasets": {},
+    }
+    for dataset in experiment.datasets:
+        own = [r for r in records if r["dataset"] == dataset]
+        main = [r for r in own if r["group"] == "main"]
+        summary, table = generation_table(main)
+        claims, claim_lines = _claims_section(main)
+        entry: dict[str, Any] = {"by_generation": summary, "claims": claims}
+        lines += [
+            "",
+            f"## {dataset}",
+            "",
+            "### By generation (mean ± std over seeds)",
+            "",
+            table,
+            "### The paper's claims",
+            "",
+            *claim_lines,
+        ]
+        lines_png = figures / f"{dataset}_lines_seed0.png"
+        _figure_lines(
+            [r for r in main if r["seed"] == 0],
+            lines_png,
+            f"{dataset}, seed 0: 1D loss along each model's direction",
+        )
+        gens_png = figures / f"{dataset}_generations.png"
+        _figure_generations(summary, gens_png, f"{dataset}: mean ± std over seeds")
+        lines += [
+            "",
+            f"![1D surfaces]({lines_png.relative_to(root)})",
+            f"![by generation]({gens_png.relative_to(root)})",
+        ]
+        contours = sorted(figures.glob(f"{dataset}_seed0_*_contour.png"))
+        if contours:
+            lines += ["", "2D filter-normalized contours (seed 0):", ""]
+            lines += [f"![{p.stem}]({p.relative_to(root)})" for p in contours]
+        if len(summary) >= 3:
+            entry["mobahi"], text = _mobahi_section(summary)
+            lines += ["", "### Accuracy over generations (Mobahi et al.)", "", *text]
+        if experiment.ensemble:
+            entry["ensemble"], text = _ensemble_section(own)
+            lines += ["", "### Ensemble (Allen-Zhu & Li)", "", *text]
+        if experiment.stopped_epochs:
+            entry["stopped_teachers"], text = _stopped_section(own)
+            lines += ["", "### Teachers stopped early", "", *text]
+        document["datasets"][dataset] = entry
+    lines += [
+        "",
+        "## Every model",
+        "",
+        to_markdown(
+            records,
+            [
+                "dataset",
+                "seed",
+                "name",
+                "test_accuracy",
+                "train_loss",
+                "lambda_1",
+                "trace",
+                "trace_stderr",
+                "surface_width",
+            ],
+        ),
+    ]
+    path = root / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (root / "report.json").write_text(json.dumps(document, indent=2, default=str))
+    return path

@@ -1,0 +1,204 @@
+"""`flatscape compare`: teacher and students side by side, measured the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import torch.nn.functional as F
+
+from cli._common import (
+    apply_threads,
+    check_output,
+    device_option,
+    force_option,
+    progress_bar,
+    quiet_option,
+    resolve_device,
+    threads_option,
+    write_json,
+)
+from cli._loading import first_examples, open_checkpoint
+from distill.errors import DistillInputError
+from landscape.comparison import to_csv, to_markdown, with_changes
+from landscape.profile import ProfileSettings, profile_model
+
+CHANGE_COLUMNS = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
+TABLE_COLUMNS = (
+    "name",
+    "role",
+    "generation",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "lambda_1",
+    "trace",
+    "trace_stderr",
+    "surface_width",
+    "test_accuracy_change",
+    "lambda_1_change",
+    "trace_change",
+    "surface_width_change",
+)
+
+
+def _identity(meta: dict[str, Any]) -> tuple:
+    dataset = {k: v for k, v in meta["dataset"].items() if k not in ("normalization",)}
+    return meta["arch"], meta["arch_kwargs"], dataset
+
+
+def load_models(paths: list[str], device, allow_mixed: bool):
+    """Load every checkpoint, naming a missing one; refuse mixed architectures or data."""
+    for i, path in enumerate(paths, 1):
+        if not Path(path).is_file():
+            raise DistillInputError(f"checkpoint {i} of {len(paths)}, {path}, not found")
+    loaded = [(path, *open_checkpoint(path, device=device)) for path in paths]
+    first_path, _, first_meta, _ = loaded[0]
+    for path, _, meta, _ in loaded[1:]:
+        if not allow_mixed and _identity(meta) != _identity(first_meta):
+            raise DistillInputError(
+                f"{path} and {first_path} differ in architecture or dataset; "
+                "pass --allow-mixed to compare them anyway"
+            )
+    return loaded
+
+
+def reference_index(records: list[dict[str, Any]]) -> int:
+    """The teacher (generation 0) if there is one, else the first checkpoint."""
+    return next((i for i, r in enumerate(records) if r.get("generation") == 0), 0)
+
+
+def compare_checkpoints(
+    paths: list[str],
+    settings: ProfileSettings,
+    samples: int,
+    batch_size: int,
+    device="cpu",
+    allow_mixed: bool = False,
+    progress=None,
+) -> dict[str, Any]:
+    """Measure every checkpoint on the first `samples` train examples; changes vs teacher."""
+    records = []
+    for path, model, meta, bundle in load_models(paths, device, allow_mixed):
+        train = first_examples(bundle.train_eval, samples, batch_size, device)
+        test = first_examples(bundle.test, None, batch_size, device)
+        record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
+        records.append(
+            {
+                "name": Path(path).stem,
+                "path": str(path),
+                "role": meta.get("role"),
+                "generation": meta.get("generation"),
+                "seed": meta.get("seed"),
+                **record,
+            }
+        )
+        if progress:
+            progress(1)
+    ref = reference_index(records)
+    return {
+        "data": {"split": "train", "samples": samples, "test": "full test split"},
+        "settings": records[0]["settings"],
+        "reference": records[ref]["name"],
+        "models": with_changes(records, CHANGE_COLUMNS, ref),
+    }
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="First N train examples (dataset order, no augmentation) for curvature.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Relative tolerance of the eigenvalues.",
+)
+@click.option(
+    "--trace-matvecs",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="HVPs spent on the Hutch++ trace (0: skip the trace).",
+)
+@click.option(
+    "--line-points",
+    type=click.IntRange(min=0),
+    default=21,
+    show_default=True,
+    help="Points of the 1D filter-normalized surface on [-1, 1] (0: skip).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
+@force_option
+@quiet_option
+@device_option
+@threads_option
+def compare(
+    checkpoints,
+    samples,
+    batch_size,
+    top_k,
+    tol,
+    trace_matvecs,
+    line_points,
+    seed,
+    allow_mixed,
+    json_path,
+    markdown_path,
+    csv_path,
+    force,
+    quiet,
+    device,
+    threads,
+):
+    """Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width.
+
+    All models are measured on the same data with the same settings; changes are
+    relative to the teacher (generation 0) or else the first checkpoint. Train loss is
+    printed beside every sharpness number: a saturated softmax looks flat.
+
+    \b
+    Example:
+      flatscape compare runs/teacher.safetensors runs/sd/gen1.safetensors \\
+          runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
+    """
+    apply_threads(threads)
+    outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
+    settings = ProfileSettings(
+        top_k=top_k, tol=tol, trace_matvecs=trace_matvecs, line_points=line_points, seed=seed
+    )
+    with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
+        report = compare_checkpoints(
+            list(checkpoints),
+            settings,
+            samples,
+            batch_size,
+            resolve_device(device),
+            allow_mixed,
+            progress=bar.update,
+        )
+    rows, columns = report["models"], list(TABLE_COLUMNS)
+    markdown = to_markdown(rows, columns)
+    click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
+    click.echo(markdown, nl=False)
+    write_json(outputs[0], report)
+    for path, text in ((outputs[1], markdown), (outputs[2], to_csv(rows, columns))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+
+COMMANDS = [compare]

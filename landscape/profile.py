@@ -1,0 +1,168 @@
+"""A model's flatness profile: accuracy, loss, top eigenvalues, trace and 1D basin width.
+
+One function, `profile_model`, measures everything `flatscape compare` and `flatscape
+reproduce` report for one model, with one set of `ProfileSettings`, so that every
+model of a comparison is measured the same way on the same data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape.directions import random_direction
+from landscape.eigen.lanczos import lanczos
+from landscape.errors import LandscapeInputError
+from landscape.hessian import HessianOperator
+from landscape.surface import SurfaceEvaluator
+from landscape.trace.meyer2020hutch import hutchpp_trace
+
+Batch = tuple[Tensor, Tensor]
+LossFunction = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How every model of a comparison is measured.
+
+    Attributes:
+        top_k: Number of top Hessian eigenvalues (Lanczos, relative tolerance `tol`).
+        tol: Relative tolerance of the eigenvalues.
+        trace_matvecs: Hessian-vector products for the Hutch++ trace (0: no trace).
+        line_points: Points of the 1D filter-normalized surface on [-line_radius,
+            line_radius] (0: no surface).
+        line_radius: Half-width of the 1D surface, in units of the direction.
+        width_rise: Loss rise (nats) that defines the basin width.
+        seed: Seed of the Lanczos start, the trace probes and the direction.
+    """
+
+    top_k: int = 3
+    tol: float = 1e-3
+    trace_matvecs: int = 60
+    line_points: int = 21
+    line_radius: float = 1.0
+    width_rise: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise LandscapeInputError(f"top_k {self.top_k}: must be >= 1")
+        if self.trace_matvecs < 0 or self.line_points < 0:
+            raise LandscapeInputError("trace_matvecs and line_points must be >= 0")
+        if self.width_rise <= 0 or self.line_radius <= 0:
+            raise LandscapeInputError("width_rise and line_radius must be > 0")
+
+
+def basin_width(alphas: np.ndarray, losses: np.ndarray, rise: float) -> float:
+    r"""Mean distance from the centre at which the loss first rises by `rise`, both sides.
+
+    On each side of :math:`\alpha = 0` the crossing of :math:`L(0) + \text{rise}` is
+    linearly interpolated between grid points; a side that never crosses counts as the
+    grid's edge (the width is then a lower bound). NaN or inf losses count as crossing.
+    """
+    centre = int(np.argmin(np.abs(alphas)))
+    threshold = losses[centre] + rise
+    sides = []
+    for step in (1, -1):
+        reach = abs(alphas[-1] if step == 1 else alphas[0]) - abs(alphas[centre])
+        i = centre
+        while 0 <= i + step < len(alphas):
+            j = i + step
+            if not np.isfinite(losses[j]) or losses[j] >= threshold:
+                if np.isfinite(losses[j]):
+                    frac = (threshold - losses[i]) / (losses[j] - losses[i])
+                else:
+                    frac = 1.0
+                reach = abs(alphas[i] - alphas[centre]) + frac * abs(alphas[j] - alphas[i])
+                break
+            i = j
+        sides.append(float(reach))
+    return float(np.mean(sides))
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch]):
+    """Mean loss (each batch weighted by its size) and accuracy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in batches:
+        out = model(x)
+        loss_sum += float(loss_fn(out, y)) * len(y)
+        correct += int((out.argmax(dim=-1) == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return loss_sum / total, correct / total
+
+
+def curvature(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
+):
+    """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian."""
+    operator = HessianOperator(model, loss_fn, batches)
+    top = lanczos(operator, k=min(s.top_k, operator.dim), tol=s.tol, seed=s.seed)
+    result: dict[str, Any] = {
+        "eigenvalues": top.eigenvalues.tolist(),
+        "residuals": top.residuals.tolist(),
+        "lambda_1": float(top.eigenvalues[0]),
+        "eigen_matvecs": top.matvecs,
+        "trace": None,
+        "trace_stderr": None,
+    }
+    if s.trace_matvecs:
+        trace = hutchpp_trace(operator, num_matvecs=s.trace_matvecs, seed=s.seed)
+        result.update(trace=float(trace.estimate), trace_stderr=float(trace.stderr))
+    result["hvps"] = operator.matvecs
+    return result
+
+
+def line_profile(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
+) -> dict[str, Any]:
+    """1D loss along the model's own filter-normalized Gaussian direction (seed `s.seed`)."""
+    direction = random_direction(model, torch.Generator().manual_seed(s.seed))
+    alphas = np.linspace(-s.line_radius, s.line_radius, s.line_points)
+    values = SurfaceEvaluator(model, loss_fn, [direction]).evaluate(batches, alphas[:, None])
+    losses = np.asarray(values.loss, dtype=np.float64)
+    return {
+        "line_x": alphas.tolist(),
+        "line_loss": losses.tolist(),
+        "surface_width": basin_width(alphas, losses, s.width_rise),
+    }
+
+
+def profile_model(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    train_batches: Sequence[Batch],
+    settings: ProfileSettings,
+    test_batches: Sequence[Batch] | None = None,
+) -> dict[str, Any]:
+    """Everything a comparison reports for one model, measured on fixed batches.
+
+    Returns a flat dict: ``train_loss``, ``train_accuracy`` (on `train_batches`, the
+    data the curvature is measured on), ``test_loss``, ``test_accuracy`` (when
+    `test_batches` are given), ``eigenvalues``, ``residuals``, ``lambda_1``, ``trace``,
+    ``trace_stderr``, ``hvps``, ``line_x``, ``line_loss``, ``surface_width``, ``seconds``.
+    """
+    start = time.perf_counter()
+    record: dict[str, Any] = {}
+    record["train_loss"], record["train_accuracy"] = loss_and_accuracy(
+        model, loss_fn, train_batches
+    )
+    if test_batches is not None:
+        record["test_loss"], record["test_accuracy"] = loss_and_accuracy(
+            model, loss_fn, test_batches
+        )
+    record.update(curvature(model, loss_fn, train_batches, settings))
+    if settings.line_points:
+        record.update(line_profile(model, loss_fn, train_batches, settings))
+    record["seconds"] = time.perf_counter() - start
+    record["settings"] = asdict(settings)
+    return record

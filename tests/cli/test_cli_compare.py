@@ -1,0 +1,78 @@
+"""`flatscape compare`: one computation behind JSON, Markdown and CSV; refusals."""
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from distill.checkpoint import save_checkpoint
+from distill.data import load_dataset
+from distill.trainer import Recipe, train_teacher
+
+FAST = [
+    "--samples",
+    "256",
+    "--top-k",
+    "2",
+    "--trace-matvecs",
+    "12",
+    "--line-points",
+    "9",
+    "--quiet",
+]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
+    out = {k: tmp_path / f"cmp.{k}" for k in ("json", "md", "csv")}
+    result = run(
+        "compare",
+        mnist1d_teacher,
+        mnist1d_student,
+        *FAST,
+        "--json",
+        out["json"],
+        "--markdown",
+        out["md"],
+        "--csv",
+        out["csv"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out["json"].read_text())
+    rows = list(csv.DictReader(io.StringIO(out["csv"].read_text())))
+    markdown = out["md"].read_text()
+    assert report["reference"] == "teacher"
+    assert [m["name"] for m in report["models"]] == [r["name"] for r in rows]
+    for model, row in zip(report["models"], rows, strict=True):
+        for key in ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width"):
+            assert float(row[key]) == model[key]
+        assert f"{model['test_accuracy']:.4f}" in markdown
+        assert f"{model['lambda_1']:.4g}" in markdown
+    teacher, student = report["models"]
+    assert teacher["lambda_1_change"] == 0.0
+    assert student["lambda_1_change"] == pytest.approx(
+        (student["lambda_1"] - teacher["lambda_1"]) / teacher["lambda_1"]
+    )
+    assert markdown in result.output
+
+
+def test_mixed_architectures_are_refused(tmp_path, mnist1d_teacher):
+    model, meta = train_teacher(load_dataset("mnist1d"), arch="mlp", recipe=Recipe(epochs=1))
+    other = save_checkpoint(tmp_path / "mlp.safetensors", model, meta)
+    result = run("compare", mnist1d_teacher, other, *FAST)
+    assert result.exit_code == 2
+    assert "--allow-mixed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert run("compare", mnist1d_teacher, other, *FAST, "--allow-mixed").exit_code == 0
+
+
+def test_missing_checkpoint_is_named(tmp_path, mnist1d_teacher):
+    missing = tmp_path / "gen7.safetensors"
+    result = run("compare", mnist1d_teacher, missing, *FAST)
+    assert result.exit_code == 2
+    assert "checkpoint 2 of 2" in result.stderr and "gen7.safetensors" in result.stderr

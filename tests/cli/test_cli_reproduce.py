@@ -1,0 +1,61 @@
+"""`flatscape reproduce`: a tiny run end to end, resumed without retraining."""
+
+import json
+
+from click.testing import CliRunner
+
+from cli.main import cli
+
+
+def test_reproduce_writes_report_and_resumes_without_retraining(tmp_path):
+    args = [
+        "reproduce",
+        "--preset",
+        "quick",
+        "--dataset",
+        "synthetic",
+        "--seeds",
+        "2",
+        "--generations",
+        "2",
+        "--epochs",
+        "2",
+        "--out-dir",
+        tmp_path,
+        "--quiet",
+    ]
+    first = CliRunner().invoke(cli, [str(a) for a in args])
+    assert first.exit_code == 0, first.output
+    report = (tmp_path / "report.md").read_text()
+    assert "The paper's claims" in report and "student beats teacher" in report
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert len(document["models"]) == 6
+    checkpoints = sorted(tmp_path.glob("synthetic/seed*/*.safetensors"))
+    assert len(checkpoints) == 6
+    stamps = {p: p.stat().st_mtime_ns for p in checkpoints}
+    (tmp_path / "synthetic/seed1/gen2.safetensors").unlink()
+    second = CliRunner().invoke(cli, [str(a) for a in args])
+    assert second.exit_code == 0, second.output
+    assert "6 models (1 trained in this run)" in (tmp_path / "report.md").read_text()
+    for path, stamp in stamps.items():
+        if path.name != "gen2.safetensors" or "seed1" not in str(path):
+            assert path.stat().st_mtime_ns == stamp
+    assert (tmp_path / "figures" / "synthetic_lines_seed0.png").is_file()
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    base = [
+        "reproduce",
+        "--dataset",
+        "synthetic",
+        "--seeds",
+        "1",
+        "--generations",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert CliRunner().invoke(cli, base + ["--epochs", "1"]).exit_code == 0
+    result = CliRunner().invoke(cli, base + ["--epochs", "2"])
+    assert result.exit_code == 2 and "other settings (epochs)" in result.stderr
