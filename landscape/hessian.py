@@ -83,6 +83,31 @@ def batch_loss(
     return loss_fn(functional_call(model, tensors, (inputs,)), targets)
 
 
+def require_finite(loss: float, examples: int) -> float:
+    """Return ``loss``, or raise the one-line user error for a NaN/inf loss."""
+    if not math.isfinite(loss):
+        raise LandscapeInputError(
+            f"the loss at these weights is {loss} on the {examples} examples given; "
+            "the checkpoint or the inputs contain NaN/inf or diverged values"
+        )
+    return loss
+
+
+def mean_loss(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], bn_mode: str = "eval"
+) -> float:
+    """Size-weighted mean loss over the batches, without gradients; must be finite.
+
+    The model's running statistics are not updated, even with ``bn_mode="train"``.
+    """
+    weights = batch_weights(batches)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with torch.no_grad(), analysis_mode(model, bn_mode):
+        losses = [float(batch_loss(model, loss_fn, buffers, batch)) for batch in batches]
+    value = sum(w * v for w, v in zip(weights, losses, strict=True))
+    return require_finite(value, sum(batch_size(b) for b in batches))
+
+
 def double_backward_hvp(
     gradient: Sequence[Tensor], params: Sequence[Tensor], V: list[Tensor], retain_graph: bool
 ) -> list[Tensor]:
@@ -262,32 +287,34 @@ class HessianOperator(CurvatureOperator):
     def _initial_loss(self) -> float:
         """Mean loss at the weights; single-batch double backward keeps its gradient graph."""
         if len(self.batches) == 1 and self.engine != "forward_over_reverse":
-            loss, self._cached_gradient = self._gradient_with_graph(self.batches[0])
-            value = float(loss)
-        else:
-            with torch.no_grad(), analysis_mode(self.model, self.bn_mode):
-                losses = [
-                    float(batch_loss(self.model, self.loss_fn, self._tensors({}), b))
-                    for b in self.batches
-                ]
-            value = sum(w * v for w, v in zip(self.weights, losses, strict=True))
-        if not math.isfinite(value):
-            raise LandscapeInputError(
-                f"the loss at these weights is {value} on the {self.num_examples} examples "
-                "given; the checkpoint or the inputs contain NaN/inf or diverged values"
-            )
-        return value
+            loss, self._cached_gradient = self._gradient(self.batches[0], create_graph=True)
+            return require_finite(float(loss), self.num_examples)
+        return mean_loss(self.model, self.loss_fn, self.batches, self.bn_mode)
 
-    def _gradient_with_graph(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def _gradient(self, batch: Batch, create_graph: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Loss and gradient of one batch w.r.t. the selected parameters."""
         selected = dict(zip(self.names, self.params, strict=True))
         with analysis_mode(self.model, self.bn_mode):
             loss = batch_loss(self.model, self.loss_fn, self._tensors(selected), batch)
-        gradient = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        gradient = torch.autograd.grad(
+            loss, self.params, create_graph=create_graph, allow_unused=True
+        )
         gradient = tuple(
             torch.zeros_like(p) if g is None else g
             for g, p in zip(gradient, self.params, strict=True)
         )
         return loss.detach(), gradient
+
+    def gradient(self) -> Tensor:
+        """The flat gradient of the mean loss (free for a single batch; not counted)."""
+        if self._cached_gradient is not None:
+            parts = [g.detach() for g in self._cached_gradient]
+        else:
+            parts = weighted_sum(
+                lambda k: list(self._gradient(self.batches[k], create_graph=False)[1]),
+                self.weights,
+            )
+        return torch.cat([g.reshape(-1) for g in parts])
 
     # -- products ---------------------------------------------------------------------------
 
@@ -307,7 +334,7 @@ class HessianOperator(CurvatureOperator):
             return [out[n] for n in self.names]
         if self._cached_gradient is not None:
             return double_backward_hvp(self._cached_gradient, self.params, V, retain_graph=True)
-        _, gradient = self._gradient_with_graph(self.batches[k])
+        _, gradient = self._gradient(self.batches[k], create_graph=True)
         return double_backward_hvp(gradient, self.params, V, retain_graph=False)
 
     def _local_matmat(self, V: list[Tensor], engine: str) -> list[Tensor]:

@@ -144,7 +144,10 @@ def pyhessian_eigenvalues(
             products = _product(engine, vector)
             residuals.append(
                 math.sqrt(
-                    sum(float(((h - value * v) ** 2).sum()) for h, v in zip(products, vector))
+                    sum(
+                        float(((h - value * v) ** 2).sum())
+                        for h, v in zip(products, vector, strict=True)
+                    )
                 )
             )
         columns = [torch.cat([v.reshape(-1) for v in vector]).detach() for vector in vectors]

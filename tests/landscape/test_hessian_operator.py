@@ -129,3 +129,15 @@ def test_non_finite_loss_is_a_user_error(batches):
 def test_no_batches_is_a_user_error():
     with pytest.raises(LandscapeInputError, match="at least one"):
         HessianOperator(nn.Linear(2, 2), nn.functional.cross_entropy, [])
+
+
+def test_gradient_matches_autograd_of_the_mean_loss(problem):
+    H = problem.operator()
+    total = sum(len(y) for _, y in problem.batches)
+    model = problem.model.eval()
+    loss = sum(len(y) / total * problem.loss_fn(model(x), y) for x, y in problem.batches)
+    expected = torch.cat(
+        [g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))]
+    )
+    torch.testing.assert_close(H.gradient(), expected, rtol=1e-10, atol=1e-14)
+    assert H.matvecs == 0
