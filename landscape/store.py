@@ -386,7 +386,10 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _attr_value(value: Any) -> Any:
-    return "none" if value is None else value
+    """An HDF5-storable attribute: None as "none", str subclasses as plain str."""
+    if value is None:
+        return "none"
+    return str(value) if isinstance(value, str) else value
 
 
 def _plain(value: Any) -> Any:

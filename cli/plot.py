@@ -1,0 +1,60 @@
+"""`flatscape plot`: figures of surface files (curves, contours, heatmaps, 3D)."""
+
+from __future__ import annotations
+
+import click
+
+from cli._common import check_output, force_option
+from landscape.errors import LandscapeInputError
+from landscape.plot import KINDS, plot_surfaces
+
+
+def _levels(text: str) -> int | list[float]:
+    """``N`` levels, or the levels themselves as ``a,b,c``."""
+    try:
+        if "," in text:
+            return [float(v) for v in text.split(",") if v.strip()]
+        return int(text)
+    except ValueError:
+        raise LandscapeInputError(
+            f"--levels {text!r}: give a count (e.g. 15) or values (e.g. 0.1,0.5,1,2)"
+        ) from None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(KINDS), default="contour", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help=".pdf, .png or .svg")
+@click.option(
+    "--key",
+    type=click.Choice(["train_loss", "train_acc", "test_loss", "test_acc"]),
+    default="train_loss",
+    show_default=True,
+    help="Quantity of a 2D plot (line plots show loss and accuracy of every split).",
+)
+@click.option("--vmin", type=float, help="Lower end of the colour/level range (line: loss axis).")
+@click.option("--vmax", type=float, help="Upper end; larger values are clipped.")
+@click.option("--levels", default="15", show_default=True, help="Contour levels: N or a,b,c.")
+@click.option("--log", is_flag=True, help="Logarithmic loss scale.")
+@click.option("--label", "labels", multiple=True, help="One per file (default: file names).")
+@force_option
+def plot(files, kind, out, key, vmin, vmax, levels, log, labels, force):
+    """Draw surface FILES made by `flatscape surface` into one figure.
+
+    line overlays 1D curves of several files (loss and accuracy, train solid, test
+    dashed); contour, filled, heatmap and surface3d draw one panel per 2D file on a
+    shared colour scale. Diverged (NaN/inf) and unfinished points are gaps.
+
+    \b
+    Examples:
+      flatscape plot t.h5 s.h5 --kind line --label teacher --label student --out line.pdf
+      flatscape plot surf.h5 --kind contour --vmax 5 --levels 20 --out contour.pdf
+    """
+    out = check_output(out, force)
+    path = plot_surfaces(
+        files, out, kind, key, list(labels) or None, vmin, vmax, _levels(levels), log
+    )
+    click.echo(f"wrote {path}")
+
+
+COMMANDS = [plot]
