@@ -111,6 +111,11 @@ def scaled_loss(logits: Tensor, targets: Tensor, temperature: float) -> float:
     return float(nn.functional.cross_entropy(logits / temperature, targets))
 
 
+def mean_cross_entropy(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Mean cross-entropy of the model over all examples of the batches (eval mode)."""
+    return scaled_loss(*collect_logits(model, batches), 1.0)
+
+
 def _minimum(logits: Tensor, targets: Tensor) -> tuple[float, float]:
     """:math:`(T^*, \\ell(T^*))`; :math:`T^* = 0` when the loss only falls as T shrinks."""
     lo, hi = LOG_T_RANGE

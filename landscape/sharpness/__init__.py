@@ -8,7 +8,7 @@ in the plain, element-wise adaptive (ASAM, Kwon et al. 2021) and filter-wise ada
 from landscape.sharpness.average import average_sharpness
 from landscape.sharpness.geometry import GEOMETRIES, perturbation_scale, perturbation_scales
 from landscape.sharpness.objective import PerturbedLoss
-from landscape.sharpness.report import MEASURES, sharpness_report
+from landscape.sharpness.report import MEASURES, planned_evaluations, sharpness_report
 from landscape.sharpness.result import SharpnessResult
 from landscape.sharpness.worst import worst_sharpness
 
@@ -20,6 +20,7 @@ __all__ = [
     "average_sharpness",
     "perturbation_scale",
     "perturbation_scales",
+    "planned_evaluations",
     "sharpness_report",
     "worst_sharpness",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,8 @@ class PerturbedLoss:
         weights: Their unperturbed values :math:`w`, detached, by name.
         loss: :math:`L(w)`.
         evaluations: Passes over the data so far (a gradient counts one).
+        progress: Optional callback, called with 1 after each pass (a progress bar's
+            ``update``).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class PerturbedLoss:
         named = dict(model.named_parameters())
         self.weights = {n: named[n].detach() for n in self.names}
         self.evaluations = 0
+        self.progress: Callable[[int], object] | None = None
         with torch.no_grad():
             self.loss = float(self.at(self.weights))
         if not math.isfinite(self.loss):
@@ -89,6 +92,8 @@ class PerturbedLoss:
                 outputs = functional_call(self.model, full, (inputs,))
                 total = total + weight * self.loss_fn(outputs, targets)
         self.evaluations += 1
+        if self.progress is not None:
+            self.progress(1)
         return total
 
     def perturbed(self, scales: dict[str, Tensor], u: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,14 @@ def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> l
     return given
 
 
+def planned_evaluations(
+    measures: Sequence[str], geometries: Sequence[str], samples: int, steps: int, restarts: int
+) -> int:
+    """Passes over the data :func:`sharpness_report` makes after the unperturbed loss."""
+    per_geometry = {"average": 2 * samples, "worst": restarts * (steps + 1)}
+    return len(geometries) * sum(per_geometry[m] for m in measures)
+
+
 def sharpness_report(
     model: nn.Module,
     loss_fn: LossFunction,
@@ -43,6 +51,7 @@ def sharpness_report(
     params: Sequence[str] | None = None,
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Average- and worst-case sharpness in each geometry, beside the unperturbed loss.
 
@@ -65,6 +74,8 @@ def sharpness_report(
         params: Parameter names to perturb (default: all trainable).
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"``.
+        progress: Called with the number of passes over the data after each one; the
+            total is :func:`planned_evaluations`.
 
     Returns:
         ``{"loss", "examples", "rho", "results": [SharpnessResult.to_dict(), ...]}``,
@@ -73,6 +84,7 @@ def sharpness_report(
     measures = _check_choices(measures, MEASURES, "measure")
     geometries = _check_choices(geometries, GEOMETRIES, "geometry")
     objective = PerturbedLoss(model, loss_fn, batches, params, dtype, bn_mode)
+    objective.progress = progress
     results = []
     for measure in measures:
         for geometry in geometries:
