@@ -22,7 +22,7 @@ import copy
 import math
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -36,8 +36,16 @@ from landscape.trace.result import TraceResult
 
 
 class _Counter:
-    def __init__(self) -> None:
+    """Products PyHessian spent, reported to an optional progress callback."""
+
+    def __init__(self, progress: Callable[[int], object] | None) -> None:
         self.count = 0
+        self.progress = progress
+
+    def add(self) -> None:
+        self.count += 1
+        if self.progress is not None:
+            self.progress(1)
 
 
 def _eig_with_eigh(matrix: torch.Tensor, eigenvectors: bool = False):
@@ -53,6 +61,7 @@ def pyhessian_session(
     batches: Sequence[Batch],
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Iterator[tuple[object, _Counter]]:
     """A ``pyhessian.hessian`` object on a copy of ``model``, and a counter of its HVPs."""
     import pyhessian  # noqa: F401  (the module object is reached through sys.modules)
@@ -66,11 +75,11 @@ def pyhessian_session(
     batches = [
         tuple(t.to(dtype) if t.is_floating_point() else t for t in batch) for batch in batches
     ]
-    counter = _Counter()
+    counter = _Counter(progress)
     original_hvp, original_eig = module.hessian_vector_product, getattr(torch, "eig", None)
 
     def counted_hvp(*args, **kwargs):
-        counter.count += 1
+        counter.add()
         return original_hvp(*args, **kwargs)
 
     default_dtype = torch.get_default_dtype()
@@ -94,7 +103,7 @@ def pyhessian_session(
                 loop = engine.dataloader_hv_product
 
                 def counted_loop(v):
-                    counter.count += 1
+                    counter.add()
                     return loop(v)
 
                 engine.dataloader_hv_product = counted_loop
@@ -127,6 +136,7 @@ def pyhessian_eigenvalues(
     max_iter: int = 100,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> EigenResult:
     """PyHessian's ``eigenvalues(maxIter, tol, top_n=k)``, plus the residual of each pair.
 
@@ -136,7 +146,7 @@ def pyhessian_eigenvalues(
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not 1 <= k <= dim:
         raise LandscapeInputError(f"k={k}: must be between 1 and the parameter count {dim}")
-    with pyhessian_session(model, loss_fn, batches, seed, dtype) as (engine, counter):
+    with pyhessian_session(model, loss_fn, batches, seed, dtype, progress) as (engine, counter):
         values, vectors = engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
         spent = counter.count
         residuals = []
@@ -169,11 +179,12 @@ def pyhessian_trace(
     num_matvecs: int = 100,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> TraceResult:
     """PyHessian's Hutchinson ``trace()``, run for exactly ``num_matvecs`` probes."""
     if num_matvecs < 1:
         raise LandscapeInputError(f"probes {num_matvecs}: need at least 1")
-    with pyhessian_session(model, loss_fn, batches, seed, dtype) as (engine, counter):
+    with pyhessian_session(model, loss_fn, batches, seed, dtype, progress) as (engine, counter):
         samples = torch.tensor(engine.trace(maxIter=num_matvecs, tol=float("-inf")))
         matvecs = counter.count
     stderr = float(samples.std() / math.sqrt(len(samples))) if len(samples) > 1 else 0.0
@@ -188,10 +199,11 @@ def pyhessian_density(
     steps: int = 100,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> SpectralQuadrature:
     """PyHessian's SLQ ``density(iter=steps, n_v=num_probes)`` (no reorthogonalisation of
     its own beyond what PyHessian does), as nodes and weights."""
-    with pyhessian_session(model, loss_fn, batches, seed, dtype) as (engine, counter):
+    with pyhessian_session(model, loss_fn, batches, seed, dtype, progress) as (engine, counter):
         nodes, weights = engine.density(iter=steps, n_v=num_probes)
         matvecs = counter.count
     return SpectralQuadrature(

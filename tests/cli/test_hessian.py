@@ -1,0 +1,116 @@
+"""`flatscape hessian`: numbers equal the library's, report fields, one-line errors."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli._loading import load_for_analysis
+from cli.main import cli
+from distill.checkpoint import load_checkpoint, save_checkpoint
+from landscape.curvature import CurvatureRequest, measure_curvature
+
+SMALL = ["--samples", "128", "--threads", "1", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, needle):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_report_matches_the_library(mnist1d_teacher, tmp_path):
+    out = tmp_path / "h.json"
+    result = run("hessian", mnist1d_teacher, "--top-k", 2, "--trace", "--probes", 9,
+                 "--density", "--density-steps", 5, "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    loaded = load_for_analysis(mnist1d_teacher, samples=128, batch_size=128)
+    request = CurvatureRequest(top_k=2, trace=True, probes=9, density=True, density_steps=5)
+    expected = measure_curvature(
+        loaded.model, torch.nn.functional.cross_entropy, loaded.batches, request
+    )
+    assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-6)
+    assert report["trace"]["estimate"] == pytest.approx(expected.trace.estimate, rel=1e-6)
+    assert report["trace"]["method"] == "hutchpp" and report["trace"]["matvecs"] == 9
+    assert len(report["density"]["nodes"][0]) == 5
+    assert report["checkpoint_sha256"] == loaded.sha256
+    assert report["data"] == {
+        "dataset": "mnist1d",
+        "split": "train",
+        "order": "first examples, dataset order, no augmentation",
+        "batch_size": 128,
+        "samples": 128,
+    }
+    assert report["loss"] == pytest.approx(expected.loss, rel=1e-6)
+    assert report["matvecs"] == expected.matvecs and report["seconds"] > 0
+    assert f"{report['eigenvalues'][0]:.6g}" in result.output
+
+
+def test_first_examples_in_dataset_order_eval_mode(mnist1d_teacher, tmp_path):
+    out = tmp_path / "h.json"
+    result = run("hessian", mnist1d_teacher, "--json", out, "--batch-size", 50, *SMALL)
+    assert result.exit_code == 0, result.output
+    model, meta = load_checkpoint(mnist1d_teacher)
+    from distill.data import dataset_from_description
+
+    inputs, targets = dataset_from_description(meta["dataset"]).train_eval.tensors
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model.eval()(inputs[:128]), targets[:128])
+    report = json.loads(out.read_text())
+    assert report["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert report["data"]["batch_size"] == 50
+
+
+def test_pyhessian_engine_agrees_within_half_a_percent(mnist1d_teacher, tmp_path):
+    ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+    assert run("hessian", mnist1d_teacher, "--json", ours, *SMALL).exit_code == 0
+    result = run("hessian", mnist1d_teacher, "--engine", "pyhessian", "--json", theirs, *SMALL)
+    assert result.exit_code == 0, result.output
+    a, b = json.loads(ours.read_text()), json.loads(theirs.read_text())
+    assert b["engine"] == "pyhessian" and b["hvp"] == "pyhessian"
+    assert b["eigenvalues"][0] == pytest.approx(a["eigenvalues"][0], rel=5e-3)
+
+
+def test_float64_and_power_engine(mnist1d_teacher, tmp_path):
+    out = tmp_path / "h.json"
+    result = run("hessian", mnist1d_teacher, "--float64", "--engine", "power", "--json", out,
+                 *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "float64" and report["engine"] == "power"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--top-k", 100000], "top-k 100000"),
+        (["--samples", 0], "--samples 0"),
+        (["--samples", -3], "--samples -3"),
+        (["--engine", "pyhessian", "--which", "smallest"], "need the lanczos engine"),
+        (["--trace", "--probes", 2], "probes 2"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(mnist1d_teacher, args, needle):
+    assert_one_line_error(run("hessian", mnist1d_teacher, *args, "--quiet"), needle)
+
+
+def test_nan_checkpoint_is_one_line_exit_2(mnist1d_teacher, tmp_path):
+    model, meta = load_checkpoint(mnist1d_teacher)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    broken = save_checkpoint(tmp_path / "nan.safetensors", model, meta)
+    assert_one_line_error(run("hessian", broken, *SMALL), "loss at these weights is nan")
+
+
+def test_refuses_to_overwrite_without_force(mnist1d_teacher, tmp_path):
+    out = tmp_path / "h.json"
+    out.write_text("{}")
+    assert_one_line_error(run("hessian", mnist1d_teacher, "--json", out, *SMALL), "--force")
+    assert run("hessian", mnist1d_teacher, "--json", out, "--force", *SMALL).exit_code == 0
