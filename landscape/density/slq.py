@@ -118,7 +118,7 @@ def slq(
         >>> from landscape.operator import DenseOperator
         >>> A = DenseOperator(torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)))
         >>> q = slq(A, steps=3)
-        >>> [round(x, 6) for x in q.nodes[0].tolist()], float(q.moment(1)[0])
+        >>> [round(x, 6) for x in q.nodes[0].tolist()], round(float(q.moment(1)[0]), 12)
         ([1.0, 2.0, 3.0], 2.0)
     """
     if steps < 1 or num_probes < 1:
