@@ -1,0 +1,218 @@
+"""Curvature benchmark: flatscape against the pyhessian package, same model, same data.
+
+Prints, per model: the cost of one Hessian-vector product (HVP) per engine in units of
+one gradient (forward + backward); time and HVPs to the top-1 and top-5 eigenvalues at
+tol 1e-3 for flatscape's Lanczos and PyHessian's ``eigenvalues(top_n=...)`` (medians over
+seeds, interleaved so machine load hits both alike), their errors against a tight
+reference, and the error of Hutch++ against Hutchinson at equal HVPs.
+
+Models: the cnn1d MNIST-1D teacher (trained here, 30 epochs, seed 0) and resnet20
+(option-A shortcuts) at random initialisation on CIFAR-shaped N(0, 1) inputs with random
+labels, its BatchNorm running statistics estimated on those inputs.
+
+    python bench/curvature.py                      # what `make bench` runs
+    python bench/curvature.py --models cnn1d --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from distill.data import load_dataset  # noqa: E402
+from distill.models import build_model  # noqa: E402
+from distill.trainer import Recipe, train_teacher  # noqa: E402
+from landscape.curvature import CurvatureRequest, measure_curvature  # noqa: E402
+from landscape.eigen import lanczos  # noqa: E402
+from landscape.hessian import HessianOperator  # noqa: E402
+from landscape.pyhessian_engine import pyhessian_session  # noqa: E402
+from landscape.trace import hutchinson_trace, hutchpp_trace  # noqa: E402
+
+
+def clock(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """Result, wall seconds and CPU seconds of this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def cnn1d_teacher(samples: int):
+    bundle = load_dataset("mnist1d")
+    model, meta = train_teacher(bundle, recipe=Recipe(epochs=30, lr=0.1), seed=0)
+    x, y = bundle.train_eval.tensors
+    note = (f"cnn1d MNIST-1D teacher, 30 epochs seed 0, test acc "
+            f"{meta['metrics']['test_accuracy']:.3f}")  # fmt: skip
+    return model.eval(), [(x[:samples], y[:samples])], note
+
+
+def resnet20_random(samples: int):
+    torch.manual_seed(0)
+    model = build_model("resnet20")
+    x = torch.randn(samples, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (samples,), generator=torch.Generator().manual_seed(2))
+    for module in model.modules():  # running statistics = the statistics of these inputs
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():
+        model.train()(x)
+    note = "resnet20 (option A), random init, N(0,1) CIFAR-shaped inputs, random labels"
+    return model.eval(), [(x, y)], note
+
+
+def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
+    """Median seconds of a gradient and of one HVP per engine, interleaved."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    x, y = batches[0]
+    reuse = HessianOperator(model, F.cross_entropy, batches)
+    fresh = HessianOperator(model, F.cross_entropy, [(x, y)], engine="forward_over_reverse")
+    fresh.engine = "double_backward"  # no cached graph: gradient graph rebuilt per product
+    forward = HessianOperator(model, F.cross_entropy, batches, engine="forward_over_reverse")
+    v = torch.randn(reuse.dim, 1)
+    block = torch.randn(reuse.dim, 4)
+    with pyhessian_session(model, F.cross_entropy, batches) as (engine, _):
+        module = sys.modules["pyhessian.hessian"]
+        vector = [torch.randn_like(p) for p in engine.params]
+        tasks = {
+            "gradient (fwd+bwd)": lambda: torch.autograd.grad(F.cross_entropy(model(x), y), params),
+            "double backward, graph reused": lambda: reuse.matmat(v),
+            "double backward, graph rebuilt": lambda: fresh.matmat(v),
+            "forward-over-reverse": lambda: forward.matmat(v),
+            "double backward, 4 vectors batched (per vector)": lambda: reuse.matmat(block),
+            "pyhessian hessian_vector_product": lambda: module.hessian_vector_product(
+                engine.gradsH, engine.params, vector
+            ),
+        }
+        times = {name: [] for name in tasks}
+        for _ in range(repeats):
+            for name, task in tasks.items():
+                times[name].append(clock(task)[2])
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians["double backward, 4 vectors batched (per vector)"] /= 4
+    return medians
+
+
+def flatscape_top(model, batches, k: int, seed: int, block_size: int = 1):
+    request = CurvatureRequest(top_k=k, tol=1e-3, seed=seed, block_size=block_size)
+    result = measure_curvature(model, F.cross_entropy, batches, request)
+    return result.eigen.eigenvalues.tolist(), result.eigen.matvecs
+
+
+def pyhessian_top(model, batches, k: int, seed: int):
+    with pyhessian_session(model, F.cross_entropy, batches, seed=seed) as (engine, counter):
+        values, _ = engine.eigenvalues(top_n=k, tol=1e-3, maxIter=100)
+        return values, counter.count
+
+
+def eigen_rows(model, batches, reference: list[float], repeats: int) -> list[dict]:
+    """Interleaved repeats of every solver for k = 1 and k = 5; medians."""
+    solvers = {
+        ("flatscape lanczos", 1): lambda s: flatscape_top(model, batches, 1, s),
+        ("pyhessian eigenvalues(top_n=1)", 1): lambda s: pyhessian_top(model, batches, 1, s),
+        ("flatscape lanczos", 5): lambda s: flatscape_top(model, batches, 5, s),
+        ("flatscape lanczos, blocks of 2", 5): lambda s: flatscape_top(model, batches, 5, s, 2),
+        ("pyhessian eigenvalues(top_n=5)", 5): lambda s: pyhessian_top(model, batches, 5, s),
+    }
+    runs = {key: [] for key in solvers}
+    for seed in range(repeats):
+        for key, solve in solvers.items():
+            (values, hvps), wall, cpu = clock(lambda solve=solve, seed=seed: solve(seed))
+            k = key[1]
+            error = max(abs(v - r) / abs(r) for v, r in zip(values, reference[:k], strict=True))
+            runs[key].append((wall, cpu, hvps, error))
+    rows = []
+    for (name, k), values in runs.items():
+        rows.append({
+            "solver": name, "k": k,
+            "wall": statistics.median(v[0] for v in values),
+            "cpu": statistics.median(v[1] for v in values),
+            "hvps": statistics.median(v[2] for v in values),
+            "hvps_range": (min(v[2] for v in values), max(v[2] for v in values)),
+            "error": max(v[3] for v in values),
+        })  # fmt: skip
+    return rows
+
+
+def trace_rows(model, batches, budgets: list[int], repeats: int) -> list[dict]:
+    """Spread over seeds (the RMS error of an unbiased estimator) at equal HVPs."""
+    operator = HessianOperator(model, F.cross_entropy, batches)
+    rows = []
+    for budget in budgets:
+        for name, estimator in (("hutchinson", hutchinson_trace), ("hutchpp", hutchpp_trace)):
+            results = [estimator(operator, budget, seed=s) for s in range(repeats)]
+            estimates = [r.estimate for r in results]
+            rows.append({
+                "method": name, "hvps": budget, "mean": statistics.mean(estimates),
+                "spread": statistics.stdev(estimates),
+                "stderr": statistics.median(r.stderr for r in results),
+            })  # fmt: skip
+    return rows
+
+
+def report(name, model, batches, note, repeats, trace_budgets) -> None:
+    samples = sum(len(y) for _, y in batches)
+    dim = sum(p.numel() for p in model.parameters())
+    print(f"\n## {name}: {note}; {dim:,} parameters, {samples} samples in one batch")
+    costs = hvp_costs(model, batches, 5 * repeats)
+    unit = costs["gradient (fwd+bwd)"]
+    print("\nHVP cost (median CPU seconds; units of one gradient)")
+    for engine, seconds in costs.items():
+        print(f"  {engine:<50} {seconds:8.4f} s  {seconds / unit:5.2f}")
+    operator = HessianOperator(model, F.cross_entropy, batches)
+    tight = lanczos(operator, k=6, tol=1e-7, max_matvecs=200, seed=123)
+    reference = tight.eigenvalues.tolist()
+    ratio = reference[1] / reference[0]
+    values = ", ".join(f"{v:.5g}" for v in reference[:5])
+    print(f"\nreference (Lanczos, tol 1e-7, {tight.matvecs} HVPs): {values}; "
+          f"lambda2/lambda1 = {ratio:.3f}")  # fmt: skip
+    rows = eigen_rows(model, batches, reference, repeats)
+    print(f"\nTop eigenvalues at tol 1e-3, medians over {repeats} seeds "
+          "(speed-up = PyHessian / flatscape, same k)")  # fmt: skip
+    header = f"  {'solver':<34} {'k':>2} {'wall s':>8} {'cpu s':>8} {'HVPs':>10} {'max rel err':>12} {'speed-up (cpu)':>15}"  # noqa: E501
+    print(header)
+    baseline = {row["k"]: row for row in rows if row["solver"].startswith("pyhessian")}
+    for row in rows:
+        lo, hi = row["hvps_range"]
+        speedup = baseline[row["k"]]["cpu"] / row["cpu"]
+        print(f"  {row['solver']:<34} {row['k']:>2} {row['wall']:8.2f} {row['cpu']:8.2f} "
+              f"{row['hvps']:>4g} ({lo}-{hi}) {row['error']:12.2e} {speedup:14.2f}x")  # fmt: skip
+    if trace_budgets:
+        print(f"\nTrace at equal HVPs: spread of the estimate over {repeats + 2} seeds (both "
+              "unbiased, so this is the RMS error) and the median reported stderr")  # fmt: skip
+        for row in trace_rows(model, batches, trace_budgets, repeats + 2):
+            print(f"  {row['method']:<10} {row['hvps']:>4} HVPs  mean {row['mean']:10.4f}  "
+                  f"spread {row['spread']:8.4f}  stderr {row['stderr']:8.4f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["cnn1d", "resnet20"],
+                        choices=["cnn1d", "resnet20"])  # fmt: skip
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--resnet-samples", type=int, default=256,
+                        help="resnet20 samples (1024 makes PyHessian's top-5 take ~30 min "
+                        "on one CPU thread)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resnet-repeats", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread; times are CPU seconds of this process "
+          "(wall seconds too: the machine may be shared)")  # fmt: skip
+    if "cnn1d" in args.models:
+        model, batches, note = cnn1d_teacher(args.samples)
+        report("cnn1d", model, batches, note, args.repeats, [30, 90])
+    if "resnet20" in args.models:
+        model, batches, note = resnet20_random(args.resnet_samples)
+        report("resnet20", model, batches, note, args.resnet_repeats, [])
+
+
+if __name__ == "__main__":
+    main()
