@@ -20,6 +20,7 @@ from cli._common import (
 from cli._loading import load_for_analysis
 from landscape.curvature import CurvatureRequest, measure_curvature
 from landscape.errors import LandscapeInputError
+from landscape.ggn_curvature import measure_ggn_curvature
 from landscape.report import curvature_report, format_summary
 
 
@@ -100,6 +101,14 @@ from landscape.report import curvature_report, format_summary
     show_default=True,
     help="BatchNorm running statistics (eval) or batch statistics.",
 )
+@click.option(
+    "--operator",
+    type=click.Choice(["hessian", "ggn"]),
+    default="hessian",
+    show_default=True,
+    help="Curvature matrix: the Hessian, or its generalized Gauss-Newton part "
+    "(J^T H_out J; softmax covariance for cross-entropy), which is PSD.",
+)
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random vectors.")
 @click.option(
@@ -115,18 +124,20 @@ from landscape.report import curvature_report, format_summary
 @threads_option
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, probes, density, density_steps,
-    density_probes, samples, batch_size, engine, hvp, tol, block_size, bn_mode, float64, seed,
-    json_path, force, quiet, device, threads,
+    density_probes, samples, batch_size, engine, hvp, tol, block_size, bn_mode, operator,
+    float64, seed, json_path, force, quiet, device, threads,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
     The Hessian is that of the mean cross-entropy over the first --samples examples of
     the checkpoint's train split, in dataset order, without augmentation, with the model
-    in eval mode.
+    in eval mode. With --operator ggn the same solvers measure the generalized
+    Gauss-Newton matrix instead (docs/sharpness.md).
 
     \b
     Example:
       flatscape hessian runs/teacher.safetensors --top-k 3 --trace --json runs/teacher.hessian.json
+      flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
     """
     if samples < 1:
         raise LandscapeInputError(f"--samples {samples}: must be >= 1")
@@ -142,17 +153,29 @@ def hessian_command(
         block_size=block_size,
     )  # fmt: skip
     request.check()
+    if operator == "ggn" and engine == "pyhessian":
+        raise LandscapeInputError("--operator ggn: the pyhessian engine measures the Hessian only")
+    if operator == "ggn" and hvp is not None:
+        raise LandscapeInputError(
+            "--hvp chooses Hessian-vector products; drop it with --operator ggn"
+        )
     hvp = hvp or ("double-backward" if torch_device.type == "cpu" else "auto")
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=batch_size or samples,
         device=torch_device,
     )  # fmt: skip
-    with progress_bar(None, "Hessian-vector products", quiet, unit="hvp") as bar:
-        result = measure_curvature(
-            loaded.model, F.cross_entropy, loaded.batches, request,
-            hvp=hvp.replace("-", "_"), dtype=torch.float64 if float64 else None,
-            bn_mode=bn_mode, progress=bar.update,
-        )  # fmt: skip
+    dtype = torch.float64 if float64 else None
+    with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
+        if operator == "ggn":
+            result = measure_ggn_curvature(
+                loaded.model, F.cross_entropy, loaded.batches, request, dtype=dtype,
+                bn_mode=bn_mode, progress=bar.update,
+            )  # fmt: skip
+        else:
+            result = measure_curvature(
+                loaded.model, F.cross_entropy, loaded.batches, request,
+                hvp=hvp.replace("-", "_"), dtype=dtype, bn_mode=bn_mode, progress=bar.update,
+            )  # fmt: skip
     data = {
         "dataset": loaded.dataset_name,
         "split": loaded.split,
@@ -163,6 +186,7 @@ def hessian_command(
         result, request, checkpoint=str(checkpoint), checkpoint_sha256=loaded.sha256,
         data=data, bn_mode=bn_mode,
     )  # fmt: skip
+    report["operator"] = operator
     write_json(json_out, report)
     click.echo(format_summary(report), err=str(json_path) == "-")
 

@@ -289,6 +289,23 @@ class GGNOperator(CurvatureOperator):
             )
         return value
 
+    def gradient(self) -> Tensor:
+        r"""The flat gradient :math:`\sum_k \frac{n_k}{N} J_k^\top \nabla_z \ell_k` (not counted).
+
+        The same as the Hessian's (:meth:`HessianOperator.gradient`); solvers use it as a
+        start vector.
+        """
+
+        def batch_gradient(k: int) -> list[Tensor]:
+            linear = self._cached or self._linearize(self.batches[k])
+            z = linear.outputs.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (output_gradient,) = torch.autograd.grad(self.loss_fn(z, self.batches[k][1]), z)
+            return [g[0] for g in linear.vjp_of(output_gradient[None])]
+
+        parts = weighted_sum(batch_gradient, self.weights)
+        return torch.cat([g.reshape(-1) for g in parts])
+
     def _batch_ggn(self, k: int, V: list[Tensor]) -> list[Tensor]:
         """:math:`J_k^\\top \\nabla^2_z \\ell_k J_k V` of batch ``k`` (unweighted)."""
         linear = self._cached or self._linearize(self.batches[k])

@@ -8,6 +8,7 @@ from cases import CASES, dense_hessian, make_float64
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
+from landscape.curvature import CurvatureRequest
 from landscape.errors import LandscapeInputError
 from landscape.ggn import (
     GGNOperator,
@@ -15,6 +16,7 @@ from landscape.ggn import (
     cross_entropy_output_hessian,
     residual_operator,
 )
+from landscape.ggn_curvature import measure_ggn_curvature
 from landscape.hessian import HessianOperator
 
 
@@ -145,3 +147,23 @@ def test_bad_options_are_input_errors():
     G = GGNOperator(model, loss_fn, batches[:1])
     with pytest.raises(LandscapeInputError, match="same parameters and data"):
         residual_operator(H, G)
+
+
+def test_gradient_is_the_mean_loss_gradient(case_problem):
+    model, loss_fn, batches = case_problem
+    expected = HessianOperator(model, loss_fn, batches).gradient()
+    G = GGNOperator(model, loss_fn, batches)
+    torch.testing.assert_close(G.gradient(), expected, rtol=1e-10, atol=1e-14)
+    assert G.matvecs == 0
+
+
+def test_measure_ggn_curvature_runs_the_hessian_solvers_on_the_ggn():
+    model, loss_fn, batches = make_float64(CASES[0])
+    dense = torch.linalg.eigvalsh(dense_ggn(model, loss_fn, batches))
+    request = CurvatureRequest(top_k=3, tol=1e-10, trace=True, probes=9)
+    result = measure_ggn_curvature(model, loss_fn, batches, request)
+    torch.testing.assert_close(result.eigen.eigenvalues, dense.flip(0)[:3])
+    assert result.hvp == "ggn/cross_entropy" and result.trace.matvecs == 9
+    assert result.matvecs == result.eigen.matvecs + 9
+    with pytest.raises(LandscapeInputError, match="pyhessian"):
+        measure_ggn_curvature(model, loss_fn, batches, CurvatureRequest(method="pyhessian"))
