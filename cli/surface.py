@@ -24,6 +24,7 @@ from cli._common import (
 )
 from cli._loading import first_examples, open_checkpoint
 from distill.checkpoint import file_sha256, load_checkpoint
+from landscape.batching import fastest_batch_size, split_batches
 from landscape.directions import (
     Direction,
     hessian_directions,
@@ -35,7 +36,7 @@ from landscape.grid import check_grid_size, parse_axis
 from landscape.store import SPLITS, SurfaceSpec, SurfaceStore
 from landscape.surface import VECTORIZE, SurfaceEvaluator, compute_surface, grid_points
 
-DEFAULT_BATCH_SIZE = 500
+ALL = 2**62  # one batch holding every example; split_batches cuts it afterwards
 
 
 @click.command()
@@ -76,10 +77,10 @@ DEFAULT_BATCH_SIZE = 500
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_SIZE,
+    default="auto",
     show_default=True,
-    help="Examples per forward pass (the values do not depend on it, the speed does).",
+    help="Examples per forward pass, or auto: the fastest of 64..4096, timed on the data. "
+    "The values do not depend on it (up to float rounding); the speed does.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the directions.")
 @click.option(
@@ -146,13 +147,18 @@ def surface(
     normalization, ignore = _direction_options(kind, normalization, ignore)
     torch_device = resolve_device(device)
 
+    size = _batch_size_option(batch_size)
     model, meta, bundle = open_checkpoint(checkpoint, device=torch_device)
-    data = {
+    examples = {
         name: first_examples(
-            bundle.train_eval if name == "train" else bundle.test, samples, batch_size, torch_device
-        )
-        for name in SPLITS[split]
+            bundle.train_eval if name == "train" else bundle.test, samples, ALL, torch_device
+        )[0]
+        for name in ("train", "test")
+        if name in SPLITS[split] or (name == "train" and kind == "eigen")
     }
+    if size is None:
+        size, _ = fastest_batch_size(model, examples[SPLITS[split][0]][0])
+    data = {name: split_batches(*examples[name], size) for name in SPLITS[split]}
     ndirs = 1 if y is None else 2
     settings: dict[str, Any] = {
         "checkpoint_sha256": file_sha256(checkpoint),
@@ -166,7 +172,7 @@ def surface(
         "loss": "cross_entropy",
     }
     settings.update({f"{s}_examples": sum(len(t) for _, t in b) for s, b in data.items()})
-    info: dict[str, Any] = {"checkpoint": str(checkpoint), **_versions()}
+    info: dict[str, Any] = {"checkpoint": str(checkpoint), "batch_size": size, **_versions()}
     stored = _stored_directions(out, kind) if resume else None
     if stored is not None:
         directions = stored
@@ -183,9 +189,7 @@ def surface(
             generator = torch.Generator().manual_seed(seed)
             directions.append(random_direction(model, generator, "filter", "biasbn"))
     else:
-        train = data.get("train") or first_examples(
-            bundle.train_eval, samples, batch_size, torch_device
-        )
+        train = split_batches(*examples["train"], size)
         directions, eigenvalues = hessian_directions(model, cross_entropy, train, ndirs, seed)
         info["eigenvalues"] = eigenvalues.double().cpu().numpy()
     settings.update(_axis_names(kind, ndirs))
@@ -213,9 +217,19 @@ def surface(
     if not quiet:
         click.echo(
             f"{out}: {total} points ({summary['computed']} computed in {seconds:.1f} s, "
-            f"vectorize={summary['vectorize']}); " + _origin_text(summary["origin"])
+            f"batch size {size}, vectorize={summary['vectorize']}); "
+            + _origin_text(summary["origin"])
         )
     write_json(Path(json_path) if json_path else None, summary)
+
+
+def _batch_size_option(text: str) -> int | None:
+    """``auto`` (None: measure) or a positive number of examples."""
+    if text == "auto":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise LandscapeInputError(f"--batch-size {text!r}: give a positive integer or auto")
 
 
 def _parse_direction(text: str) -> tuple[str, Path | None]:

@@ -12,13 +12,16 @@ the accuracy in percent, as loss-landscape stores it.
 
 Evaluation is batched over points: a *block* of grid points is built as stacked weights
 ``(G, *shape)``, then every data batch is evaluated at all ``G`` points before the next batch
-is read, so a data set is read once per block, not once per point. Each point's forward pass
-uses :func:`torch.func.functional_call` with the stacked weights, so the model's own
-parameters are never modified, not even by an exception. With ``vectorize`` the points of a
-block go through :func:`torch.func.vmap` together: that pays when one forward pass is too
+is read, so a data set is read once per block, not once per point. For each point the
+model's parameter slots are pointed at that point's weights (:class:`landscape.slots.
+TensorSlots`, what :func:`torch.func.functional_call` does, without its per-call cost) and
+pointed back when the block ends, also on an exception: the model's own tensors are never
+written to. With ``vectorize`` the points of a block go through :func:`torch.func.vmap`
+together (with ``functional_call``): that pays when one forward pass is too
 small to keep the CPU busy (small MLPs, small batches) and costs time on convolutions, so
-``"auto"`` never vectorizes a model with convolutions and otherwise times both ways on the
-first batch and keeps the faster.
+``"auto"`` never vectorizes a model with convolutions or batches above
+:data:`VMAP_MAX_BATCH` examples, and otherwise times both ways on the first batch and keeps
+the faster.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch.func import functional_call, vmap
 
 from landscape.directions import Direction
 from landscape.errors import LandscapeInputError
+from landscape.slots import TensorSlots
 
 Batch = tuple[Any, Tensor]
 LossFunction = Callable[[Tensor, Tensor], Tensor]
@@ -43,6 +47,9 @@ LossFunction = Callable[[Tensor, Tensor], Tensor]
 VECTORIZE = ("auto", "always", "never")
 VMAP_WIDTH = 32
 """Points per ``vmap`` call: wide enough to amortize per-call overhead, small enough for cache."""
+VMAP_MAX_BATCH = 256
+"""``"auto"`` only tries ``vmap`` on batches up to this size: on larger ones the loop's own
+forward pass keeps the CPU busy and ``vmap`` measured slower (MLPs of width 100 and up)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,7 @@ class SurfaceEvaluator:
         self.loss_fn = loss_fn
         self.base = _base_tensors(model, directions)
         self.directions = _complete_directions(directions, self.base)
+        self.slots = TensorSlots(model, self.base)
         self.memory_bytes = memory_bytes
         if vectorize == "auto" and has_convolutions(model):
             vectorize = "never"
@@ -171,16 +179,16 @@ class SurfaceEvaluator:
             raise LandscapeInputError(
                 "batches: give a list or a DataLoader (read once per block), not an iterator"
             )
-        stacked = self.stacked_weights(torch.from_numpy(coords).to(self.device))
         k = coords.shape[0]
+        block = _Block(self.stacked_weights(torch.from_numpy(coords).to(self.device)), k)
         loss_terms: list[Tensor] = []
         hit_terms: list[Tensor] = []
         sizes: list[int] = []
         labels = True
-        with torch.inference_mode(), eval_mode(self.model):
+        with torch.inference_mode(), eval_mode(self.model), self.slots.substituted():
             for batch in batches:
                 inputs, targets = _move(batch, self.device, self.dtype)
-                losses, hits = self._batch(stacked, inputs, targets, k)
+                losses, hits = self._batch(block, inputs, targets)
                 loss_terms.append(losses)
                 sizes.append(int(targets.shape[0]))
                 if hits is None:
@@ -198,69 +206,91 @@ class SurfaceEvaluator:
             acc = torch.full((k,), float("nan"), dtype=torch.float64)
         return PointValues(loss.numpy(), acc.numpy())
 
-    def _batch(
-        self, stacked: dict[str, Tensor], inputs: Any, targets: Tensor, k: int
-    ) -> tuple[Tensor, Tensor | None]:
+    def _batch(self, block: _Block, inputs: Any, targets: Tensor) -> tuple[Tensor, Tensor | None]:
         """Per-point mean loss ``(k,)`` and hits ``(k,)`` of one batch."""
         if self.vectorize == "auto":
-            return self._choose(stacked, inputs, targets, k)
+            return self._choose(block, inputs, targets)
         if self.vectorize == "always":
-            return self._vectorized(stacked, inputs, targets, k)
-        return self._looped(stacked, inputs, targets, k)
+            return self._vectorized(block, inputs, targets)
+        return self._looped(block, inputs, targets)
 
-    def _looped(
-        self, stacked: dict[str, Tensor], inputs: Any, targets: Tensor, k: int
-    ) -> tuple[Tensor, Tensor | None]:
+    def _looped(self, block: _Block, inputs: Any, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One plain forward pass per point, the model's slots pointed at its weights."""
         losses, hits = [], []
-        for g in range(k):
-            outputs = functional_call(self.model, {n: w[g] for n, w in stacked.items()}, (inputs,))
+        for assignments in block.assignments(self.slots):
+            self.slots.fill(assignments)
+            outputs = self.model(inputs)
             losses.append(self.loss_fn(outputs, targets))
             hits.append(correct_count(outputs, targets))
         return torch.stack(losses), None if hits[0] is None else torch.stack(hits)
 
     def _vectorized(
-        self, stacked: dict[str, Tensor], inputs: Any, targets: Tensor, k: int
+        self, block: _Block, inputs: Any, targets: Tensor
     ) -> tuple[Tensor, Tensor | None]:
+        """``vmap`` over the points, :data:`VMAP_WIDTH` at a time."""
+
         def one_point(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
             outputs = functional_call(self.model, weights, (inputs,))
             return self.loss_fn(outputs, targets), outputs
 
         batched = vmap(one_point)
         losses, hits = [], []
-        for start in range(0, k, VMAP_WIDTH):
-            chunk = {n: w[start : start + VMAP_WIDTH] for n, w in stacked.items()}
+        for start in range(0, block.size, VMAP_WIDTH):
+            chunk = {n: w[start : start + VMAP_WIDTH] for n, w in block.stacked.items()}
             loss, outputs = batched(chunk)
             losses.append(loss)
             hits.append(correct_count(outputs, targets))
         return torch.cat(losses), None if hits[0] is None else torch.cat(hits)
 
-    def _choose(
-        self, stacked: dict[str, Tensor], inputs: Any, targets: Tensor, k: int
-    ) -> tuple[Tensor, Tensor | None]:
+    def _choose(self, block: _Block, inputs: Any, targets: Tensor) -> tuple[Tensor, Tensor | None]:
         """Time the loop and ``vmap`` on this batch, keep the faster for the rest of the run.
 
-        Both ways are first warmed up on two points (first calls pay one-off costs). Only
-        blocks of at least two points can tell; ``vmap`` must win by 10 % (timings on a
-        shared machine are noisy and the loop is the plainer computation).
+        Batches above :data:`VMAP_MAX_BATCH` examples take the loop without a trial. Both
+        ways are first warmed up on two points (first calls pay one-off costs). Only blocks
+        of at least two points can tell; ``vmap`` must win by 10 % (timings on a shared
+        machine are noisy and the loop is the plainer computation).
         """
-        if k < 2:
-            return self._looped(stacked, inputs, targets, k)
-        pair = {n: w[:2] for n, w in stacked.items()}
-        self._looped(pair, inputs, targets, 2)
+        if block.size < 2:
+            return self._looped(block, inputs, targets)
+        if targets.shape[0] > VMAP_MAX_BATCH:
+            self.vectorize = "never"
+            return self._looped(block, inputs, targets)
+        pair = block.head(2)
+        self._looped(pair, inputs, targets)
         try:
-            self._vectorized(pair, inputs, targets, 2)
+            self._vectorized(pair, inputs, targets)
         except RuntimeError:  # an operation vmap does not support
             self.vectorize = "never"
-            return self._looped(stacked, inputs, targets, k)
+            return self._looped(block, inputs, targets)
         start = time.perf_counter()
-        result = self._looped(stacked, inputs, targets, k)
+        result = self._looped(block, inputs, targets)
         self.timings["never"] = time.perf_counter() - start
         start = time.perf_counter()
-        self._vectorized(stacked, inputs, targets, k)
+        self._vectorized(block, inputs, targets)
         self.timings["always"] = time.perf_counter() - start
         faster = self.timings["always"] * 1.1 < self.timings["never"]
         self.vectorize = "always" if faster else "never"
         return result
+
+
+class _Block:
+    """The stacked weights of a block of points, and (made once) their slot assignments."""
+
+    def __init__(self, stacked: dict[str, Tensor], size: int) -> None:
+        self.stacked = stacked
+        self.size = size
+        self._assignments: list | None = None
+
+    def assignments(self, slots: TensorSlots) -> list:
+        if self._assignments is None:
+            self._assignments = [
+                slots.assignments({n: w[g] for n, w in self.stacked.items()})
+                for g in range(self.size)
+            ]
+        return self._assignments
+
+    def head(self, count: int) -> _Block:
+        return _Block({n: w[:count] for n, w in self.stacked.items()}, count)
 
 
 def evaluate_points(

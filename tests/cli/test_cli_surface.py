@@ -14,7 +14,19 @@ from distill.data import load_dataset
 from distill.trainer import Recipe, evaluate, train_teacher
 from landscape.store import SurfaceSpec, SurfaceStore
 
-SMALL = ["--x", "-1:1:3", "--y", "-0.5:0.5:2", "--samples", "300", "--threads", "1", "--quiet"]
+SMALL = [
+    "--x",
+    "-1:1:3",
+    "--y",
+    "-0.5:0.5:2",
+    "--samples",
+    "300",
+    "--batch-size",
+    "100",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -248,6 +260,7 @@ def test_bad_input_gives_exit_2_one_line_and_keeps_results(
             "no checkpoint",
         ),
         (["--direction", "sideways", "--out", tmp_path / "c.h5"], "--direction 'sideways'"),
+        (["--batch-size", "0", "--out", tmp_path / "c.h5"], "--batch-size '0'"),
         (["--out", out], "--resume"),
         (["--out", out, "--resume", "--force"], "contradict"),
         ([*SMALL, "--out", out, "--resume", "--x", "-1:1:5"], "other settings (x grid"),

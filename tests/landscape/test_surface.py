@@ -7,6 +7,7 @@ from torch import nn
 from landscape.directions import interpolation_direction, random_direction
 from landscape.errors import LandscapeInputError
 from landscape.surface import (
+    VMAP_MAX_BATCH,
     SurfaceEvaluator,
     compute_surface,
     evaluate_points,
@@ -72,6 +73,7 @@ def test_interpolation_reaches_the_other_models_loss_at_one():
 def test_model_is_untouched_even_when_the_loss_raises(vectorize):
     model, batches = _problem("cnn-bn" if vectorize == "never" else "mlp")
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    objects = dict(model.named_parameters()) | dict(model.named_buffers())
     modes = [m.training for m in model.modules()]
     calls = 0
 
@@ -87,6 +89,8 @@ def test_model_is_untouched_even_when_the_loss_raises(vectorize):
         evaluator.evaluate(batches, np.array([[1.0, 1.0], [2.0, -1.0]]))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    now = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert all(now[k] is objects[k] for k in objects)  # the very same tensors are back
     assert [m.training for m in model.modules()] == modes
 
 
@@ -119,6 +123,10 @@ def test_auto_never_vectorizes_convolutions_and_times_mlps():
     evaluator.evaluate(batches, np.zeros((4, 2)))
     assert evaluator.vectorize in ("always", "never")
     assert set(evaluator.timings) == {"always", "never"}
+    large = classification_data([VMAP_MAX_BATCH + 1], (6,))
+    evaluator = SurfaceEvaluator(model, CE, list(_two_directions(model)))
+    evaluator.evaluate(large, np.zeros((4, 2)))
+    assert evaluator.vectorize == "never" and not evaluator.timings
 
 
 def test_grid_points_are_row_major_over_y_then_x():
@@ -163,3 +171,17 @@ def test_bad_directions_and_data_are_user_errors():
         evaluator.evaluate(iter(batches), np.zeros((1, 1)))
     with pytest.raises(LandscapeInputError, match="no examples"):
         evaluator.evaluate([], np.zeros((1, 1)))
+
+
+def test_tied_weights_move_together():
+    torch.manual_seed(0)
+    encoder, decoder = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    decoder.weight = encoder.weight
+    model = nn.Sequential(encoder, nn.Tanh(), decoder).double()
+    assert [n for n, _ in model.named_parameters()] == ["0.weight"]
+    batches = classification_data([6], (4,))
+    direction = random_direction(model, torch.Generator().manual_seed(1), "none", "none")
+    values = evaluate_points(model, CE, batches, [direction], np.array([[0.7]]), "never")
+    loss, _ = reference_loss(model, batches, [(0.7, direction)])
+    assert values.loss[0] == pytest.approx(loss, rel=1e-12)
+    assert model[2].weight is model[0].weight

@@ -1,0 +1,184 @@
+"""Loss-surface speed: flatscape against a loss-landscape-style loop and a lower bound.
+
+For a 2D grid (21 x 21 by default) on MNIST-1D (4000 train examples) around a quickly
+trained cnn1d teacher and an MLP, with the same two filter-normalized directions, it times
+
+- **loss-landscape loop**: what ``plot_surface.py`` does per point: write
+  ``theta + a*dx + b*dy`` into the model's weights (``net_plotter.set_weights``), then one
+  full pass over a ``DataLoader`` (batch 128) with ``evaluation.eval_loss``
+  (``loss.item() * batch_size``, ``predicted.eq(targets).sum()``);
+- **flatscape**: what ``flatscape surface`` does after loading: ``fastest_batch_size``
+  (``--batch-size auto``), then ``SurfaceEvaluator`` + ``compute_surface`` writing a
+  ``SurfaceStore`` (HDF5 flushes included);
+- **lower bound**: grid points x one no-grad forward pass over the same 4000 examples at the
+  best batch size (the fastest of a list of candidates, best of 3), timed as that many
+  consecutive passes; and the same with the cross-entropy and accuracy of every batch,
+  which any surface needs and which costs a small MLP about a third of its forward pass.
+
+Every repeat runs the three in turn (so machine load hits all of them alike); the table
+reports medians and the ratios of medians. One torch thread.
+
+Run: ``python bench/surface.py`` (``--repeats 3 --grid 21`` are the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from distill.data import load_dataset
+from distill.trainer import Recipe, train_teacher
+from landscape.batching import fastest_batch_size, split_batches
+from landscape.directions import random_direction
+from landscape.store import SurfaceSpec, SurfaceStore
+from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+
+BATCH_CANDIDATES = (32, 64, 128, 256, 500, 1000, 2000, 4000)
+
+
+def loss_landscape_loop(model, directions, coords, dataset) -> np.ndarray:
+    """plot_surface.py's crunch(): perturb the weights in place, full DataLoader pass, next."""
+    net = copy.deepcopy(model).eval()
+    weights = [p.data.clone() for p in net.parameters()]
+    dx, dy = ([d[name] for name, _ in net.named_parameters()] for d in directions)
+    loader = DataLoader(dataset, batch_size=128, shuffle=False)
+    criterion = nn.CrossEntropyLoss()
+    losses = np.empty(len(coords))
+    for k, (a, b) in enumerate(coords):
+        for p, w, d0, d1 in zip(net.parameters(), weights, dx, dy, strict=True):
+            p.data = w + (d0 * a + d1 * b)
+        total_loss, correct, total = 0.0, 0, 0
+        with torch.no_grad():
+            for inputs, targets in loader:
+                outputs = net(inputs)
+                total_loss += criterion(outputs, targets).item() * inputs.size(0)
+                correct += outputs.max(1)[1].eq(targets).sum().item()
+                total += inputs.size(0)
+        losses[k] = total_loss / total
+    return losses
+
+
+def flatscape_surface(model, directions, x, inputs, targets, path: Path) -> tuple[np.ndarray, str]:
+    """What `flatscape surface` does: batch size auto, then the grid into a fresh HDF5 file."""
+    size, _ = fastest_batch_size(model, inputs)
+    batches = split_batches(inputs, targets, size)
+    spec = SurfaceSpec(x, x, directions, "train", settings={"bench": 1})
+    with SurfaceStore.open_for_writing(path, spec, force=True) as store:
+        evaluator = SurfaceEvaluator(model, nn.functional.cross_entropy, directions)
+        coords = grid_points(store.x, store.y)
+        compute_surface(evaluator, {"train": batches}, coords, store.pending(), store.write)
+        return store.arrays["train_loss"].reshape(-1), evaluator.vectorize
+
+
+def passes_seconds(model, inputs, targets, batch_size: int, passes: int, loss: bool) -> float:
+    """Seconds of ``passes`` no-grad forward passes over the data (with loss and accuracy)."""
+    chunks = split_batches(inputs, targets, batch_size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(passes):
+            for x, y in chunks:
+                outputs = model(x)
+                if loss:
+                    nn.functional.cross_entropy(outputs, y)
+                    (outputs.argmax(1) == y).sum()
+    return time.perf_counter() - start
+
+
+def best_batch_size(model, inputs, targets) -> int:
+    """The candidate with the fastest forward pass (best of 3 passes each)."""
+    passes_seconds(model, inputs, targets, 500, 1, False)  # warm-up
+    seconds = {
+        bs: min(passes_seconds(model, inputs, targets, bs, 1, False) for _ in range(3))
+        for bs in BATCH_CANDIDATES
+    }
+    return min(seconds, key=seconds.get)
+
+
+def bench_model(name, model, inputs, targets, grid: int, repeats: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    directions = [random_direction(model, generator) for _ in range(2)]
+    x = np.linspace(-1, 1, grid)
+    coords = grid_points(x, x)
+    dataset = TensorDataset(inputs, targets)
+    times = {"loop": [], "flatscape": [], "bound": [], "bound_loss": []}
+    best_sizes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            reference = loss_landscape_loop(model, directions, coords, dataset)
+            times["loop"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            values, vectorize = flatscape_surface(
+                model, directions, x, inputs, targets, Path(tmp) / "s.h5"
+            )
+            times["flatscape"].append(time.perf_counter() - start)
+            best = best_batch_size(model, inputs, targets)
+            best_sizes.append(best)
+            for key, loss in (("bound", False), ("bound_loss", True)):
+                times[key].append(passes_seconds(model, inputs, targets, best, len(coords), loss))
+            np.testing.assert_allclose(values, reference, rtol=1e-4)  # same numbers
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "model": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "points": len(coords),
+        "loop": med["loop"],
+        "flatscape": med["flatscape"],
+        "bound": med["bound"],
+        "speedup": med["loop"] / med["flatscape"],
+        "over_bound": med["flatscape"] / med["bound"],
+        "bound_loss": med["bound_loss"],
+        "over_bound_loss": med["flatscape"] / med["bound_loss"],
+        "best_batch": statistics.mode(best_sizes),
+        "vectorize": vectorize,
+        "spread": {k: (min(v), max(v)) for k, v in times.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=int, default=21, help="points per axis")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10, help="teacher training epochs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    bundle = load_dataset("mnist1d")
+    inputs, targets = bundle.train_eval.tensors
+    rows = []
+    for arch in ("cnn1d", "mlp"):
+        model, meta = train_teacher(bundle, arch=arch, recipe=Recipe(epochs=args.epochs), seed=0)
+        rows.append(bench_model(arch, model.eval(), inputs, targets, args.grid, args.repeats))
+    print(
+        f"{args.grid}x{args.grid} grid, {len(targets)} MNIST-1D train examples, "
+        f"1 thread, median of {args.repeats} (torch {torch.__version__})\n"
+    )
+    print(
+        "| model | params | loss-landscape loop (s) | flatscape (s) | speedup | "
+        "bound: forward (s) | flatscape / bound | bound: forward+loss+acc (s) | "
+        "flatscape / that | best batch | vectorize |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['params']:,} | {r['loop']:.2f} | {r['flatscape']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['bound']:.2f} | {r['over_bound']:.2f} | "
+            f"{r['bound_loss']:.2f} | {r['over_bound_loss']:.2f} | "
+            f"{r['best_batch']} | {r['vectorize']} |"
+        )
+    print()
+    for r in rows:
+        spread = ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in r["spread"].items())
+        print(f"{r['model']} range over repeats (s): {spread}")
+
+
+if __name__ == "__main__":
+    main()
