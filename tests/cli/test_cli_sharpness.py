@@ -25,16 +25,25 @@ def assert_one_line_error(result, needle):
     assert needle in lines[0], lines[0]
 
 
-def test_report_matches_the_library_and_prints_train_loss(mnist1d_teacher, tmp_path):
+@pytest.fixture(scope="module")
+def loaded(mnist1d_teacher, mnist1d_student):
+    """The library's view of both checkpoints (64 examples), loaded once for the module."""
+    return {
+        "teacher": load_for_analysis(mnist1d_teacher, samples=64),
+        "student": load_for_analysis(mnist1d_student, samples=64),
+    }
+
+
+def test_report_matches_the_library_and_prints_train_loss(mnist1d_teacher, loaded, tmp_path):
     out = tmp_path / "s.json"
     result = run("sharpness", mnist1d_teacher, "--geometry", "elementwise", "--quiet",
                  "--json", out, *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    loaded = load_for_analysis(mnist1d_teacher, samples=64)
+    teacher = loaded["teacher"]
     expected = {
         m: sharpness_report(
-            loaded.model, torch.nn.functional.cross_entropy, loaded.batches, rho, [m],
+            teacher.model, torch.nn.functional.cross_entropy, teacher.batches, rho, [m],
             ["elementwise"], samples=2, steps=2, restarts=1, seed=0,
         )["results"][0]
         for m, rho in (("average", 0.05), ("worst", 0.1))
@@ -50,7 +59,7 @@ def test_report_matches_the_library_and_prints_train_loss(mnist1d_teacher, tmp_p
     assert report["data"]["samples"] == 64 and report["temperature_matched"] is None
 
 
-def test_match_loss_adds_matched_rows(mnist1d_student, tmp_path):
+def test_match_loss_adds_matched_rows(mnist1d_student, loaded, tmp_path):
     out = tmp_path / "m.json"
     result = run("sharpness", mnist1d_student, "--measure", "average", "--geometry", "plain",
                  "--match-loss", 1.9, "--rho", 0.01, "--json", out, *SMALL)  # fmt: skip
@@ -59,10 +68,10 @@ def test_match_loss_adds_matched_rows(mnist1d_student, tmp_path):
     matched = report["temperature_matched"]
     assert abs(matched["fit"]["matched_loss"] - 1.9) < 1e-9
     assert abs(matched["sharpness"][0]["loss"] - 1.9) < 1e-4  # measured on the scaled model
-    loaded = load_for_analysis(mnist1d_student, samples=64)
-    scaled = TemperatureScaled(loaded.model, matched["temperature"])
+    student = loaded["student"]
+    scaled = TemperatureScaled(student.model, matched["temperature"])
     expected = sharpness_report(
-        scaled, torch.nn.functional.cross_entropy, loaded.batches, 0.01, ["average"], ["plain"],
+        scaled, torch.nn.functional.cross_entropy, student.batches, 0.01, ["average"], ["plain"],
         samples=2, seed=0,
     )["results"][0]  # fmt: skip
     assert matched["sharpness"][0]["values"] == expected["values"]
