@@ -9,9 +9,11 @@ from torch import nn
 
 from landscape.errors import LandscapeInputError
 from landscape.sharpness import (
+    GEOMETRIES,
     PerturbedLoss,
     average_sharpness,
     perturbation_scales,
+    planned_evaluations,
     sharpness_report,
     worst_sharpness,
 )
@@ -185,3 +187,11 @@ def test_unknown_measure_in_report():
     model, batches = _relu_net()
     with pytest.raises(LandscapeInputError, match="measure 'sharpest'"):
         sharpness_report(model, LOSS, batches, 0.1, measures=["sharpest"])
+
+
+def test_progress_counts_the_planned_passes():
+    model, batches = _relu_net()
+    seen = []
+    options = {"samples": 3, "steps": 2, "restarts": 2}
+    sharpness_report(model, LOSS, batches, 0.1, progress=seen.append, **options)
+    assert sum(seen) == planned_evaluations(["average", "worst"], GEOMETRIES, **options)
