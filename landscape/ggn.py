@@ -32,7 +32,6 @@ loss), and :math:`J^\top w` is one more backward pass.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ from landscape.hessian import (
     analysis_mode,
     batch_size,
     batch_weights,
+    mean_loss,
     select_parameters,
     weighted_sum,
 )
@@ -254,7 +254,7 @@ class GGNOperator(CurvatureOperator):
         self._cached: _Linearization | None = None
         if len(self.batches) == 1:
             self._cached = self._linearize(self.batches[0])
-        self.loss = self._mean_loss()
+        self.loss = mean_loss(self.model, self.loss_fn, self.batches, self.bn_mode)
 
     def _tensors(self) -> dict[str, Tensor]:
         """Selected parameters live, the others frozen, buffers protected in train mode."""
@@ -274,20 +274,6 @@ class GGNOperator(CurvatureOperator):
                     "the model must return one tensor of outputs for a GGN; wrap it so it does"
                 )
             return _Linearization(outputs, self.params)
-
-    def _mean_loss(self) -> float:
-        with torch.no_grad(), analysis_mode(self.model, self.bn_mode):
-            losses = [
-                float(self.loss_fn(functional_call(self.model, self._tensors(), (x,)), y))
-                for x, y in self.batches
-            ]
-        value = sum(w * v for w, v in zip(self.weights, losses, strict=True))
-        if not math.isfinite(value):
-            raise LandscapeInputError(
-                f"the loss at these weights is {value} on the {self.num_examples} examples "
-                "given; the checkpoint or the inputs contain NaN/inf or diverged values"
-            )
-        return value
 
     def gradient(self) -> Tensor:
         r"""The flat gradient :math:`\sum_k \frac{n_k}{N} J_k^\top \nabla_z \ell_k` (not counted).
