@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from landscape.comparison import (  # noqa: E402
@@ -21,6 +22,7 @@ from landscape.comparison import (  # noqa: E402
     summarize,
     to_markdown,
 )
+from landscape.plot import Surface, line_figure  # noqa: E402
 
 MEASURES = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
 LABELS = {
@@ -55,16 +57,31 @@ def generation_table(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return summary, to_markdown(rows, columns).replace("test accuracy", "test accuracy (%)")
 
 
-def _figure_lines(records, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), constrained_layout=True)
-    for r in sorted(records, key=lambda r: r["generation"]):
-        if r.get("line_x"):
-            ax.plot(r["line_x"], r["line_loss"], label=r["name"], lw=1.6)
-    ax.set(xlabel="α (filter-normalized direction)", ylabel="train loss", title=title)
-    ax.set_yscale("log")
-    ax.legend(frameon=False, fontsize=8)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+def save_lines(curves: list[dict[str, Any]], path: Path, direction: str, log: bool = True) -> Path:
+    """Overlay 1D curves (``label``, ``x``, ``loss``, ``acc``) in flatscape's plot style."""
+    surfaces = [
+        Surface(
+            c["label"],
+            np.asarray(c["x"]),
+            None,
+            {"train_loss": np.asarray(c["loss"]), "train_acc": np.asarray(c["acc"])},
+            {"direction": direction},
+        )
+        for c in curves
+    ]
+    fig = line_figure(surfaces, None, None, log)
+    fig.savefig(path)
+    return path
+
+
+def _figure_lines(records, path: Path) -> None:
+    curves = [
+        {"label": r["name"], "x": r["line_x"], "loss": r["line_loss"], "acc": r["line_acc"]}
+        for r in sorted(records, key=lambda r: r["generation"])
+        if r.get("line_x")
+    ]
+    if curves:
+        save_lines(curves, path, "filter-normalized")
 
 
 def _figure_generations(summary, path: Path, title: str) -> None:
@@ -229,11 +246,7 @@ def write_report(root: Path, experiment, specs, records, trained: int, seconds: 
             *claim_lines,
         ]
         lines_png = figures / f"{dataset}_lines_seed0.png"
-        _figure_lines(
-            [r for r in main if r["seed"] == 0],
-            lines_png,
-            f"{dataset}, seed 0: 1D loss along each model's direction",
-        )
+        _figure_lines([r for r in main if r["seed"] == 0], lines_png)
         gens_png = figures / f"{dataset}_generations.png"
         _figure_generations(summary, gens_png, f"{dataset}: mean ± std over seeds")
         lines += [

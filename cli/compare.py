@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import torch.nn.functional as F
 
 from cli._common import (
@@ -20,9 +21,10 @@ from cli._common import (
     write_json,
 )
 from cli._loading import first_examples, open_checkpoint
+from cli._report import save_lines
 from distill.errors import DistillInputError
 from landscape.comparison import to_csv, to_markdown, with_changes
-from landscape.profile import ProfileSettings, profile_model
+from landscape.profile import ProfileSettings, interpolation_line, profile_model
 
 CHANGE_COLUMNS = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
 TABLE_COLUMNS = (
@@ -77,10 +79,17 @@ def compare_checkpoints(
     device="cpu",
     allow_mixed: bool = False,
     progress=None,
+    interpolation_points: int = 0,
 ) -> dict[str, Any]:
-    """Measure every checkpoint on the first `samples` train examples; changes vs teacher."""
+    """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
+
+    With `interpolation_points`, also the loss on the straight line from the reference
+    (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
+    ``interpolation``: x, loss, acc).
+    """
     records = []
-    for path, model, meta, bundle in load_models(paths, device, allow_mixed):
+    loaded = load_models(paths, device, allow_mixed)
+    for path, model, meta, bundle in loaded:
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
         record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
@@ -97,12 +106,40 @@ def compare_checkpoints(
         if progress:
             progress(1)
     ref = reference_index(records)
+    if interpolation_points:
+        reference_model, reference_bundle = loaded[ref][1], loaded[ref][3]
+        train = first_examples(reference_bundle.train_eval, samples, batch_size, device)
+        alphas = np.linspace(-0.5, 1.5, interpolation_points)
+        for i, (_, model, _, _) in enumerate(loaded):
+            if i != ref:
+                line = interpolation_line(reference_model, model, F.cross_entropy, train, alphas)
+                records[i]["interpolation"] = line
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
         "settings": records[0]["settings"],
         "reference": records[ref]["name"],
         "models": with_changes(records, CHANGE_COLUMNS, ref),
     }
+
+
+def write_plots(report: dict[str, Any], folder: Path) -> None:
+    """1D curves along each model's own direction, and teacher -> student lines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = report["models"]
+    own = [
+        {"label": m["name"], "x": m["line_x"], "loss": m["line_loss"], "acc": m["line_acc"]}
+        for m in models
+        if m.get("line_x")
+    ]
+    if own:
+        save_lines(own, folder / "lines.png", "filter-normalized")
+    lines = [
+        {"label": f"{report['reference']} → {m['name']}", **m["interpolation"]}
+        for m in models
+        if m.get("interpolation")
+    ]
+    if lines:
+        save_lines(lines, folder / "interpolation.png", "interpolation", log=False)
 
 
 @click.command()
@@ -138,6 +175,13 @@ def compare_checkpoints(
     help="Points of the 1D filter-normalized surface on [-1, 1] (0: skip).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False),
+    help="Write lines.png (each model along its own filter-normalized direction, "
+    "same seed) and interpolation.png (teacher -> each student) here.",
+)
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
@@ -148,6 +192,7 @@ def compare_checkpoints(
 @threads_option
 def compare(
     checkpoints,
+    plots_dir,
     samples,
     batch_size,
     top_k,
@@ -189,7 +234,10 @@ def compare(
             resolve_device(device),
             allow_mixed,
             progress=bar.update,
+            interpolation_points=41 if plots_dir else 0,
         )
+    if plots_dir:
+        write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
     markdown = to_markdown(rows, columns)
     click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.directions import random_direction
+from landscape.directions import interpolation_direction, random_direction
 from landscape.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError
 from landscape.hessian import HessianOperator
@@ -133,7 +133,28 @@ def line_profile(
     return {
         "line_x": alphas.tolist(),
         "line_loss": losses.tolist(),
+        "line_acc": np.asarray(values.acc, dtype=np.float64).tolist(),
         "surface_width": basin_width(alphas, losses, s.width_rise),
+    }
+
+
+def interpolation_line(
+    model: nn.Module,
+    other: nn.Module,
+    loss_fn: LossFunction,
+    batches: Sequence[Batch],
+    alphas: np.ndarray,
+) -> dict[str, list[float]]:
+    """Loss and accuracy on the straight line from `model` (0) to `other` (1).
+
+    Parameters and floating-point buffers (BatchNorm statistics) are interpolated.
+    """
+    direction = interpolation_direction(model, other.state_dict())
+    values = SurfaceEvaluator(model, loss_fn, [direction]).evaluate(batches, alphas[:, None])
+    return {
+        "x": np.asarray(alphas, dtype=np.float64).tolist(),
+        "loss": np.asarray(values.loss, dtype=np.float64).tolist(),
+        "acc": np.asarray(values.acc, dtype=np.float64).tolist(),
     }
 
 
@@ -149,7 +170,8 @@ def profile_model(
     Returns a flat dict: ``train_loss``, ``train_accuracy`` (on `train_batches`, the
     data the curvature is measured on), ``test_loss``, ``test_accuracy`` (when
     `test_batches` are given), ``eigenvalues``, ``residuals``, ``lambda_1``, ``trace``,
-    ``trace_stderr``, ``hvps``, ``line_x``, ``line_loss``, ``surface_width``, ``seconds``.
+    ``trace_stderr``, ``hvps``, ``line_x``, ``line_loss``, ``line_acc`` (percent),
+    ``surface_width``, ``seconds``.
     """
     start = time.perf_counter()
     record: dict[str, Any] = {}
