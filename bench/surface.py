@@ -15,6 +15,9 @@ trained cnn1d teacher and an MLP, with the same two filter-normalized directions
   consecutive passes; and the same with the cross-entropy and accuracy of every batch,
   which any surface needs and which costs a small MLP about a third of its forward pass.
 
+It also times ``vmap`` against the loop on MLPs of several widths and batch sizes (what
+``--vectorize auto`` decides between).
+
 Every repeat runs the three in turn (so machine load hits all of them alike); the table
 reports medians and the ratios of medians. One torch thread.
 
@@ -144,6 +147,34 @@ def bench_model(name, model, inputs, targets, grid: int, repeats: int) -> dict:
     }
 
 
+def vmap_against_loop(widths=(32, 100, 512), batch_sizes=(16, 64, 256, 1024), points=32):
+    """Seconds for ``points`` grid points on one batch: the loop against ``vmap``."""
+    rows = []
+    for width in widths:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(40, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(width, 10),
+        ).eval()  # fmt: skip
+        generator = torch.Generator().manual_seed(0)
+        directions = [random_direction(model, generator) for _ in range(2)]
+        coords = np.random.default_rng(0).uniform(-1, 1, (points, 2))
+        for size in batch_sizes:
+            batch = [(torch.randn(size, 40), torch.randint(0, 10, (size,)))]
+            seconds = {}
+            for mode in ("never", "always"):
+                evaluator = SurfaceEvaluator(model, nn.functional.cross_entropy, directions, mode)
+                evaluator.evaluate(batch, coords[:2])  # warm-up
+                runs = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    evaluator.evaluate(batch, coords)
+                    runs.append(time.perf_counter() - start)
+                seconds[mode] = statistics.median(runs)
+            rows.append((width, size, seconds["never"], seconds["always"]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=21, help="points per axis")
@@ -178,6 +209,13 @@ def main() -> None:
     for r in rows:
         spread = ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in r["spread"].items())
         print(f"{r['model']} range over repeats (s): {spread}")
+    print("\nMLP 40-w-w-10, 32 grid points on one batch, median of 5:\n")
+    print("| width w | batch | loop (ms) | vmap (ms) | loop / vmap |")
+    print("|---|---|---|---|---|")
+    for width, size, loop, vmapped in vmap_against_loop():
+        print(
+            f"| {width} | {size} | {loop * 1e3:.1f} | {vmapped * 1e3:.1f} | {loop / vmapped:.2f} |"
+        )
 
 
 if __name__ == "__main__":

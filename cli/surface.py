@@ -185,11 +185,14 @@ def surface(
         directions = [_interpolation(model, meta, target, torch_device)]
         settings["interp_sha256"] = file_sha256(target)
         info["interp_checkpoint"] = str(target)
-        if ndirs == 2:
+        if ndirs == 2:  # the y axis: a random direction with the defaults, recorded as such
             generator = torch.Generator().manual_seed(seed)
             directions.append(random_direction(model, generator, "filter", "biasbn"))
+            settings.update(y_normalization="filter", y_ignore="biasbn")
     else:
         train = split_batches(*examples["train"], size)
+        if not quiet:
+            click.echo("computing the top Hessian eigenvectors (Lanczos) ...", err=True)
         directions, eigenvalues = hessian_directions(model, cross_entropy, train, ndirs, seed)
         info["eigenvalues"] = eigenvalues.double().cpu().numpy()
     settings.update(_axis_names(kind, ndirs))
