@@ -35,7 +35,7 @@ from distill.trainer import (
 )
 from landscape.directions import random_direction
 from landscape.plot import plot_surfaces
-from landscape.profile import ProfileSettings, profile_model
+from landscape.profile import ProfileSettings, matched_lambda_1, profile_model
 from landscape.store import SurfaceSpec, SurfaceStore
 from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
 
@@ -59,6 +59,8 @@ class Experiment:
         stopped_epochs: Also train teachers for these shorter budgets and distil each
             (student gain against teacher accuracy).
         dataset_options: Extra options per dataset (e.g. a larger mnist1d test set).
+        regimes: Training regimes, each a set of `load_dataset` options (label noise,
+            train size, augmentation); ``clean`` has none.
     """
 
     preset: str
@@ -74,6 +76,7 @@ class Experiment:
     ensemble: bool = False
     stopped_epochs: tuple[int, ...] = ()
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    regimes: dict[str, dict[str, Any]] = field(default_factory=lambda: {"clean": {}})
 
     @classmethod
     def from_preset(cls, name: str, datasets=None, seeds=None, generations=None, epochs=None):
@@ -91,6 +94,22 @@ class Experiment:
 
 PRESETS = {
     "quick": Experiment("quick", ("mnist1d",), seeds=3, generations=2),
+    "regimes": Experiment(
+        "regimes",
+        ("mnist1d",),
+        seeds=5,
+        generations=2,
+        contour_points=0,
+        profile=ProfileSettings(confounds=True),
+        dataset_options={"mnist1d": {"test_size": 4000}},
+        regimes={
+            "clean": {},
+            "noise20": {"label_noise": 0.2},
+            "noise40": {"label_noise": 0.4},
+            "small": {"train_size": 1000},
+            "augment": {"augment": True},
+        },
+    ),
     "full": Experiment(
         "full",
         ("mnist1d", "digits"),
@@ -110,6 +129,7 @@ class ModelSpec:
 
     path: Path
     dataset: str
+    regime: str
     seed: int
     group: str  # "main", "ensemble" or "stopped"
     role: str
@@ -119,73 +139,56 @@ class ModelSpec:
     label: str = ""
 
 
+def variant(dataset: str, regime: str) -> str:
+    """Folder and report name of a dataset in a regime (``mnist1d``, ``mnist1d-noise20``)."""
+    return dataset if regime == "clean" else f"{dataset}-{regime}"
+
+
 def plan(experiment: Experiment, root: Path) -> list[ModelSpec]:
     """Every model of the experiment, parents before children."""
     specs: list[ModelSpec] = []
     for dataset in experiment.datasets:
-        for seed in range(experiment.seeds):
-            base = root / dataset / f"seed{seed}"
-            teacher = ModelSpec(
-                base / "teacher.safetensors", dataset, seed, "main", "teacher", 0, label="teacher"
-            )
-            specs.append(teacher)
-            parent = teacher.path
-            for g in range(1, experiment.generations + 1):
-                path = base / f"gen{g}.safetensors"
-                specs.append(
-                    ModelSpec(path, dataset, seed, "main", "student", g, (parent,), label=f"gen{g}")
+        for regime in experiment.regimes:
+            for seed in range(experiment.seeds):
+                specs += _plan_seed(
+                    experiment, root / variant(dataset, regime), dataset, regime, seed
                 )
-                parent = path
-            if experiment.ensemble:
-                second = ModelSpec(
-                    base / "teacher_b.safetensors",
-                    dataset,
-                    SECOND_TEACHER_SEED + seed,
-                    "ensemble",
-                    "teacher",
-                    0,
-                    label="teacher B",
-                )
-                student = ModelSpec(
-                    base / "ensemble_student.safetensors",
-                    dataset,
-                    seed,
-                    "ensemble",
-                    "student",
-                    1,
-                    (teacher.path, second.path),
-                    label="student of ensemble",
-                )
-                specs += [second, student]
-            for epochs in experiment.stopped_epochs:
-                folder = base / f"stopped_e{epochs}"
-                early = ModelSpec(
-                    folder / "teacher.safetensors",
-                    dataset,
-                    seed,
-                    "stopped",
-                    "teacher",
-                    0,
-                    teacher_epochs=epochs,
-                    label=f"teacher ({epochs} epochs)",
-                )
-                student = ModelSpec(
-                    folder / "gen1.safetensors",
-                    dataset,
-                    seed,
-                    "stopped",
-                    "student",
-                    1,
-                    (early.path,),
-                    teacher_epochs=epochs,
-                    label=f"gen1 of {epochs}-epoch teacher",
-                )
-                specs += [early, student]
     return specs
 
 
-def _bundle(experiment: Experiment, dataset: str):
-    return load_dataset(dataset, **experiment.dataset_options.get(dataset, {}))
+def _plan_seed(experiment: Experiment, folder: Path, dataset: str, regime: str, seed: int):
+    base = folder / f"seed{seed}"
+
+    def spec(path, seed_, group, role, generation, parents=(), epochs=None, label=""):
+        return ModelSpec(path, dataset, regime, seed_, group, role, generation, parents,
+                         epochs, label)  # fmt: skip
+
+    teacher = spec(base / "teacher.safetensors", seed, "main", "teacher", 0, label="teacher")
+    specs = [teacher]
+    parent = teacher.path
+    for g in range(1, experiment.generations + 1):
+        path = base / f"gen{g}.safetensors"
+        specs.append(spec(path, seed, "main", "student", g, (parent,), label=f"gen{g}"))
+        parent = path
+    if experiment.ensemble:
+        second = spec(base / "teacher_b.safetensors", SECOND_TEACHER_SEED + seed, "ensemble",
+                      "teacher", 0, label="teacher B")  # fmt: skip
+        student = spec(base / "ensemble_student.safetensors", seed, "ensemble", "student", 1,
+                       (teacher.path, second.path), label="student of ensemble")  # fmt: skip
+        specs += [second, student]
+    for epochs in experiment.stopped_epochs:
+        stopped = base / f"stopped_e{epochs}"
+        early = spec(stopped / "teacher.safetensors", seed, "stopped", "teacher", 0,
+                     epochs=epochs, label=f"teacher ({epochs} epochs)")  # fmt: skip
+        student = spec(stopped / "gen1.safetensors", seed, "stopped", "student", 1,
+                       (early.path,), epochs, f"gen1 of {epochs}-epoch teacher")  # fmt: skip
+        specs += [early, student]
+    return specs
+
+
+def _bundle(experiment: Experiment, dataset: str, regime: str):
+    options = {**experiment.dataset_options.get(dataset, {}), **experiment.regimes[regime]}
+    return load_dataset(dataset, **options)
 
 
 def train_model(spec: ModelSpec, experiment: Experiment) -> None:
@@ -197,7 +200,7 @@ def train_model(spec: ModelSpec, experiment: Experiment) -> None:
         if epochs:
             recipe = replace(recipe, epochs=epochs)
         model, meta = train_teacher(
-            _bundle(experiment, spec.dataset), recipe=recipe, seed=spec.seed, log=log
+            _bundle(experiment, spec.dataset, spec.regime), recipe=recipe, seed=spec.seed, log=log
         )
     else:
         kd = KDConfig(experiment.temperature, experiment.alpha)
@@ -266,6 +269,8 @@ def _identity(spec: ModelSpec, meta: dict[str, Any]) -> dict[str, Any]:
         "name": spec.label,
         "path": str(spec.path),
         "dataset": spec.dataset,
+        "regime": spec.regime,
+        "variant": variant(spec.dataset, spec.regime),
         "seed": spec.seed,
         "group": spec.group,
         "role": spec.role,
@@ -289,11 +294,47 @@ def measure_ensemble(specs: list[ModelSpec], experiment: Experiment) -> dict[str
         **record,
         "name": "ensemble of 2 teachers",
         "dataset": first.dataset,
+        "regime": first.regime,
+        "variant": variant(first.dataset, first.regime),
         "seed": first.seed,
         "group": "ensemble",
         "role": "ensemble",
         "generation": 0,
     }
+
+
+def add_matched_curvature(specs, records, experiment: Experiment) -> None:
+    """Temperature-matched λ1 for the main models, per (variant, seed) group.
+
+    The common target is the highest train loss in the group (a temperature can raise a
+    model's loss freely but lower it only down to a floor), so every model can reach it.
+    Cached beside each checkpoint, keyed by hash and target.
+    """
+    by_path = {Path(r["path"]): r for r in records if r.get("path")}
+    groups: dict[tuple[str, int], list[ModelSpec]] = {}
+    for spec in specs:
+        if spec.group == "main":
+            groups.setdefault((variant(spec.dataset, spec.regime), spec.seed), []).append(spec)
+    for group in groups.values():
+        target = max(by_path[s.path]["train_loss"] for s in group)
+        for spec in group:
+            by_path[spec.path].update(_matched(spec, target, experiment))
+
+
+def _matched(spec: ModelSpec, target: float, experiment: Experiment) -> dict[str, Any]:
+    cache = spec.path.with_suffix(".matched.json")
+    key = {"checkpoint_sha256": file_sha256(spec.path), "target": target,
+           "samples": experiment.samples, **asdict(experiment.profile)}  # fmt: skip
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["matched"]
+    model, meta = load_checkpoint(spec.path)
+    bundle = dataset_from_description(meta["dataset"])
+    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples)
+    matched = matched_lambda_1(model, train, target, experiment.profile)
+    cache.write_text(json.dumps({"key": key, "matched": matched}))
+    return matched
 
 
 def _check_settings(root: Path, experiment: Experiment) -> None:
@@ -330,18 +371,10 @@ def run_experiment(experiment: Experiment, out_dir: str | Path, quiet: bool = Fa
             if experiment.contour_points and spec.seed == 0 and spec.group == "main":
                 contour(spec, experiment, root / "figures")
             bar.update(1)
-    if experiment.ensemble:
-        for dataset in experiment.datasets:
-            for seed in range(experiment.seeds):
-                seeds = (seed, SECOND_TEACHER_SEED + seed)
-                pair = [
-                    s
-                    for s in specs
-                    if s.dataset == dataset
-                    and s.seed in seeds
-                    and s.role == "teacher"
-                    and s.group in ("main", "ensemble")
-                ]
-                records.append(measure_ensemble(pair, experiment))
+    for second in (s for s in specs if s.group == "ensemble" and s.role == "teacher"):
+        first = next(s for s in specs if s.path == second.path.with_name("teacher.safetensors"))
+        records.append(measure_ensemble([first, second], experiment))
+    if experiment.profile.confounds:
+        add_matched_curvature(specs, records, experiment)
     torch.set_grad_enabled(True)
     return write_report(root, experiment, specs, records, trained, time.perf_counter() - start)

@@ -25,12 +25,17 @@ from landscape.comparison import (  # noqa: E402
 from landscape.plot import Surface, line_figure  # noqa: E402
 
 MEASURES = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
+CONFOUNDS = ("ggn_lambda_1", "avg_sharpness", "worst_sharpness", "matched_lambda_1")
 LABELS = {
     "test_accuracy": "test accuracy",
     "train_loss": "train loss",
     "lambda_1": "λ1",
     "trace": "trace",
     "surface_width": "basin width",
+    "ggn_lambda_1": "GGN λ1",
+    "avg_sharpness": "avg adaptive sharpness",
+    "worst_sharpness": "worst adaptive sharpness",
+    "matched_lambda_1": "matched λ1",
 }
 
 
@@ -42,18 +47,29 @@ def _pm(summary: dict[str, Any], accuracy: bool = False) -> str:
     return f"{summary['mean']:.4g} ± {summary['std']:.2g}"
 
 
+def measures_of(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The report's measures, with the confound-controlled ones where they were measured."""
+    extra = tuple(m for m in CONFOUNDS if any(r.get(m) is not None for r in records))
+    return MEASURES + extra
+
+
+def _summary_row(summary: dict[str, Any], measures: tuple[str, ...]) -> dict[str, str]:
+    return {LABELS[m]: _pm(summary[m], m == "test_accuracy") for m in measures}
+
+
 def generation_table(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """Mean ± std across seeds per generation, as rows and as Markdown."""
-    summary = by_generation(records, MEASURES)
+    measures = measures_of(records)
+    summary = by_generation(records, measures)
     rows = [
         {
             "generation": s["generation"],
             "seeds": s["test_accuracy"]["n"],
-            **{LABELS[m]: _pm(s[m], m == "test_accuracy") for m in MEASURES},
+            **_summary_row(s, measures),
         }
         for s in summary
     ]
-    columns = ["generation", "seeds"] + [LABELS[m] for m in MEASURES]
+    columns = ["generation", "seeds"] + [LABELS[m] for m in measures]
     return summary, to_markdown(rows, columns).replace("test accuracy", "test accuracy (%)")
 
 
@@ -200,6 +216,29 @@ def _stopped_section(records) -> tuple[dict[str, Any], list[str]]:
     return {"rows": rows}, [to_markdown(rows, list(rows[0]))]
 
 
+def regime_section(records, variants) -> list[str]:
+    """One table over regimes x (teacher, gen1, gen2...) and a verdict line per regime."""
+    measures = measures_of(records)
+    rows, verdicts = [], []
+    for name in variants:
+        main = [r for r in records if r["variant"] == name and r["group"] == "main"]
+        for s in by_generation(main, measures):
+            label = "teacher" if s["generation"] == 0 else f"gen{s['generation']}"
+            rows.append({"regime": name, "model": label, **_summary_row(s, measures)})
+        claims = claims_table([r for r in main if r["generation"] in (0, 1)])
+        held = [f"{c['measure']} {c['wins']}/{c['seeds']}" for c in claims]
+        verdicts.append(f"- **{name}**, gen1 beats teacher in: " + ", ".join(held))
+    columns = ["regime", "model"] + [LABELS[m] for m in measures]
+    return [
+        "Mean ± std over seeds. λ1, trace, GGN λ1 and sharpness on the first training "
+        "examples; matched λ1 at the highest train loss of each seed's teacher and "
+        "students (temperature-scaled logits).",
+        "",
+        to_markdown(rows, columns).replace("test accuracy", "test accuracy (%)"),
+        *verdicts,
+    ]
+
+
 def write_report(root: Path, experiment, specs, records, trained: int, seconds: float) -> Path:
     """Write report.md, report.json and figures under `root`; return the Markdown path."""
     figures = root / "figures"
@@ -228,8 +267,11 @@ def write_report(root: Path, experiment, specs, records, trained: int, seconds: 
         "models": records,
         "datasets": {},
     }
-    for dataset in experiment.datasets:
-        own = [r for r in records if r["dataset"] == dataset]
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    if len(variants) > 1 and any(r.get("ggn_lambda_1") is not None for r in records):
+        lines += ["", "## Regimes", "", *regime_section(records, variants)]
+    for dataset in variants:
+        own = [r for r in records if r["variant"] == dataset]
         main = [r for r in own if r["group"] == "main"]
         summary, table = generation_table(main)
         claims, claim_lines = _claims_section(main)

@@ -84,14 +84,25 @@ def recipe_options(func):
     help="Fraction of train labels flipped to another class, in [0, 1).",
 )
 @click.option("--noise-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="mnist1d: fresh random shifts/scale/shear/noise per batch (MNIST-1D's "
+    "generative process). CIFAR is always augmented (crop + flip).",
+)
+@click.option(
+    "--test-size",
+    type=click.IntRange(min=10),
+    help="mnist1d: generate this many test examples (default 1000).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint path.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Final metrics.")
 @force_option
 @quiet_option
 @device_option
 @threads_option
-def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, out, json_path,
-          force, quiet, device, threads, **recipe_given):  # fmt: skip
+def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, augment, test_size,
+          out, json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
     """Train a teacher on hard labels and save it as a .safetensors checkpoint.
 
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
@@ -106,9 +117,14 @@ def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, o
     out = check_output(out, force)
     json_path = check_output(json_path, force)
     bundle = load_dataset(
-        dataset, root=data_root, train_size=train_size,
-        label_noise=label_noise, noise_seed=noise_seed,
-    )  # fmt: skip
+        dataset,
+        root=data_root,
+        train_size=train_size,
+        label_noise=label_noise,
+        noise_seed=noise_seed,
+        augment=augment,
+        **({"test_size": test_size} if test_size else {}),
+    )
     recipe = _recipe(TEACHER_RECIPES[dataset], **recipe_given)
     with progress_bar(recipe.epochs, "teacher", quiet, unit="epoch") as bar:
         model, meta = train_teacher(

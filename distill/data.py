@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from distill.augment import mnist1d_augment
 from distill.errors import DistillInputError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -247,6 +248,7 @@ def load_dataset(
     train_size: int | None = None,
     label_noise: float = 0.0,
     noise_seed: int = 0,
+    augment: bool = False,
     **options: Any,
 ) -> DatasetBundle:
     """Load a dataset by name, normalized with train statistics.
@@ -258,6 +260,9 @@ def load_dataset(
         label_noise: fraction of training labels flipped to another class (symmetric
             noise), chosen by `noise_seed`; the test split is never noised.
         noise_seed: seed of the label-noise draw.
+        augment: MNIST-1D only: fresh random shifts, scaling, shear and noise from
+            MNIST-1D's own generative process on every training batch
+            (`distill.augment`). CIFAR is always augmented (random crop + flip).
         **options: dataset-specific options (e.g. ``seed``, ``test_size`` for mnist1d).
 
     Returns:
@@ -283,7 +288,12 @@ def load_dataset(
     if label_noise > 0:
         y_train, n_flipped = flip_labels(y_train, label_noise, classes, noise_seed)
     image = name.startswith("cifar")
+    if augment and name != "mnist1d":
+        raise DistillInputError(f"--augment: only mnist1d has an optional augmentation ({name})")
     x_train, x_test, norm = _standardize(x_train, x_test, per_channel=image)
+    augmentation: Augment | None = crop_flip if image else None
+    if augment:
+        augmentation = mnist1d_augment(norm)
     description = {
         "name": name,
         "root": root,
@@ -296,7 +306,14 @@ def load_dataset(
         "n_test": int(len(y_test)),
         "num_classes": classes,
         "normalization": norm,
-        "augmentation": "random crop (pad 4) + horizontal flip, train only" if image else None,
+        "augment": augment,
+        "augmentation": (
+            augmentation.describe()
+            if augment
+            else "random crop (pad 4) + horizontal flip, train only"
+            if image
+            else None
+        ),
     }
     return DatasetBundle(
         train=_tensors(x_train, y_train),
@@ -304,7 +321,7 @@ def load_dataset(
         num_classes=classes,
         input_shape=tuple(x_train.shape[1:]),
         description=description,
-        augment=crop_flip if image else None,
+        augment=augmentation,
         noisy_labels=n_flipped,
     )
 
@@ -318,6 +335,7 @@ def dataset_from_description(description: dict[str, Any]) -> DatasetBundle:
             train_size=description.get("train_size"),
             label_noise=description.get("label_noise", 0.0),
             noise_seed=description.get("noise_seed", 0),
+            augment=description.get("augment", False),
             **description.get("options", {}),
         )
     except KeyError as err:

@@ -124,6 +124,10 @@ CLAIMS = (
     ("lambda_1", True, "student flatter: lower top Hessian eigenvalue"),
     ("trace", True, "student flatter: lower Hessian trace"),
     ("surface_width", False, "student flatter: wider 1D filter-normalized basin"),
+    ("ggn_lambda_1", True, "student flatter: lower Gauss-Newton top eigenvalue"),
+    ("avg_sharpness", True, "student flatter: lower average-case adaptive sharpness"),
+    ("worst_sharpness", True, "student flatter: lower worst-case adaptive sharpness"),
+    ("matched_lambda_1", True, "student flatter: lower λ1 at a matched train loss"),
 )
 
 

@@ -19,8 +19,11 @@ from torch import Tensor, nn
 from landscape.directions import interpolation_direction, random_direction
 from landscape.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError
+from landscape.ggn import GGNOperator
 from landscape.hessian import HessianOperator
+from landscape.sharpness import sharpness_report
 from landscape.surface import SurfaceEvaluator
+from landscape.temperature import temperature_matched_curvature
 from landscape.trace.meyer2020hutch import hutchpp_trace
 
 Batch = tuple[Tensor, Tensor]
@@ -40,6 +43,9 @@ class ProfileSettings:
         line_radius: Half-width of the 1D surface, in units of the direction.
         width_rise: Loss rise (nats) that defines the basin width.
         seed: Seed of the Lanczos start, the trace probes and the direction.
+        confounds: Also the measures that control for confidence and scale (see
+            `confound_measures`); temperature matching needs a common target across
+            models and is done by `matched_lambda_1`.
     """
 
     top_k: int = 3
@@ -49,6 +55,7 @@ class ProfileSettings:
     line_radius: float = 1.0
     width_rise: float = 0.1
     seed: int = 0
+    confounds: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -158,6 +165,51 @@ def interpolation_line(
     }
 
 
+def confound_measures(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
+) -> dict[str, Any]:
+    """GGN top eigenvalue and element-wise adaptive sharpness (ASAM geometry).
+
+    ``ggn_lambda_1``: top eigenvalue of the generalized Gauss-Newton matrix, the PSD part
+    of the Hessian. ``avg_sharpness``: expected loss rise under Gaussian noise of
+    relative size 0.05 per weight (32 antithetic draws, with ``avg_sharpness_stderr``);
+    ``worst_sharpness``: loss rise after 20 steps of projected ascent in the element-wise
+    ball of radius 0.1 (2 restarts). Both are invariant to rescalings that leave the
+    function unchanged.
+    """
+    ggn = lanczos(GGNOperator(model, loss_fn, batches), k=1, tol=s.tol, seed=s.seed)
+    common = {"geometries": ["elementwise"], "seed": s.seed}
+    average = sharpness_report(model, loss_fn, batches, 0.05, ["average"], samples=32, **common)
+    worst = sharpness_report(model, loss_fn, batches, 0.1, ["worst"], steps=20, restarts=2,
+                             **common)  # fmt: skip
+    return {
+        "ggn_lambda_1": float(ggn.eigenvalues[0]),
+        "avg_sharpness": average["results"][0]["increase"],
+        "avg_sharpness_stderr": average["results"][0]["stderr"],
+        "worst_sharpness": worst["results"][0]["increase"],
+    }
+
+
+def matched_lambda_1(
+    model: nn.Module, batches: Sequence[Batch], target: float, s: ProfileSettings
+) -> dict[str, Any]:
+    """Top Hessian eigenvalue of ``model(x) / T`` with T fitted so the train loss is `target`.
+
+    Comparing models at one common loss removes the softmax-saturation confound: the
+    cross-entropy Hessian scales with p(1 - p). Returns ``matched_temperature`` and
+    ``matched_lambda_1``; both None when no temperature reaches the target.
+    """
+    try:
+        matched = temperature_matched_curvature(model, batches, target, seed=s.seed, tol=s.tol)
+    except LandscapeInputError:
+        return {"matched_temperature": None, "matched_lambda_1": None, "matched_target": target}
+    return {
+        "matched_temperature": matched["temperature"],
+        "matched_lambda_1": matched["matched"]["eigenvalues"][0],
+        "matched_target": target,
+    }
+
+
 def profile_model(
     model: nn.Module,
     loss_fn: LossFunction,
@@ -185,6 +237,8 @@ def profile_model(
     record.update(curvature(model, loss_fn, train_batches, settings))
     if settings.line_points:
         record.update(line_profile(model, loss_fn, train_batches, settings))
+    if settings.confounds:
+        record.update(confound_measures(model, loss_fn, train_batches, settings))
     record["seconds"] = time.perf_counter() - start
     record["settings"] = asdict(settings)
     return record
