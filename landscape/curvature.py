@@ -20,6 +20,7 @@ from landscape.eigen.power import power_iteration
 from landscape.eigen.result import EigenResult
 from landscape.errors import LandscapeInputError
 from landscape.hessian import Batch, HessianOperator, LossFunction, mean_loss
+from landscape.operator import CurvatureOperator
 from landscape.pyhessian_engine import pyhessian_density, pyhessian_eigenvalues, pyhessian_trace
 from landscape.trace.hutchinson import hutchinson_trace
 from landscape.trace.meyer2020hutch import hutchpp_trace
@@ -181,6 +182,7 @@ def measure_curvature(
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
+    operator_factory: Callable[..., CurvatureOperator] = HessianOperator,
 ) -> CurvatureResult:
     """Measure the curvature of the mean loss of ``model`` over ``batches``.
 
@@ -193,6 +195,9 @@ def measure_curvature(
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm (PyHessian supports eval only).
         progress: Called with the number of new Hessian-vector products.
+        operator_factory: Builds the operator from ``(model, loss_fn, batches, engine=,
+            dtype=, bn_mode=)``; :func:`landscape.data_parallel.data_parallel` makes one
+            for data split across processes (``batches`` are then this process's share).
     """
     start = time.perf_counter()
     batches = list(batches)
@@ -207,7 +212,7 @@ def measure_curvature(
         matvecs = sum(r.matvecs for r in (eigen, trace, density) if r is not None)
         hvp_used, examples = "pyhessian", sum(len(y) for _, y in batches)
     else:
-        operator = HessianOperator(
+        operator = operator_factory(
             model, loss_fn, batches, engine=hvp, dtype=dtype, bn_mode=bn_mode
         )
         operator.progress = progress

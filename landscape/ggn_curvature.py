@@ -19,6 +19,7 @@ from landscape.curvature import _flatscape as run_solvers
 from landscape.errors import LandscapeInputError
 from landscape.ggn import GGNOperator, OutputHessian
 from landscape.hessian import Batch, LossFunction
+from landscape.operator import CurvatureOperator
 
 
 def measure_ggn_curvature(
@@ -30,6 +31,7 @@ def measure_ggn_curvature(
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
     output_hessian: str | OutputHessian = "auto",
+    operator_factory: Callable[..., CurvatureOperator] = GGNOperator,
 ) -> CurvatureResult:
     """Measure the generalized Gauss-Newton matrix of the mean loss of ``model``.
 
@@ -42,6 +44,9 @@ def measure_ggn_curvature(
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         progress: Called with the number of new GGN-vector products.
         output_hessian: See :class:`~landscape.ggn.GGNOperator`.
+        operator_factory: Builds the operator from ``(model, loss_fn, batches,
+            output_hessian=, dtype=, bn_mode=)``, e.g.
+            :func:`landscape.data_parallel.data_parallel` for data split across processes.
 
     Returns:
         A :class:`CurvatureResult` whose ``hvp`` names the product, e.g.
@@ -56,7 +61,7 @@ def measure_ggn_curvature(
             "the pyhessian engine measures the Hessian only; use the lanczos or power "
             "engine for the GGN"
         )
-    operator = GGNOperator(
+    operator = operator_factory(
         model, loss_fn, batches, output_hessian=output_hessian, dtype=dtype, bn_mode=bn_mode
     )
     operator.progress = progress
