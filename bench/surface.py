@@ -18,8 +18,9 @@ trained cnn1d teacher and an MLP, with the same two filter-normalized directions
 It also times ``vmap`` against the loop on MLPs of several widths and batch sizes (what
 ``--vectorize auto`` decides between).
 
-Every repeat runs the three in turn (so machine load hits all of them alike); the table
-reports medians and the ratios of medians. One torch thread.
+Every repeat runs the three in turn; the table reports medians and the ratios of medians
+of the process's CPU time (one torch thread, so CPU time is the work done; on a shared
+machine wall time also counts other people's jobs), with wall times printed below.
 
 Run: ``python bench/surface.py`` (``--repeats 3 --grid 21`` are the defaults).
 """
@@ -46,6 +47,8 @@ from landscape.store import SurfaceSpec, SurfaceStore
 from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
 
 BATCH_CANDIDATES = (32, 64, 128, 256, 500, 1000, 2000, 4000)
+CLOCK = time.process_time
+"""CPU seconds of this process: other jobs on a shared machine stretch wall time, not this."""
 
 
 def loss_landscape_loop(model, directions, coords, dataset) -> np.ndarray:
@@ -82,10 +85,19 @@ def flatscape_surface(model, directions, x, inputs, targets, path: Path) -> tupl
         return store.arrays["train_loss"].reshape(-1), evaluator.vectorize
 
 
+def timed(cpu: dict, wall: dict, key: str, function, *args):
+    """Call ``function(*args)``, append its CPU and wall seconds under ``key``."""
+    start_cpu, start_wall = CLOCK(), time.perf_counter()
+    result = function(*args)
+    cpu[key].append(CLOCK() - start_cpu)
+    wall[key].append(time.perf_counter() - start_wall)
+    return result
+
+
 def passes_seconds(model, inputs, targets, batch_size: int, passes: int, loss: bool) -> float:
     """Seconds of ``passes`` no-grad forward passes over the data (with loss and accuracy)."""
     chunks = split_batches(inputs, targets, batch_size)
-    start = time.perf_counter()
+    start = CLOCK()
     with torch.inference_mode():
         for _ in range(passes):
             for x, y in chunks:
@@ -93,7 +105,7 @@ def passes_seconds(model, inputs, targets, batch_size: int, passes: int, loss: b
                 if loss:
                     nn.functional.cross_entropy(outputs, y)
                     (outputs.argmax(1) == y).sum()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def best_batch_size(model, inputs, targets) -> int:
@@ -113,17 +125,17 @@ def bench_model(name, model, inputs, targets, grid: int, repeats: int) -> dict:
     coords = grid_points(x, x)
     dataset = TensorDataset(inputs, targets)
     times = {"loop": [], "flatscape": [], "bound": [], "bound_loss": []}
+    wall = {"loop": [], "flatscape": []}
     best_sizes = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
-            start = time.perf_counter()
-            reference = loss_landscape_loop(model, directions, coords, dataset)
-            times["loop"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            values, vectorize = flatscape_surface(
-                model, directions, x, inputs, targets, Path(tmp) / "s.h5"
+            reference = timed(
+                times, wall, "loop", loss_landscape_loop, model, directions, coords, dataset
             )
-            times["flatscape"].append(time.perf_counter() - start)
+            values, vectorize = timed(
+                times, wall, "flatscape", flatscape_surface,
+                model, directions, x, inputs, targets, Path(tmp) / "s.h5",
+            )  # fmt: skip
             best = best_batch_size(model, inputs, targets)
             best_sizes.append(best)
             for key, loss in (("bound", False), ("bound_loss", True)):
@@ -144,6 +156,7 @@ def bench_model(name, model, inputs, targets, grid: int, repeats: int) -> dict:
         "best_batch": statistics.mode(best_sizes),
         "vectorize": vectorize,
         "spread": {k: (min(v), max(v)) for k, v in times.items()},
+        "wall": {k: statistics.median(v) for k, v in wall.items()},
     }
 
 
@@ -167,9 +180,9 @@ def vmap_against_loop(widths=(32, 100, 512), batch_sizes=(16, 64, 256, 1024), po
                 evaluator.evaluate(batch, coords[:2])  # warm-up
                 runs = []
                 for _ in range(5):
-                    start = time.perf_counter()
+                    start = CLOCK()
                     evaluator.evaluate(batch, coords)
-                    runs.append(time.perf_counter() - start)
+                    runs.append(CLOCK() - start)
                 seconds[mode] = statistics.median(runs)
             rows.append((width, size, seconds["never"], seconds["always"]))
     return rows
@@ -189,8 +202,8 @@ def main() -> None:
         model, meta = train_teacher(bundle, arch=arch, recipe=Recipe(epochs=args.epochs), seed=0)
         rows.append(bench_model(arch, model.eval(), inputs, targets, args.grid, args.repeats))
     print(
-        f"{args.grid}x{args.grid} grid, {len(targets)} MNIST-1D train examples, "
-        f"1 thread, median of {args.repeats} (torch {torch.__version__})\n"
+        f"{args.grid}x{args.grid} grid, {len(targets)} MNIST-1D train examples, 1 thread, "
+        f"CPU seconds, median of {args.repeats} (torch {torch.__version__})\n"
     )
     print(
         "| model | params | loss-landscape loop (s) | flatscape (s) | speedup | "
@@ -208,8 +221,12 @@ def main() -> None:
     print()
     for r in rows:
         spread = ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in r["spread"].items())
-        print(f"{r['model']} range over repeats (s): {spread}")
-    print("\nMLP 40-w-w-10, 32 grid points on one batch, median of 5:\n")
+        print(f"{r['model']} range over repeats (CPU s): {spread}")
+        print(
+            f"{r['model']} wall seconds (median): loop {r['wall']['loop']:.2f}, "
+            f"flatscape {r['wall']['flatscape']:.2f}"
+        )
+    print("\nMLP 40-w-w-10, 32 grid points on one batch, CPU ms, median of 5:\n")
     print("| width w | batch | loop (ms) | vmap (ms) | loop / vmap |")
     print("|---|---|---|---|---|")
     for width, size, loop, vmapped in vmap_against_loop():

@@ -7,11 +7,12 @@ took twice as long per point as batches of 128. The surface code measures instea
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from landscape.timing import clock_for
 
 CANDIDATES = (64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -34,8 +35,8 @@ def fastest_batch_size(
         model: The model, evaluated in its current mode.
         inputs: Examples (at most ``max_examples`` of them are used).
         candidates: Batch sizes to try; those above the number of examples collapse to it.
-        repeats: Passes per candidate; the fastest counts (timings on a shared machine
-            only ever err on the slow side).
+        repeats: Passes per candidate; the fastest counts. Timed with
+            :func:`landscape.timing.clock_for` (CPU time on a CPU).
 
     Returns:
         The fastest batch size and the seconds per example of every candidate tried.
@@ -52,10 +53,8 @@ def fastest_batch_size(
 
 
 def _pass_seconds(model: nn.Module, inputs: Tensor, size: int) -> float:
-    synchronize = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
-    synchronize()
-    start = time.perf_counter()
+    clock = clock_for(inputs.device)
+    start = clock()
     for chunk in inputs.split(size):
         model(chunk)
-    synchronize()
-    return time.perf_counter() - start
+    return clock() - start

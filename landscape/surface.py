@@ -40,6 +40,7 @@ from torch.func import functional_call, vmap
 from landscape.directions import Direction
 from landscape.errors import LandscapeInputError
 from landscape.slots import TensorSlots
+from landscape.timing import clock_for
 
 Batch = tuple[Any, Tensor]
 LossFunction = Callable[[Tensor, Tensor], Tensor]
@@ -247,8 +248,8 @@ class SurfaceEvaluator:
 
         Batches above :data:`VMAP_MAX_BATCH` examples take the loop without a trial. Both
         ways are first warmed up on two points (first calls pay one-off costs). Only blocks
-        of at least two points can tell; ``vmap`` must win by 10 % (timings on a shared
-        machine are noisy and the loop is the plainer computation).
+        of at least two points can tell; ``vmap`` must win by 10 % of CPU time (the loop is
+        the plainer computation).
         """
         if block.size < 2:
             return self._looped(block, inputs, targets)
@@ -262,12 +263,13 @@ class SurfaceEvaluator:
         except RuntimeError:  # an operation vmap does not support
             self.vectorize = "never"
             return self._looped(block, inputs, targets)
-        start = time.perf_counter()
+        clock = clock_for(self.device)
+        start = clock()
         result = self._looped(block, inputs, targets)
-        self.timings["never"] = time.perf_counter() - start
-        start = time.perf_counter()
+        self.timings["never"] = clock() - start
+        start = clock()
         self._vectorized(block, inputs, targets)
-        self.timings["always"] = time.perf_counter() - start
+        self.timings["always"] = clock() - start
         faster = self.timings["always"] * 1.1 < self.timings["never"]
         self.vectorize = "always" if faster else "never"
         return result

@@ -27,3 +27,14 @@ def test_fastest_batch_size_runs_for_real():
     best, seconds = fastest_batch_size(model, torch.randn(300, 8), candidates=(32, 100))
     assert best in (32, 100) and set(seconds) == {32, 100}
     assert all(s > 0 for s in seconds.values())
+
+
+def test_cpu_choices_are_timed_in_cpu_time_not_wall_time():
+    import time
+
+    from landscape.timing import clock_for
+
+    assert clock_for(torch.device("cpu")) is time.process_time
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    time.sleep(0.05)  # waiting (like being descheduled on a busy machine) costs no CPU time
+    assert time.process_time() - start_cpu < 0.5 * (time.perf_counter() - start_wall)
