@@ -18,9 +18,13 @@ from cli._common import (
     write_json,
 )
 from cli._loading import load_for_analysis
+from landscape import distributed
 from landscape.curvature import CurvatureRequest, measure_curvature
+from landscape.data_parallel import data_parallel
 from landscape.errors import LandscapeInputError
+from landscape.ggn import GGNOperator
 from landscape.ggn_curvature import measure_ggn_curvature
+from landscape.hessian import HessianOperator
 from landscape.report import curvature_report, format_summary
 
 
@@ -145,7 +149,9 @@ def hessian_command(
         raise LandscapeInputError(f"--batch-size {batch_size}: must be >= 1")
     json_out = check_output(json_path, force)
     apply_threads(threads)
-    torch_device = resolve_device(device)
+    torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
+    world = distributed.world_size()
+    quiet = quiet or not distributed.is_main()
     request = CurvatureRequest(
         top_k=top_k, which=which, method=engine, tol=tol, trace=trace,
         trace_method=trace_method, probes=probes, density=density,
@@ -155,6 +161,10 @@ def hessian_command(
     request.check()
     if operator == "ggn" and engine == "pyhessian":
         raise LandscapeInputError("--operator ggn: the pyhessian engine measures the Hessian only")
+    if engine == "pyhessian" and world > 1:
+        raise LandscapeInputError(
+            "--engine pyhessian runs in one process; use lanczos or power under torchrun"
+        )
     if operator == "ggn" and hvp is not None:
         raise LandscapeInputError(
             "--hvp chooses Hessian-vector products; drop it with --operator ggn"
@@ -164,29 +174,46 @@ def hessian_command(
         checkpoint, split="train", samples=samples, batch_size=batch_size or samples,
         device=torch_device,
     )  # fmt: skip
+    batches, per_batch = loaded.batches, batch_size or samples
+    if world > 1:  # each process holds a contiguous share of the data (docs/distributed.md)
+        if batch_size is None:  # one batch per process, whose gradient graph is reused
+            batches = [distributed.shard_examples(*loaded.batches[0])]
+            per_batch = -(-loaded.samples // world)
+        else:
+            batches = distributed.shard_batches(loaded.batches)
+    parallel = {}
+    if world > 1:
+        parallel["operator_factory"] = data_parallel(
+            GGNOperator if operator == "ggn" else HessianOperator
+        )
     dtype = torch.float64 if float64 else None
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
         if operator == "ggn":
             result = measure_ggn_curvature(
-                loaded.model, F.cross_entropy, loaded.batches, request, dtype=dtype,
-                bn_mode=bn_mode, progress=bar.update,
+                loaded.model, F.cross_entropy, batches, request, dtype=dtype,
+                bn_mode=bn_mode, progress=bar.update, **parallel,
             )  # fmt: skip
         else:
             result = measure_curvature(
-                loaded.model, F.cross_entropy, loaded.batches, request,
+                loaded.model, F.cross_entropy, batches, request,
                 hvp=hvp.replace("-", "_"), dtype=dtype, bn_mode=bn_mode, progress=bar.update,
+                **parallel,
             )  # fmt: skip
     data = {
         "dataset": loaded.dataset_name,
         "split": loaded.split,
         "order": "first examples, dataset order, no augmentation",
-        "batch_size": batch_size or samples,
+        "batch_size": per_batch,
     }
     report = curvature_report(
         result, request, checkpoint=str(checkpoint), checkpoint_sha256=loaded.sha256,
         data=data, bn_mode=bn_mode,
     )  # fmt: skip
     report["operator"] = operator
+    if world > 1:
+        report["processes"] = world
+    if not distributed.is_main():
+        return
     write_json(json_out, report)
     click.echo(format_summary(report), err=str(json_path) == "-")
 

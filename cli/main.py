@@ -7,6 +7,8 @@ import sys
 import click
 
 from distill.errors import DistillInputError
+from landscape.distributed import env_rank
+from landscape.distributed_surface import DistributedRunError
 from landscape.errors import LandscapeInputError
 
 USER_ERRORS = (DistillInputError, LandscapeInputError)
@@ -17,14 +19,20 @@ class FlatscapeGroup(click.Group):
 
     Usage errors (unknown option, out-of-range value) and the packages' input errors
     print ``error: <what and how to fix it>`` without the usage banner or a traceback.
+    Under torchrun every process gets the same arguments and data, so only rank 0 prints.
     """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as err:
-            click.echo(f"error: {err}", err=True)
+            if env_rank() == 0:
+                click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+        except DistributedRunError as err:  # rank 0 reports it; the other ranks end quietly
+            if env_rank() == 0:
+                click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
         except FileNotFoundError as err:
             click.echo(f"error: file not found: {err.filename or err}", err=True)
             ctx.exit(2)

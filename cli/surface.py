@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,18 @@ from cli._common import (
 )
 from cli._loading import first_examples, open_checkpoint
 from distill.checkpoint import file_sha256, load_checkpoint
+from landscape import distributed
 from landscape.batching import fastest_batch_size, split_batches
 from landscape.directions import (
     Direction,
     hessian_directions,
     interpolation_direction,
     random_direction,
+)
+from landscape.distributed_surface import (
+    DistributedRunError,
+    compute_surface_distributed,
+    store_on_main,
 )
 from landscape.errors import LandscapeInputError
 from landscape.grid import check_grid_size, parse_axis
@@ -145,7 +152,8 @@ def surface(
         raise LandscapeInputError("--resume and --force contradict; choose one")
     kind, target = _parse_direction(direction)
     normalization, ignore = _direction_options(kind, normalization, ignore)
-    torch_device = resolve_device(device)
+    torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
+    quiet = quiet or not distributed.is_main()
 
     size = _batch_size_option(batch_size)
     model, meta, bundle = open_checkpoint(checkpoint, device=torch_device)
@@ -158,6 +166,7 @@ def surface(
     }
     if size is None:
         size, _ = fastest_batch_size(model, examples[SPLITS[split][0]][0])
+    size = distributed.broadcast_object(size)  # every rank batches the data as rank 0 does
     data = {name: split_batches(*examples[name], size) for name in SPLITS[split]}
     ndirs = 1 if y is None else 2
     settings: dict[str, Any] = {
@@ -173,8 +182,10 @@ def surface(
     }
     settings.update({f"{s}_examples": sum(len(t) for _, t in b) for s, b in data.items()})
     info: dict[str, Any] = {"checkpoint": str(checkpoint), "batch_size": size, **_versions()}
-    stored = _stored_directions(out, kind) if resume else None
-    if stored is not None:
+    stored = _stored_directions(out, kind) if resume and distributed.is_main() else None
+    if not distributed.is_main():
+        directions = []  # rank 0 owns the file and sends every rank the directions stored in it
+    elif stored is not None:
         directions = stored
     elif kind == "random":
         generator = torch.Generator().manual_seed(seed)
@@ -199,22 +210,32 @@ def surface(
     spec = SurfaceSpec(x, y, directions, split, settings, info)
 
     start = time.perf_counter()
-    with SurfaceStore.open_for_writing(out, spec, resume=resume, force=force) as store:
+    with store_on_main(
+        lambda: SurfaceStore.open_for_writing(out, spec, resume=resume, force=force)
+    ) as store:
         already = int(store.done.sum())
         evaluator = SurfaceEvaluator(model, cross_entropy, store.directions(), vectorize)
         coords = grid_points(store.x, store.y)
         with progress_bar(total, "surface", quiet, unit="pt") as bar:
             bar.update(already)
             try:
-                compute_surface(evaluator, data, coords, store.pending(), store.write, bar.update)
+                compute = (
+                    compute_surface_distributed if distributed.is_active() else compute_surface
+                )
+                compute(evaluator, data, coords, store.pending(), store.write, bar.update)
             except KeyboardInterrupt:
                 done = int(store.done.sum())
-                click.echo(
-                    f"interrupted: {done} of {total} points are saved in {out}; "
-                    "continue with --resume",
-                    err=True,
-                )
+                if distributed.is_main():
+                    click.echo(
+                        f"interrupted: {done} of {total} points are saved in {out}; "
+                        "continue with --resume",
+                        err=True,
+                    )
                 raise click.exceptions.Exit(130) from None
+            except DistributedRunError as err:
+                _stop_after_failure(err, store, total, out)
+        if not distributed.is_main():
+            return
         seconds = time.perf_counter() - start
         summary = _summary(store, out, total - already, seconds, evaluator.vectorize)
     if not quiet:
@@ -224,6 +245,21 @@ def surface(
             + _origin_text(summary["origin"])
         )
     write_json(Path(json_path) if json_path else None, summary)
+
+
+def _stop_after_failure(err: DistributedRunError, store: Any, total: int, out: Path) -> None:
+    """Rank 0 closes the file and says what is saved; then every process ends with an error."""
+    if distributed.is_main():
+        store.close()
+        click.echo(
+            f"error: {err}; {int(store.done.sum())} of {total} points are saved in {out}; "
+            "continue with --resume",
+            err=True,
+        )
+    if err.orderly:  # the others wait, so torchrun does not stop rank 0 before it is done
+        with suppress(Exception):
+            distributed.barrier()
+    raise click.exceptions.Exit(err.exit_code) from None
 
 
 def _batch_size_option(text: str) -> int | None:

@@ -180,3 +180,19 @@ def shard_batches(batches: Sequence[T]) -> list[T]:
         )
     share = shard(len(batches))
     return batches[share.start : share.stop]
+
+
+def shard_examples(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """This process's contiguous share of one batch's examples (all of them in one process).
+
+    Raises:
+        LandscapeInputError: fewer examples than processes.
+    """
+    world = world_size()
+    if len(targets) < world:
+        raise LandscapeInputError(
+            f"{len(targets)} example(s) for {world} processes: every process needs at "
+            "least one; use more --samples or fewer processes"
+        )
+    share = shard(len(targets))
+    return inputs[share.start : share.stop], targets[share.start : share.stop]
