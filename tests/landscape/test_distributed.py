@@ -1,0 +1,274 @@
+"""Two gloo processes on 127.0.0.1 against one process: curvature, surfaces, failures.
+
+One ``torch.multiprocessing`` spawn (two ranks) runs every scenario of :func:`_scenarios`
+and saves what each rank saw; the tests compare that with the single-process results
+computed here, and the two ranks with each other.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from landscape import distributed
+from landscape.curvature import CurvatureRequest, measure_curvature
+from landscape.data_parallel import DataParallelOperator, data_parallel
+from landscape.distributed_surface import (
+    FAILURE_VARIABLE,
+    DistributedRunError,
+    compute_surface_distributed,
+)
+from landscape.errors import LandscapeInputError
+from landscape.ggn import GGNOperator
+from landscape.ggn_curvature import measure_ggn_curvature
+from landscape.hessian import HessianOperator
+from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+
+WORLD = 2
+SIZES = (13, 11, 9, 7)  # rank 0 holds the first two batches (24 examples), rank 1 the rest
+REQUEST = CurvatureRequest(
+    top_k=3, tol=1e-10, trace=True, probes=20, density=True, density_steps=6, seed=3
+)
+POWER = CurvatureRequest(top_k=2, method="power", tol=1e-8, seed=1)
+GGN_REQUEST = CurvatureRequest(top_k=2, tol=1e-10, trace=True, trace_method="hutchinson", probes=8)
+GRID = (np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 4))
+FAIL_AFTER = 3  # rank 1 fails after this many points, one point per rank and round
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _problem(dtype=torch.float64):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
+    batches = [(torch.randn(n, 5, dtype=dtype), torch.randint(0, 3, (n,))) for n in SIZES]
+    return model, nn.functional.cross_entropy, batches
+
+
+def _directions(model):
+    generator = torch.Generator().manual_seed(5)
+    return [
+        {
+            n: torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            for n, p in model.named_parameters()
+        }
+        for _ in range(2)
+    ]
+
+
+def _curvature(result):
+    return {
+        "eigenvalues": result.eigen.eigenvalues,
+        "trace": result.trace.estimate if result.trace else None,
+        "density": (result.density.nodes, result.density.weights) if result.density else None,
+        "loss": result.loss,
+        "examples": result.examples,
+        "matvecs": result.matvecs,
+    }
+
+
+def _surface(pending, **options):
+    """Values of every pending point, written by rank 0 through compute_surface_distributed."""
+    model, loss_fn, batches = _problem()
+    evaluator = SurfaceEvaluator(model, loss_fn, _directions(model), vectorize="never")
+    written = {}
+
+    def write(indices, values):
+        for k, i in enumerate(indices):
+            written[int(i)] = (values["train"].loss[k], values["train"].acc[k])
+
+    try:
+        compute_surface_distributed(
+            evaluator, {"train": batches}, grid_points(*GRID), pending, write, **options
+        )
+    except DistributedRunError as err:
+        return {"written": written, "error": str(err), "orderly": err.orderly}
+    return {"written": written, "error": None}
+
+
+def _scenarios():
+    model, loss_fn, batches = _problem()
+    local = distributed.shard_batches(batches)
+    out = {"local_examples": sum(len(y) for _, y in local)}
+    out["hessian"] = _curvature(
+        measure_curvature(
+            model, loss_fn, local, REQUEST, operator_factory=data_parallel(HessianOperator)
+        )
+    )
+    out["power"] = _curvature(
+        measure_curvature(
+            model, loss_fn, local, POWER, operator_factory=data_parallel(HessianOperator)
+        )
+    )
+    out["ggn"] = _curvature(
+        measure_ggn_curvature(
+            model, loss_fn, local, GGN_REQUEST, operator_factory=data_parallel(GGNOperator)
+        )
+    )
+    operator = data_parallel(HessianOperator)(model, loss_fn, local)
+    out["dense"] = operator.to_dense()
+    out["gradient"] = operator.gradient()
+    poisoned = [(x.clone(), y) for x, y in local]
+    if distributed.rank() == 1:
+        poisoned[0][0][0, 0] = float("nan")
+    try:
+        data_parallel(HessianOperator)(model, loss_fn, poisoned)
+        out["nan"] = None
+    except LandscapeInputError as err:
+        out["nan"] = str(err)
+    try:
+        distributed.shard_batches(batches[:1])
+        out["too_few"] = None
+    except LandscapeInputError as err:
+        out["too_few"] = str(err)
+    pending = np.delete(np.arange(20), [0, 7, 8])  # a resumed run: three points are done
+    out["surface"] = _surface(pending)
+    out["surface_rounds"] = _surface(pending, max_block=1)  # a round of one point per rank
+    os.environ[FAILURE_VARIABLE] = f"1:{FAIL_AFTER}:raise"
+    try:
+        out["failed"] = _surface(pending, max_block=1)
+    finally:
+        del os.environ[FAILURE_VARIABLE]
+    return out
+
+
+def _worker(rank: int, port: int, folder: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
+    try:
+        torch.save(_scenarios(), Path(folder) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of two gloo ranks computed (spawned once for the module, 120 s at most)."""
+    folder = tmp_path_factory.mktemp("dist")
+    context = mp.start_processes(
+        _worker, args=(free_port(), str(folder)), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two gloo processes did not finish within 120 s")
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def single():
+    torch.set_num_threads(1)
+    model, loss_fn, batches = _problem()
+    return {
+        "hessian": _curvature(measure_curvature(model, loss_fn, batches, REQUEST)),
+        "power": _curvature(measure_curvature(model, loss_fn, batches, POWER)),
+        "ggn": _curvature(measure_ggn_curvature(model, loss_fn, batches, GGN_REQUEST)),
+        "operator": HessianOperator(model, loss_fn, batches),
+    }
+
+
+def test_each_rank_holds_a_contiguous_share_of_the_batches(ranks):
+    assert [r["local_examples"] for r in ranks] == [SIZES[0] + SIZES[1], SIZES[2] + SIZES[3]]
+
+
+def test_distributed_hvps_are_the_single_process_hessian(ranks, single):
+    dense = single["operator"].to_dense()
+    for r in ranks:
+        torch.testing.assert_close(r["dense"], dense, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            r["gradient"], single["operator"].gradient(), rtol=1e-12, atol=1e-14
+        )
+
+
+@pytest.mark.parametrize("name", ["hessian", "power", "ggn"])
+def test_eigenvalues_trace_and_density_match_one_process(ranks, single, name):
+    one = single[name]
+    for r in ranks:
+        got = r[name]
+        torch.testing.assert_close(got["eigenvalues"], one["eigenvalues"], rtol=1e-5, atol=0)
+        assert got["examples"] == sum(SIZES) and got["matvecs"] == one["matvecs"]
+        assert got["loss"] == pytest.approx(one["loss"], rel=1e-12)
+        if one["trace"] is not None:
+            assert got["trace"] == pytest.approx(one["trace"], rel=1e-5)
+        if one["density"] is not None:
+            for a, b in zip(got["density"], one["density"], strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    # every rank took the same steps and holds the same numbers, bit for bit
+    assert torch.equal(ranks[0][name]["eigenvalues"], ranks[1][name]["eigenvalues"])
+    assert ranks[0][name]["trace"] == ranks[1][name]["trace"]
+
+
+def test_a_nan_in_one_shard_stops_every_rank_with_the_global_count(ranks):
+    for r in ranks:
+        assert r["nan"] is not None and "nan" in r["nan"]
+        assert f"on the {sum(SIZES)} examples" in r["nan"]
+
+
+def test_fewer_batches_than_processes_is_refused(ranks):
+    assert "1 data batch(es) for 2 processes" in ranks[0]["too_few"]
+
+
+def _reference(pending):
+    model, loss_fn, batches = _problem()
+    evaluator = SurfaceEvaluator(model, loss_fn, _directions(model), vectorize="never")
+    values = {}
+
+    def write(indices, v):
+        values.update(
+            {int(i): (v["train"].loss[k], v["train"].acc[k]) for k, i in enumerate(indices)}
+        )
+
+    compute_surface(evaluator, {"train": batches}, grid_points(*GRID), pending, write)
+    return values
+
+
+@pytest.mark.parametrize("case", ["surface", "surface_rounds"])
+def test_distributed_surface_points_equal_one_process(ranks, case):
+    pending = np.delete(np.arange(20), [0, 7, 8])
+    reference = _reference(pending)
+    written = ranks[0][case]["written"]
+    assert sorted(written) == sorted(reference)
+    for i, (loss, acc) in reference.items():
+        assert written[i][0] == pytest.approx(loss, rel=1e-12) and written[i][1] == acc
+    assert ranks[1][case] == {"written": {}, "error": None}  # only rank 0 writes
+
+
+def test_a_failing_rank_stops_the_run_after_saving_every_finished_point(ranks):
+    pending = np.delete(np.arange(20), [0, 7, 8])
+    main, other = ranks[0]["failed"], ranks[1]["failed"]
+    # rounds of one point per rank: rank 1 fails in round FAIL_AFTER + 1, whose rank-0 point
+    # is still written
+    assert sorted(main["written"]) == sorted(pending[: 2 * FAIL_AFTER + 1].tolist())
+    assert (
+        main["error"] == f"process 1 failed: RuntimeError: failure injected by {FAILURE_VARIABLE}"
+    )
+    assert main["orderly"] and other["orderly"] and other["written"] == {}
+    reference = _reference(pending)
+    for i, (loss, _) in main["written"].items():
+        assert loss == pytest.approx(reference[i][0], rel=1e-12)
+
+
+def test_one_process_wrapper_is_the_local_operator():
+    model, loss_fn, batches = _problem()
+    local = HessianOperator(model, loss_fn, batches)
+    wrapped = DataParallelOperator(local)
+    assert torch.equal(wrapped.to_dense(), local.to_dense())
+    assert wrapped.engine == "double_backward" and wrapped.num_examples == sum(SIZES)
