@@ -24,9 +24,21 @@ from cli._loading import first_examples, open_checkpoint
 from cli._report import save_lines
 from distill.errors import DistillInputError
 from landscape.comparison import to_csv, to_markdown, with_changes
-from landscape.profile import ProfileSettings, interpolation_line, profile_model
+from landscape.profile import (
+    ProfileSettings,
+    interpolation_line,
+    matched_lambda_1,
+    profile_model,
+)
 
-CHANGE_COLUMNS = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
+CHANGE_COLUMNS = (
+    "test_accuracy", "train_loss", "lambda_1", "trace", "surface_width", "ggn_lambda_1",
+    "avg_sharpness", "worst_sharpness", "matched_lambda_1",
+)  # fmt: skip
+CONFOUND_COLUMNS = (
+    "ggn_lambda_1", "avg_sharpness", "worst_sharpness", "matched_temperature",
+    "matched_lambda_1", "matched_lambda_1_change",
+)  # fmt: skip
 TABLE_COLUMNS = (
     "name",
     "role",
@@ -106,6 +118,11 @@ def compare_checkpoints(
         if progress:
             progress(1)
     ref = reference_index(records)
+    if settings.confounds:
+        target = max(r["train_loss"] for r in records)
+        for record, (_, model, _, bundle) in zip(records, loaded, strict=True):
+            train = first_examples(bundle.train_eval, samples, batch_size, device)
+            record.update(matched_lambda_1(model, train, target, settings))
     if interpolation_points:
         reference_model, reference_bundle = loaded[ref][1], loaded[ref][3]
         train = first_examples(reference_bundle.train_eval, samples, batch_size, device)
@@ -182,6 +199,13 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     help="Write lines.png (each model along its own filter-normalized direction, "
     "same seed) and interpolation.png (teacher -> each student) here.",
 )
+@click.option(
+    "--confounds",
+    is_flag=True,
+    help="Also GGN λ1, element-wise adaptive sharpness (average and worst case) "
+    "and λ1 at a matched train loss (each model's logits divided by a fitted "
+    "temperature so all reach the highest train loss among them).",
+)
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
@@ -200,6 +224,7 @@ def compare(
     trace_matvecs,
     line_points,
     seed,
+    confounds,
     allow_mixed,
     json_path,
     markdown_path,
@@ -223,7 +248,12 @@ def compare(
     apply_threads(threads)
     outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
     settings = ProfileSettings(
-        top_k=top_k, tol=tol, trace_matvecs=trace_matvecs, line_points=line_points, seed=seed
+        top_k=top_k,
+        tol=tol,
+        trace_matvecs=trace_matvecs,
+        line_points=line_points,
+        seed=seed,
+        confounds=confounds,
     )
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
         report = compare_checkpoints(
@@ -239,6 +269,8 @@ def compare(
     if plots_dir:
         write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
+    if confounds:
+        columns += CONFOUND_COLUMNS
     markdown = to_markdown(rows, columns)
     click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
     click.echo(markdown, nl=False)

@@ -16,15 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape.curvature import CurvatureRequest, measure_curvature
 from landscape.directions import interpolation_direction, random_direction
 from landscape.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError
 from landscape.ggn import GGNOperator
-from landscape.hessian import HessianOperator
 from landscape.sharpness import sharpness_report
 from landscape.surface import SurfaceEvaluator
 from landscape.temperature import temperature_matched_curvature
-from landscape.trace.meyer2020hutch import hutchpp_trace
 
 Batch = tuple[Tensor, Tensor]
 LossFunction = Callable[[Tensor, Tensor], Tensor]
@@ -110,23 +109,23 @@ def loss_and_accuracy(model: nn.Module, loss_fn: LossFunction, batches: Sequence
 
 def curvature(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
-):
+) -> dict[str, Any]:
     """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian."""
-    operator = HessianOperator(model, loss_fn, batches)
-    top = lanczos(operator, k=min(s.top_k, operator.dim), tol=s.tol, seed=s.seed)
-    result: dict[str, Any] = {
+    request = CurvatureRequest(
+        top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
+        probes=max(s.trace_matvecs, 3), seed=s.seed,
+    )  # fmt: skip
+    result = measure_curvature(model, loss_fn, batches, request)
+    top, trace = result.eigen, result.trace
+    return {
         "eigenvalues": top.eigenvalues.tolist(),
         "residuals": top.residuals.tolist(),
         "lambda_1": float(top.eigenvalues[0]),
         "eigen_matvecs": top.matvecs,
-        "trace": None,
-        "trace_stderr": None,
+        "trace": None if trace is None else float(trace.estimate),
+        "trace_stderr": None if trace is None else float(trace.stderr),
+        "hvps": result.matvecs,
     }
-    if s.trace_matvecs:
-        trace = hutchpp_trace(operator, num_matvecs=s.trace_matvecs, seed=s.seed)
-        result.update(trace=float(trace.estimate), trace_stderr=float(trace.stderr))
-    result["hvps"] = operator.matvecs
-    return result
 
 
 def line_profile(

@@ -42,6 +42,7 @@ def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
         out["md"],
         "--csv",
         out["csv"],
+        "--confounds",
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out["json"].read_text())
@@ -50,7 +51,8 @@ def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
     assert report["reference"] == "teacher"
     assert [m["name"] for m in report["models"]] == [r["name"] for r in rows]
     for model, row in zip(report["models"], rows, strict=True):
-        for key in ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width"):
+        for key in ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width",
+                    "ggn_lambda_1", "worst_sharpness", "matched_lambda_1"):  # fmt: skip
             assert float(row[key]) == model[key]
         assert f"{model['test_accuracy']:.4f}" in markdown
         assert f"{model['lambda_1']:.4g}" in markdown
@@ -60,6 +62,10 @@ def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
         (student["lambda_1"] - teacher["lambda_1"]) / teacher["lambda_1"]
     )
     assert markdown in result.output
+    # Temperature matching brings every model to the highest train loss among them.
+    highest = max(m["train_loss"] for m in report["models"])
+    assert all(m["matched_target"] == highest for m in report["models"])
+    assert all(m["matched_temperature"] > 0 for m in report["models"])
 
 
 def test_mixed_architectures_are_refused(tmp_path, mnist1d_teacher):
