@@ -30,6 +30,7 @@ from distill.trainer import (
     LogitEnsemble,
     json_lines_log,
     recipe_for_student,
+    student_recipe,
     train_student,
     train_teacher,
 )
@@ -99,8 +100,9 @@ PRESETS = {
         ("mnist1d",),
         seeds=5,
         generations=2,
+        epochs=30,
         contour_points=0,
-        profile=ProfileSettings(confounds=True),
+        profile=ProfileSettings(trace_matvecs=30, confounds=True),
         dataset_options={"mnist1d": {"test_size": 4000}},
         regimes={
             "clean": {},
@@ -113,11 +115,11 @@ PRESETS = {
     "full": Experiment(
         "full",
         ("mnist1d", "digits"),
-        seeds=5,
+        seeds=3,
         generations=5,
-        contour_points=21,
+        contour_points=15,
         ensemble=True,
-        stopped_epochs=(5, 10, 20),
+        stopped_epochs=(5, 15),
         dataset_options={"mnist1d": {"test_size": 4000}},
     ),
 }
@@ -206,7 +208,9 @@ def train_model(spec: ModelSpec, experiment: Experiment) -> None:
         kd = KDConfig(experiment.temperature, experiment.alpha)
         _, parent = load_checkpoint(spec.parents[0])
         recipe = recipe_for_student(parent)
-        if experiment.epochs and spec.teacher_epochs is None:
+        if spec.teacher_epochs is not None:  # a stopped teacher's student trains in full
+            recipe = student_recipe(TEACHER_RECIPES[spec.dataset])
+        if experiment.epochs:
             recipe = replace(recipe, epochs=experiment.epochs)
         model, meta = train_student(list(spec.parents), kd, recipe=recipe, log=log)
     save_checkpoint(spec.path, model, meta)
