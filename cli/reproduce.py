@@ -16,7 +16,7 @@ from cli._experiments import PRESETS, Experiment, run_experiment
     show_default=True,
     help="quick: mnist1d, 3 seeds, 2 generations (a few minutes). full: mnist1d and "
     "digits, 3 seeds, 5 generations, ensemble and early-stopped-teacher experiments "
-    "(about an hour). regimes: mnist1d clean / 20%% and 40%% label noise / 1000 "
+    "(about an hour). regimes: mnist1d clean / 20% and 40% label noise / 1000 "
     "train examples / augmentation, 5 seeds, 2 generations, 30 epochs, with GGN, "
     "adaptive sharpness and temperature-matched curvature (about an hour).",
 )
