@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cli._common import apply_threads, check_output, force_option, threads_option, write_json
+from cli._common import (
+    apply_threads,
+    check_output,
+    device_option,
+    force_option,
+    resolve_device,
+    threads_option,
+    write_json,
+)
 from cli._loading import open_checkpoint
 from distill.trainer import evaluate as evaluate_model
 
@@ -18,8 +26,9 @@ from distill.trainer import evaluate as evaluate_model
 @click.option("--dataset", help="Dataset of a plain .pt/.pth state dict.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
 @force_option
+@device_option
 @threads_option
-def evaluate(checkpoint, split, arch, dataset, json_path, force, threads):
+def evaluate(checkpoint, split, arch, dataset, json_path, force, device, threads):
     """Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation).
 
     \b
@@ -28,7 +37,9 @@ def evaluate(checkpoint, split, arch, dataset, json_path, force, threads):
     """
     apply_threads(threads)
     json_path = check_output(json_path, force)
-    model, meta, bundle = open_checkpoint(checkpoint, arch=arch, dataset=dataset)
+    model, meta, bundle = open_checkpoint(
+        checkpoint, device=resolve_device(device), arch=arch, dataset=dataset
+    )
     splits = ["train", "test"] if split == "both" else [split]
     report = {"checkpoint": str(checkpoint)}
     for name in splits:
