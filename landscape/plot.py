@@ -245,6 +245,8 @@ def _scale(
         raise LandscapeInputError(f"{key}: no finite values to plot (every point diverged?)")
     low = float(finite.min()) if vmin is None else vmin
     high = float(finite.max()) if vmax is None else vmax
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise LandscapeInputError(f"--vmin {vmin:g} --vmax {vmax:g}: vmin must be below vmax")
     if log and low <= 0:
         raise LandscapeInputError(f"--vmin {low:g}: a log scale needs a positive minimum")
     if not low < high:

@@ -105,6 +105,7 @@ def test_bad_plot_requests_are_one_line_user_errors(tmp_path):
         ([two_d], {"kind": "contour", "labels": ["a", "b"]}, "--label"),
         ([two_d], {"kind": "contour", "levels": 1}, "--levels"),
         ([two_d], {"kind": "contour", "log": True, "vmin": 0.0}, "positive"),
+        ([two_d], {"kind": "filled", "vmin": 2.0, "vmax": 1.0}, "below vmax"),
         ([foreign], {"kind": "contour"}, "not a flatscape surface"),
         ([tmp_path / "missing.h5"], {"kind": "contour"}, "no such"),
     ]
