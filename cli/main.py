@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from distill.errors import DistillInputError
-from landscape.distributed import env_rank
+from landscape.distributed import env_rank, launched_by_torchrun
 from landscape.distributed_surface import DistributedRunError
 from landscape.errors import LandscapeInputError
 
 USER_ERRORS = (DistillInputError, LandscapeInputError)
+DISTRIBUTED_COMMANDS = ("hessian", "surface")
+"""Commands that split their work across the processes of a torchrun job."""
+
+
+def echo_error(message: str) -> None:
+    """``error: message`` on stderr; under torchrun every process has the same error and
+    only rank 0 prints it."""
+    if env_rank() == 0:
+        click.echo(f"error: {message}", err=True)
 
 
 class FlatscapeGroup(click.Group):
@@ -26,19 +36,27 @@ class FlatscapeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as err:
-            if env_rank() == 0:
-                click.echo(f"error: {err}", err=True)
+            echo_error(str(err))
             ctx.exit(2)
         except DistributedRunError as err:  # rank 0 reports it; the other ranks end quietly
-            if env_rank() == 0:
-                click.echo(f"error: {err}", err=True)
+            echo_error(str(err))
             ctx.exit(err.exit_code)
         except FileNotFoundError as err:
-            click.echo(f"error: file not found: {err.filename or err}", err=True)
+            echo_error(f"file not found: {err.filename or err}")
             ctx.exit(2)
         except (PermissionError, IsADirectoryError) as err:
-            click.echo(f"error: {err.strerror}: {err.filename}", err=True)
+            echo_error(f"{err.strerror}: {err.filename}")
             ctx.exit(2)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        several = launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1
+        if several and name not in DISTRIBUTED_COMMANDS:
+            raise LandscapeInputError(
+                f"flatscape {name} runs in one process (every torchrun process would repeat "
+                f"it); start it without torchrun. Under torchrun: {', '.join(DISTRIBUTED_COMMANDS)}"
+            )
+        return name, command, rest
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -46,10 +64,10 @@ class FlatscapeGroup(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as err:
-            click.echo(f"error: {err.format_message()}", err=True)
+            echo_error(err.format_message())
             sys.exit(err.exit_code)
         except click.Abort:
-            click.echo("error: interrupted", err=True)
+            echo_error("interrupted")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -142,3 +142,12 @@ def test_hessian_on_two_processes_matches_one(mnist1d_teacher, tmp_path):
     assert b["data"]["samples"] == a["data"]["samples"] == 300 and b["processes"] == 2
     assert b["data"]["batch_size"] == 150 and b["matvecs"] == a["matvecs"]
     assert result.stdout.count("Hessian-vector products") == 1  # only rank 0 prints
+
+
+def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["evaluate", "x.safetensors"])
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert "flatscape evaluate runs in one process" in line and "hessian, surface" in line
