@@ -112,22 +112,25 @@ def pyhessian_top(model, batches, k: int, seed: int):
         return values, counter.count
 
 
-def eigen_rows(model, batches, reference: list[float], repeats: int) -> list[dict]:
-    """Interleaved repeats of every solver for k = 1 and k = 5; medians."""
-    solvers = {
-        ("flatscape lanczos", 1): lambda s: flatscape_top(model, batches, 1, s),
-        ("pyhessian eigenvalues(top_n=1)", 1): lambda s: pyhessian_top(model, batches, 1, s),
-        ("flatscape lanczos", 5): lambda s: flatscape_top(model, batches, 5, s),
-        ("flatscape lanczos, blocks of 2", 5): lambda s: flatscape_top(model, batches, 5, s, 2),
-        ("pyhessian eigenvalues(top_n=5)", 5): lambda s: pyhessian_top(model, batches, 5, s),
-    }
+def eigen_rows(model, batches, reference: list[float], repeats: int, ks: list[int]):
+    """Interleaved repeats of every solver for each k; medians."""
+    solvers = {}
+    for k in ks:
+        solvers[("flatscape lanczos", k)] = lambda s, k=k: flatscape_top(model, batches, k, s)
+        if k > 1:
+            solvers[("flatscape lanczos, blocks of 2", k)] = lambda s, k=k: flatscape_top(
+                model, batches, k, s, 2
+            )
+        solvers[(f"pyhessian eigenvalues(top_n={k})", k)] = lambda s, k=k: pyhessian_top(
+            model, batches, k, s
+        )
     runs = {key: [] for key in solvers}
     for seed in range(repeats):
         for key, solve in solvers.items():
             (values, hvps), wall, cpu = clock(lambda solve=solve, seed=seed: solve(seed))
             k = key[1]
             error = max(abs(v - r) / abs(r) for v, r in zip(values, reference[:k], strict=True))
-            runs[key].append((wall, cpu, hvps, error))
+            runs[key].append((wall, cpu, hvps, error, values))
     rows = []
     for (name, k), values in runs.items():
         rows.append({
@@ -137,6 +140,7 @@ def eigen_rows(model, batches, reference: list[float], repeats: int) -> list[dic
             "hvps": statistics.median(v[2] for v in values),
             "hvps_range": (min(v[2] for v in values), max(v[2] for v in values)),
             "error": max(v[3] for v in values),
+            "values": values[0][4],
         })  # fmt: skip
     return rows
 
@@ -157,7 +161,7 @@ def trace_rows(model, batches, budgets: list[int], repeats: int) -> list[dict]:
     return rows
 
 
-def report(name, model, batches, note, repeats, trace_budgets) -> None:
+def report(name, model, batches, note, repeats, trace_budgets, ks) -> None:
     samples = sum(len(y) for _, y in batches)
     dim = sum(p.numel() for p in model.parameters())
     print(f"\n## {name}: {note}; {dim:,} parameters, {samples} samples in one batch")
@@ -167,13 +171,13 @@ def report(name, model, batches, note, repeats, trace_budgets) -> None:
     for engine, seconds in costs.items():
         print(f"  {engine:<50} {seconds:8.4f} s  {seconds / unit:5.2f}")
     operator = HessianOperator(model, F.cross_entropy, batches)
-    tight = lanczos(operator, k=6, tol=1e-7, max_matvecs=200, seed=123)
+    tight = lanczos(operator, k=max(ks) + 1, tol=1e-7, max_matvecs=200, seed=123)
     reference = tight.eigenvalues.tolist()
     ratio = reference[1] / reference[0]
-    values = ", ".join(f"{v:.5g}" for v in reference[:5])
+    values = ", ".join(f"{v:.5g}" for v in reference[: max(ks)])
     print(f"\nreference (Lanczos, tol 1e-7, {tight.matvecs} HVPs): {values}; "
           f"lambda2/lambda1 = {ratio:.3f}")  # fmt: skip
-    rows = eigen_rows(model, batches, reference, repeats)
+    rows = eigen_rows(model, batches, reference, repeats, ks)
     print(f"\nTop eigenvalues at tol 1e-3, medians over {repeats} seeds "
           "(speed-up = PyHessian / flatscape, same k)")  # fmt: skip
     header = f"  {'solver':<34} {'k':>2} {'wall s':>8} {'cpu s':>8} {'HVPs':>10} {'max rel err':>12} {'speed-up (cpu)':>15}"  # noqa: E501
@@ -184,6 +188,10 @@ def report(name, model, batches, note, repeats, trace_budgets) -> None:
         speedup = baseline[row["k"]]["cpu"] / row["cpu"]
         print(f"  {row['solver']:<34} {row['k']:>2} {row['wall']:8.2f} {row['cpu']:8.2f} "
               f"{row['hvps']:>4g} ({lo}-{hi}) {row['error']:12.2e} {speedup:14.2f}x")  # fmt: skip
+    print("  eigenvalues found with seed 0:")
+    for row in rows:
+        values = ", ".join(f"{v:.5g}" for v in row["values"])
+        print(f"    {row['solver']:<34} k={row['k']}: {values}")
     if trace_budgets:
         print(f"\nTrace at equal HVPs: spread of the estimate over {repeats + 2} seeds (both "
               "unbiased, so this is the RMS error) and the median reported stderr")  # fmt: skip
@@ -202,16 +210,17 @@ def main() -> None:
                         "on one CPU thread)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resnet-repeats", type=int, default=1)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5], help="top-k values")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; times are CPU seconds of this process "
           "(wall seconds too: the machine may be shared)")  # fmt: skip
     if "cnn1d" in args.models:
         model, batches, note = cnn1d_teacher(args.samples)
-        report("cnn1d", model, batches, note, args.repeats, [30, 90])
+        report("cnn1d", model, batches, note, args.repeats, [30, 90], args.ks)
     if "resnet20" in args.models:
         model, batches, note = resnet20_random(args.resnet_samples)
-        report("resnet20", model, batches, note, args.resnet_repeats, [])
+        report("resnet20", model, batches, note, args.resnet_repeats, [], args.ks)
 
 
 if __name__ == "__main__":
