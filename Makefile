@@ -30,6 +30,7 @@ format: venv
 bench: venv
 	$(BIN)/python bench/curvature.py
 	$(BIN)/python bench/surface.py
+	$(BIN)/python bench/distributed.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
