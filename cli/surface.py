@@ -164,7 +164,7 @@ def surface(
         for name in ("train", "test")
         if name in SPLITS[split] or (name == "train" and kind == "eigen")
     }
-    if size is None:
+    if size is None and distributed.is_main():
         size, _ = fastest_batch_size(model, examples[SPLITS[split][0]][0])
     size = distributed.broadcast_object(size)  # every rank batches the data as rank 0 does
     data = {name: split_batches(*examples[name], size) for name in SPLITS[split]}
