@@ -16,8 +16,11 @@ cost of a forward pass does not depend on them) it times
 This process is rank 0 and spawns rank 1; rank 1 waits in a barrier (idle) while rank 0
 times the one-process runs, so every repeat times all configurations back to back under
 the same background load. Process start-up (~5-10 s of imports on this machine) is not in
-the numbers: it is paid once per command. The table reports medians of wall time over
-the repeats and the speed-up ratios of medians.
+the numbers: it is paid once per command. The table reports medians over the repeats of
+wall time (rates and speed-up ratios) and of CPU seconds summed over the processes: on a
+machine shared with other jobs the wall times follow their load, while the CPU ratio
+2x1 / 1x1 is the work that splitting adds (all-reduces, gathers, duplicated set-up) and
+bounds the speed-up of two processes on two free cores at ``2 / ratio``.
 
 Run: ``python bench/distributed.py`` (``--repeats 5 --grid 9 --matvecs 20``).
 """
@@ -29,6 +32,8 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -42,7 +47,7 @@ from distill.models import build_model
 from landscape.batching import split_batches
 from landscape.data_parallel import data_parallel
 from landscape.directions import random_direction
-from landscape.distributed import shard_examples
+from landscape.distributed import all_reduce_sum, shard_examples
 from landscape.distributed_surface import compute_surface_distributed
 from landscape.hessian import HessianOperator
 from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
@@ -63,33 +68,50 @@ def setup(grid: int):
     return model, inputs, targets, directions, grid_points(axis, axis)
 
 
-def time_surface(model, directions, data, coords, distributed: bool) -> tuple[float, np.ndarray]:
+@dataclass
+class Run:
+    """One timed run: wall seconds, and CPU seconds summed over the processes taking part."""
+
+    wall: float
+    cpu: float
+
+
+def timed(work: Callable[[], object], distributed: bool) -> Run:
+    """Time ``work``; in two processes from a common start to the end of the slower one."""
+    if distributed:
+        dist.barrier()
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    if distributed:
+        dist.barrier()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if distributed:
+        cpu = float(all_reduce_sum(torch.tensor([cpu], dtype=torch.float64)))
+    return Run(wall, cpu)
+
+
+def surface_run(model, directions, data, coords, distributed: bool) -> tuple[Run, np.ndarray]:
     evaluator = SurfaceEvaluator(model, cross_entropy, directions, vectorize="never")
     loss = np.full(len(coords), np.nan)
 
     def write(indices, values):
         loss[indices] = values["train"].loss
 
+    compute = compute_surface_distributed if distributed else compute_surface
     pending = np.arange(len(coords))
-    start = time.perf_counter()
-    if distributed:
-        compute_surface_distributed(evaluator, data, coords, pending, write)
-        dist.barrier()
-    else:
-        compute_surface(evaluator, data, coords, pending, write)
-    return time.perf_counter() - start, loss
+    run = timed(lambda: compute(evaluator, data, coords, pending, write), distributed)
+    return run, loss
 
 
-def time_hvps(operator, matvecs: int, distributed: bool) -> float:
-    generator = torch.Generator().manual_seed(1)
-    vectors = torch.randn(matvecs, operator.dim, generator=generator)
+def hvp_run(operator, matvecs: int, distributed: bool) -> Run:
+    vectors = torch.randn(matvecs, operator.dim, generator=torch.Generator().manual_seed(1))
     operator.matvec(vectors[0])  # warm-up
-    if distributed:
-        dist.barrier()
-    start = time.perf_counter()
-    for v in vectors:
-        operator.matvec(v)
-    return matvecs / (time.perf_counter() - start)
+
+    def products():
+        for v in vectors:
+            operator.matvec(v)
+
+    return timed(products, distributed)
 
 
 def rank_one(port: int, args: argparse.Namespace) -> None:
@@ -104,10 +126,8 @@ def rank_one(port: int, args: argparse.Namespace) -> None:
     x, y = inputs[:HVP_SAMPLES], targets[:HVP_SAMPLES]
     operator = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])
     for _ in range(args.repeats):
-        dist.barrier()  # rank 0 timed its one-process runs
-        time_surface(model, directions, data, coords, distributed=True)
-        dist.barrier()
-        time_hvps(operator, args.matvecs, distributed=True)
+        surface_run(model, directions, data, coords, distributed=True)
+        hvp_run(operator, args.matvecs, distributed=True)
     dist.destroy_process_group()
 
 
@@ -134,58 +154,54 @@ def main() -> None:
     torch.set_num_threads(1)
     shared = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])
 
-    surface = {"1x1": [], "1x2": [], "2x1": []}
-    hvps = {"1x1": [], "1x2": [], "2x1": []}
+    surface: dict[str, list[Run]] = {"1x1": [], "1x2": [], "2x1": []}
+    hvps: dict[str, list[Run]] = {"1x1": [], "1x2": [], "2x1": []}
     for repeat in range(args.repeats):
         values = {}
-        for threads in (1, 2):
+        for threads in (1, 2):  # rank 1 waits, idle, in its next barrier
             torch.set_num_threads(threads)
-            seconds, values[threads] = time_surface(model, directions, data, coords, False)
-            surface[f"1x{threads}"].append(seconds)
-            hvps[f"1x{threads}"].append(time_hvps(single, args.matvecs, distributed=False))
+            run, values[threads] = surface_run(model, directions, data, coords, False)
+            surface[f"1x{threads}"].append(run)
+            hvps[f"1x{threads}"].append(hvp_run(single, args.matvecs, distributed=False))
         torch.set_num_threads(1)
-        dist.barrier()
-        seconds, values["2x1"] = time_surface(model, directions, data, coords, True)
-        surface["2x1"].append(seconds)
-        dist.barrier()
-        hvps["2x1"].append(time_hvps(shared, args.matvecs, distributed=True))
+        run, values["2x1"] = surface_run(model, directions, data, coords, True)
+        surface["2x1"].append(run)
+        hvps["2x1"].append(hvp_run(shared, args.matvecs, distributed=True))
         np.testing.assert_allclose(values["2x1"], values[1], rtol=1e-5)
         print(
-            f"repeat {repeat + 1}: surface s "
-            + " ".join(f"{k} {v[-1]:.2f}" for k, v in surface.items())
-            + " | HVP/s "
-            + " ".join(f"{k} {v[-1]:.2f}" for k, v in hvps.items()),
+            f"repeat {repeat + 1}: surface wall s "
+            + " ".join(f"{k} {v[-1].wall:.2f}" for k, v in surface.items())
+            + f" | {args.matvecs} HVPs wall s "
+            + " ".join(f"{k} {v[-1].wall:.2f}" for k, v in hvps.items()),
             flush=True,
         )
     other.join()
     dist.destroy_process_group()
-    report(args, surface, hvps)
-
-
-def report(args, surface: dict[str, list[float]], hvps: dict[str, list[float]]) -> None:
-    s = {k: statistics.median(v) for k, v in surface.items()}
-    h = {k: statistics.median(v) for k, v in hvps.items()}
-    points = args.grid**2
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     print(
-        f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-        f"OMP_WAIT_POLICY {policy}; medians of {args.repeats} repeats"
+        f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of {args.repeats} repeats"
     )
-    print(f"surface {args.grid}x{args.grid} ({points} points x 4000 examples), wall seconds:")
-    for k in s:
-        print(f"  {k} (processes x threads): {s[k]:7.2f} s  ({points / s[k]:.1f} points/s)")
-    print(_speedups({k: 1 / v for k, v in s.items()}))
-    print(f"HVPs over {HVP_SAMPLES} examples, products per second:")
-    for k in h:
-        print(f"  {k}: {h[k]:7.2f} /s")
-    print(_speedups(h))
+    report(f"surface {args.grid}x{args.grid} (x 4000 examples)", surface, args.grid**2, "points")
+    report(f"HVPs over {HVP_SAMPLES} examples", hvps, args.matvecs, "HVPs")
 
 
-def _speedups(rates: dict[str, float]) -> str:
-    return (
-        f"  speed-up 2x1 over 1x2: {rates['2x1'] / rates['1x2']:.2f}; "
-        f"2x1 over 1x1: {rates['2x1'] / rates['1x1']:.2f}; "
-        f"1x2 over 1x1: {rates['1x2'] / rates['1x1']:.2f}"
+def report(title: str, runs: dict[str, list[Run]], count: int, unit: str) -> None:
+    """Rates of medians, speed-ups against 1x2 and 1x1, and CPU seconds spent (all processes)."""
+    wall = {k: statistics.median(r.wall for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r.cpu for r in v) for k, v in runs.items()}
+    print(f"{title}, processes x threads:")
+    for k in runs:
+        print(
+            f"  {k}: {count / wall[k]:7.2f} {unit}/s wall, {cpu[k]:6.2f} CPU s "
+            f"({wall[k]:.2f} s wall)"
+        )
+    print(
+        f"  wall speed-up 2x1 over 1x2: {wall['1x2'] / wall['2x1']:.2f}; 2x1 over 1x1: "
+        f"{wall['1x1'] / wall['2x1']:.2f}; 1x2 over 1x1: {wall['1x1'] / wall['1x2']:.2f}"
+    )
+    print(
+        f"  CPU spent, 2x1 / 1x1: {cpu['2x1'] / cpu['1x1']:.2f}; 1x2 / 1x1: "
+        f"{cpu['1x2'] / cpu['1x1']:.2f}"
     )
 
 
