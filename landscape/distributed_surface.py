@@ -116,20 +116,18 @@ def store_on_main(
             )
         yield StoreView(**sent)
         return
+    store = None
     try:
         store = open_store()
+        view = {"x": store.x, "y": store.y, "done": store.done}
+        view["stored_directions"] = store.directions()
     except BaseException:
-        broadcast_object(None)
+        if store is not None:
+            store.close()
+        broadcast_object(None)  # the other ranks stop instead of waiting for the view
         raise
     with store:
-        broadcast_object(
-            {
-                "x": store.x,
-                "y": store.y,
-                "done": store.done,
-                "stored_directions": store.directions(),
-            }
-        )
+        broadcast_object(view)
         yield store
 
 

@@ -27,11 +27,13 @@ from landscape.distributed_surface import (
     FAILURE_VARIABLE,
     DistributedRunError,
     compute_surface_distributed,
+    store_on_main,
 )
 from landscape.errors import LandscapeInputError
 from landscape.ggn import GGNOperator
 from landscape.ggn_curvature import measure_ggn_curvature
 from landscape.hessian import HessianOperator
+from landscape.store import SurfaceSpec, SurfaceStore
 from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
 
 WORLD = 2
@@ -99,7 +101,39 @@ def _surface(pending, **options):
     return {"written": written, "error": None}
 
 
-def _scenarios():
+def _spec():
+    model, _, _ = _problem()
+    return SurfaceSpec(*GRID, _directions(model), "train", {"seed": 5})
+
+
+def _store_scenario(folder: Path) -> dict:
+    """What the CLI does: rank 0 opens the file, every rank computes, rank 0 writes."""
+    model, loss_fn, batches = _problem()
+    opened = []
+
+    def opener():
+        opened.append(distributed.rank())
+        return SurfaceStore.open_for_writing(folder / "two.h5", _spec())
+
+    with store_on_main(opener) as store:
+        evaluator = SurfaceEvaluator(model, loss_fn, store.directions(), vectorize="never")
+        coords = grid_points(store.x, store.y)
+        compute_surface_distributed(
+            evaluator, {"train": batches}, coords, store.pending(), store.write
+        )
+
+    def refused():
+        raise LandscapeInputError("refused")
+
+    try:
+        with store_on_main(refused):
+            pass
+    except (LandscapeInputError, DistributedRunError) as err:
+        failure = (type(err).__name__, getattr(err, "exit_code", None))
+    return {"opened": opened, "failure": failure}
+
+
+def _scenarios(folder: Path):
     model, loss_fn, batches = _problem()
     local = distributed.shard_batches(batches)
     out = {"local_examples": sum(len(y) for _, y in local)}
@@ -142,6 +176,7 @@ def _scenarios():
         out["failed"] = _surface(pending, max_block=1)
     finally:
         del os.environ[FAILURE_VARIABLE]
+    out["store"] = _store_scenario(folder)
     return out
 
 
@@ -152,15 +187,19 @@ def _worker(rank: int, port: int, folder: str) -> None:
         timeout=timedelta(seconds=60),
     )  # fmt: skip
     try:
-        torch.save(_scenarios(), Path(folder) / f"rank{rank}.pt")
+        torch.save(_scenarios(Path(folder)), Path(folder) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("dist")
+
+
+@pytest.fixture(scope="module")
+def ranks(folder):
     """What each of two gloo ranks computed (spawned once for the module, 120 s at most)."""
-    folder = tmp_path_factory.mktemp("dist")
     context = mp.start_processes(
         _worker, args=(free_port(), str(folder)), nprocs=WORLD, join=False, start_method="spawn"
     )
@@ -272,3 +311,23 @@ def test_one_process_wrapper_is_the_local_operator():
     wrapped = DataParallelOperator(local)
     assert torch.equal(wrapped.to_dense(), local.to_dense())
     assert wrapped.engine == "double_backward" and wrapped.num_examples == sum(SIZES)
+
+
+def test_rank_0_alone_opens_the_file_which_equals_the_one_process_file(ranks, folder, tmp_path):
+    assert ranks[0]["store"]["opened"] == [0] and ranks[1]["store"]["opened"] == []
+    model, loss_fn, batches = _problem()
+    with SurfaceStore.open_for_writing(tmp_path / "one.h5", _spec()) as store:
+        evaluator = SurfaceEvaluator(model, loss_fn, store.directions(), vectorize="never")
+        coords = grid_points(store.x, store.y)
+        compute_surface(evaluator, {"train": batches}, coords, store.pending(), store.write)
+    one, two = SurfaceStore.read(tmp_path / "one.h5"), SurfaceStore.read(folder / "two.h5")
+    assert two.done.all() and not (folder / "two.h5.lock").exists()
+    for key in one.arrays:
+        np.testing.assert_allclose(two.arrays[key], one.arrays[key], rtol=1e-12, err_msg=key)
+    one.close()
+    two.close()
+
+
+def test_when_rank_0_cannot_open_the_file_the_others_stop_quietly_with_code_2(ranks):
+    assert ranks[0]["store"]["failure"] == ("LandscapeInputError", None)
+    assert ranks[1]["store"]["failure"] == ("DistributedRunError", 2)
