@@ -80,8 +80,8 @@ def test_pyhessian_engine_agrees_within_half_a_percent(mnist1d_teacher, tmp_path
 
 def test_float64_and_power_engine(mnist1d_teacher, tmp_path):
     out = tmp_path / "h.json"
-    result = run("hessian", mnist1d_teacher, "--float64", "--engine", "power", "--json", out,
-                 *SMALL)  # fmt: skip
+    result = run("hessian", mnist1d_teacher, "--float64", "--engine", "power", "--tol", 1e-2,
+                 "--json", out, *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["dtype"] == "float64" and report["engine"] == "power"
