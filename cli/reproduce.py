@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from cli._common import apply_threads, quiet_option, threads_option
@@ -45,7 +48,21 @@ def reproduce(preset, datasets, seeds, generations, epochs, out_dir, quiet, thre
         preset, datasets=datasets or None, seeds=seeds, generations=generations, epochs=epochs
     )
     report = run_experiment(experiment, out_dir, quiet=quiet)
+    echo_accuracy(report.with_name("report.json"))
     click.echo(f"report: {report}")
+
+
+def echo_accuracy(report_json: Path) -> None:
+    """Print the test accuracy per generation of every dataset, from the JSON report."""
+    document = json.loads(report_json.read_text())
+    for name, entry in document["datasets"].items():
+        click.echo(f"{name}: test accuracy (%), mean ± std over seeds")
+        for row in entry["by_generation"]:
+            acc = row["test_accuracy"]
+            label = "teacher" if row["generation"] == 0 else f"gen{row['generation']}"
+            click.echo(
+                f"  {label:<8}{100 * acc['mean']:6.2f} ± {100 * acc['std']:.2f}  (n={acc['n']})"
+            )
 
 
 COMMANDS = [reproduce]
