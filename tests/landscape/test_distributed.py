@@ -331,3 +331,12 @@ def test_rank_0_alone_opens_the_file_which_equals_the_one_process_file(ranks, fo
 def test_when_rank_0_cannot_open_the_file_the_others_stop_quietly_with_code_2(ranks):
     assert ranks[0]["store"]["failure"] == ("LandscapeInputError", None)
     assert ranks[1]["store"]["failure"] == ("DistributedRunError", 2)
+
+
+@pytest.mark.parametrize("name", ["landscape.distributed", "landscape.data_parallel"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
