@@ -133,15 +133,6 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return buffer.to(tensor.device)
 
 
-def all_reduce_max(values: Sequence[float]) -> list[float]:
-    """Elementwise maximum of a few floats over all processes."""
-    tensor = torch.tensor(list(values), dtype=torch.float64)
-    if is_active():
-        tensor = tensor.to(collective_device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.cpu().tolist()
-
-
 def broadcast_object(obj: T, src: int = 0) -> T:
     """Rank ``src``'s ``obj`` (any picklable object) on every process."""
     if not is_active():
