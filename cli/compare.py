@@ -193,11 +193,17 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--surface",
+    is_flag=True,
+    help="Also the loss on the straight line teacher -> each student (alpha in "
+    "[-0.5, 1.5], 41 points), and with --plots its figure.",
+)
+@click.option(
     "--plots",
     "plots_dir",
     type=click.Path(file_okay=False),
     help="Write lines.png (each model along its own filter-normalized direction, "
-    "same seed) and interpolation.png (teacher -> each student) here.",
+    "same seed) and, with --surface, interpolation.png (teacher -> each student) here.",
 )
 @click.option(
     "--confounds",
@@ -216,6 +222,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 @threads_option
 def compare(
     checkpoints,
+    surface,
     plots_dir,
     samples,
     batch_size,
@@ -264,7 +271,7 @@ def compare(
             resolve_device(device),
             allow_mixed,
             progress=bar.update,
-            interpolation_points=41 if plots_dir else 0,
+            interpolation_points=41 if surface else 0,
         )
     if plots_dir:
         write_plots(report, Path(plots_dir))

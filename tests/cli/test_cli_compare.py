@@ -43,6 +43,9 @@ def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
         "--csv",
         out["csv"],
         "--confounds",
+        "--surface",
+        "--plots",
+        tmp_path / "plots",
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out["json"].read_text())
@@ -62,6 +65,9 @@ def test_json_markdown_csv_agree(tmp_path, mnist1d_teacher, mnist1d_student):
         (student["lambda_1"] - teacher["lambda_1"]) / teacher["lambda_1"]
     )
     assert markdown in result.output
+    assert (tmp_path / "plots" / "lines.png").is_file()
+    assert (tmp_path / "plots" / "interpolation.png").is_file()
+    assert len(student["interpolation"]["x"]) == 41
     # Temperature matching brings every model to the highest train loss among them.
     highest = max(m["train_loss"] for m in report["models"])
     assert all(m["matched_target"] == highest for m in report["models"])
