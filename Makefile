@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/flatscape reproduce --preset quick --out-dir runs/demo
+	$(BIN)/flatscape reproduce --preset quick --out-dir runs/demo --threads 1
 
 test: venv
 	$(BIN)/python -m pytest -q
