@@ -1,6 +1,5 @@
 """Trainer: determinism, stable KD at T=4, recipes, generations."""
 
-
 import pytest
 import torch
 
