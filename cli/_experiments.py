@@ -193,7 +193,7 @@ def _bundle(experiment: Experiment, dataset: str, regime: str):
     return load_dataset(dataset, **options)
 
 
-def train_model(spec: ModelSpec, experiment: Experiment) -> None:
+def train_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> None:
     """Train one model of the plan and save its checkpoint (with a JSON-lines log)."""
     log = json_lines_log(spec.path.with_suffix(".log.jsonl"))
     if spec.role == "teacher":
@@ -201,9 +201,8 @@ def train_model(spec: ModelSpec, experiment: Experiment) -> None:
         epochs = spec.teacher_epochs or experiment.epochs
         if epochs:
             recipe = replace(recipe, epochs=epochs)
-        model, meta = train_teacher(
-            _bundle(experiment, spec.dataset, spec.regime), recipe=recipe, seed=spec.seed, log=log
-        )
+        bundle = _bundle(experiment, spec.dataset, spec.regime)
+        model, meta = train_teacher(bundle, recipe=recipe, seed=spec.seed, device=device, log=log)
     else:
         kd = KDConfig(experiment.temperature, experiment.alpha)
         _, parent = load_checkpoint(spec.parents[0])
@@ -212,7 +211,7 @@ def train_model(spec: ModelSpec, experiment: Experiment) -> None:
             recipe = student_recipe(TEACHER_RECIPES[spec.dataset])
         if experiment.epochs:
             recipe = replace(recipe, epochs=experiment.epochs)
-        model, meta = train_student(list(spec.parents), kd, recipe=recipe, log=log)
+        model, meta = train_student(list(spec.parents), kd, recipe=recipe, device=device, log=log)
     save_checkpoint(spec.path, model, meta)
 
 
@@ -235,15 +234,15 @@ def measure_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> dict
     return record
 
 
-def contour(spec: ModelSpec, experiment: Experiment, figures: Path) -> Path:
+def contour(spec: ModelSpec, experiment: Experiment, figures: Path, device="cpu") -> Path:
     """2D filter-normalized surface of one model into ``<checkpoint>.h5`` and a contour PNG.
 
     Resumes a partial file, so a killed run loses no finished point.
     """
     n = experiment.contour_points
-    model, meta = load_checkpoint(spec.path)
+    model, meta = load_checkpoint(spec.path, device=device)
     bundle = dataset_from_description(meta["dataset"])
-    batches = first_examples(bundle.train_eval, experiment.samples, 256)
+    batches = first_examples(bundle.train_eval, experiment.samples, 256, device)
     x = y = np.linspace(-1.0, 1.0, n)
     directions = [random_direction(model, torch.Generator().manual_seed(s)) for s in (0, 1)]
     settings = {
@@ -284,12 +283,14 @@ def _identity(spec: ModelSpec, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_ensemble(specs: list[ModelSpec], experiment: Experiment) -> dict[str, Any]:
+def measure_ensemble(
+    specs: list[ModelSpec], experiment: Experiment, device="cpu"
+) -> dict[str, Any]:
     """Profile the two-teacher ensemble itself (averaged logits; Hessian over both nets)."""
-    members = [load_checkpoint(s.path)[0] for s in specs]
+    members = [load_checkpoint(s.path, device=device)[0] for s in specs]
     bundle = dataset_from_description(load_checkpoint(specs[0].path)[1]["dataset"])
-    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples)
-    test = first_examples(bundle.test, None, 1024)
+    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
+    test = first_examples(bundle.test, None, 1024, device)
     record = profile_model(
         LogitEnsemble(members).eval(), F.cross_entropy, train, experiment.profile, test_batches=test
     )
@@ -307,7 +308,7 @@ def measure_ensemble(specs: list[ModelSpec], experiment: Experiment) -> dict[str
     }
 
 
-def add_matched_curvature(specs, records, experiment: Experiment) -> None:
+def add_matched_curvature(specs, records, experiment: Experiment, device="cpu") -> None:
     """Temperature-matched λ1 for the main models, per (variant, seed) group.
 
     The common target is the highest train loss in the group (a temperature can raise a
@@ -322,10 +323,12 @@ def add_matched_curvature(specs, records, experiment: Experiment) -> None:
     for group in groups.values():
         target = max(by_path[s.path]["train_loss"] for s in group)
         for spec in group:
-            by_path[spec.path].update(_matched(spec, target, experiment))
+            by_path[spec.path].update(_matched(spec, target, experiment, device))
 
 
-def _matched(spec: ModelSpec, target: float, experiment: Experiment) -> dict[str, Any]:
+def _matched(
+    spec: ModelSpec, target: float, experiment: Experiment, device="cpu"
+) -> dict[str, Any]:
     cache = spec.path.with_suffix(".matched.json")
     key = {"checkpoint_sha256": file_sha256(spec.path), "target": target,
            "samples": experiment.samples, **asdict(experiment.profile)}  # fmt: skip
@@ -333,9 +336,9 @@ def _matched(spec: ModelSpec, target: float, experiment: Experiment) -> dict[str
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
             return cached["matched"]
-    model, meta = load_checkpoint(spec.path)
+    model, meta = load_checkpoint(spec.path, device=device)
     bundle = dataset_from_description(meta["dataset"])
-    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples)
+    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
     matched = matched_lambda_1(model, train, target, experiment.profile)
     cache.write_text(json.dumps({"key": key, "matched": matched}))
     return matched
@@ -357,7 +360,9 @@ def _check_settings(root: Path, experiment: Experiment) -> None:
     path.write_text(json.dumps(wanted, indent=2))
 
 
-def run_experiment(experiment: Experiment, out_dir: str | Path, quiet: bool = False) -> Path:
+def run_experiment(
+    experiment: Experiment, out_dir: str | Path, quiet: bool = False, device="cpu"
+) -> Path:
     """Train what is missing, measure what is not cached, write the report; return its path."""
     from cli._common import progress_bar
 
@@ -369,16 +374,16 @@ def run_experiment(experiment: Experiment, out_dir: str | Path, quiet: bool = Fa
     with progress_bar(len(specs), "models", quiet, unit="model") as bar:
         for spec in specs:
             if not spec.path.is_file():
-                train_model(spec, experiment)
+                train_model(spec, experiment, device)
                 trained += 1
-            records.append(measure_model(spec, experiment))
+            records.append(measure_model(spec, experiment, device))
             if experiment.contour_points and spec.seed == 0 and spec.group == "main":
-                contour(spec, experiment, root / "figures")
+                contour(spec, experiment, root / "figures", device)
             bar.update(1)
     for second in (s for s in specs if s.group == "ensemble" and s.role == "teacher"):
         first = next(s for s in specs if s.path == second.path.with_name("teacher.safetensors"))
-        records.append(measure_ensemble([first, second], experiment))
+        records.append(measure_ensemble([first, second], experiment, device))
     if experiment.profile.confounds:
-        add_matched_curvature(specs, records, experiment)
+        add_matched_curvature(specs, records, experiment, device)
     torch.set_grad_enabled(True)
     return write_report(root, experiment, specs, records, trained, time.perf_counter() - start)

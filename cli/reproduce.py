@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from cli._common import apply_threads, quiet_option, threads_option
+from cli._common import (
+    apply_threads,
+    device_option,
+    quiet_option,
+    resolve_device,
+    threads_option,
+)
 from cli._experiments import PRESETS, Experiment, run_experiment
 
 
@@ -31,8 +37,9 @@ from cli._experiments import PRESETS, Experiment, run_experiment
 @click.option("--epochs", type=click.IntRange(min=1), help="Override training epochs.")
 @click.option("--out-dir", type=click.Path(file_okay=False), required=True)
 @quiet_option
+@device_option
 @threads_option
-def reproduce(preset, datasets, seeds, generations, epochs, out_dir, quiet, threads):
+def reproduce(preset, datasets, seeds, generations, epochs, out_dir, quiet, device, threads):
     """Train teachers and students over seeds, measure every model, write a report.
 
     Writes OUT_DIR/report.md (figures beside it) and OUT_DIR/report.json. Models and
@@ -47,7 +54,7 @@ def reproduce(preset, datasets, seeds, generations, epochs, out_dir, quiet, thre
     experiment = Experiment.from_preset(
         preset, datasets=datasets or None, seeds=seeds, generations=generations, epochs=epochs
     )
-    report = run_experiment(experiment, out_dir, quiet=quiet)
+    report = run_experiment(experiment, out_dir, quiet=quiet, device=resolve_device(device))
     echo_accuracy(report.with_name("report.json"))
     click.echo(f"report: {report}")
 
