@@ -31,7 +31,6 @@ loss), and :math:`J^\top w` is one more backward pass.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -46,10 +45,8 @@ from landscape.hessian import (
     HessianOperator,
     LossFunction,
     analysis_mode,
-    batch_size,
-    batch_weights,
+    bind_problem,
     mean_loss,
-    select_parameters,
     weighted_sum,
 )
 from landscape.operator import CurvatureOperator
@@ -233,24 +230,10 @@ class GGNOperator(CurvatureOperator):
     ) -> None:
         if bn_mode not in BN_MODES:
             raise LandscapeInputError(f"bn_mode {bn_mode!r}: choose one of {', '.join(BN_MODES)}")
-        names = select_parameters(model, params)
-        first = next(iter(model.parameters()))
-        dtype = dtype or first.dtype
-        if dtype != first.dtype:
-            model = copy.deepcopy(model).to(dtype)
-        self.model = model
-        self.loss_fn = loss_fn
-        self.bn_mode = bn_mode
-        self.names = names
-        named = dict(model.named_parameters())
-        self.params = [named[name] for name in names]
-        self.batches = [_move_batch(b, first.device, dtype) for b in batches]
-        self.weights = batch_weights(self.batches)
-        self.num_examples = sum(batch_size(b) for b in self.batches)
+        bind_problem(self, model, loss_fn, batches, params, dtype, bn_mode)
         self.output_hessian, self.output_hessian_name = resolve_output_hessian(
             loss_fn, output_hessian, self.batches
         )
-        super().__init__(sum(p.numel() for p in self.params), dtype, first.device)
         self._cached: _Linearization | None = None
         if len(self.batches) == 1:
             self._cached = self._linearize(self.batches[0])

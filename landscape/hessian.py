@@ -202,6 +202,38 @@ def _move_batch(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch
     return move(inputs), move(targets)
 
 
+def bind_problem(
+    operator: CurvatureOperator,
+    model: nn.Module,
+    loss_fn: LossFunction,
+    batches: Iterable[Batch],
+    params: Sequence[str] | Sequence[nn.Parameter] | None,
+    dtype: torch.dtype | None,
+    bn_mode: str,
+) -> None:
+    """Set up what every curvature operator of a mean loss holds, and its dimension.
+
+    The model (a converted copy when ``dtype`` differs from its own), the loss, the
+    selected parameters, the batches on the model's device in ``dtype``, their size
+    weights and the example count; then ``CurvatureOperator.__init__``.
+    """
+    names = select_parameters(model, params)
+    first = next(iter(model.parameters()))
+    dtype = dtype or first.dtype
+    if dtype != first.dtype:
+        model = copy.deepcopy(model).to(dtype)
+    operator.model, operator.loss_fn, operator.bn_mode = model, loss_fn, bn_mode
+    operator.names = names
+    named = dict(model.named_parameters())
+    operator.params = [named[name] for name in names]
+    operator.batches = [_move_batch(b, first.device, dtype) for b in batches]
+    operator.weights = batch_weights(operator.batches)
+    operator.num_examples = sum(batch_size(b) for b in operator.batches)
+    CurvatureOperator.__init__(
+        operator, sum(p.numel() for p in operator.params), dtype, first.device
+    )
+
+
 class HessianOperator(CurvatureOperator):
     r"""Hessian of the mean loss of ``model`` over ``batches``, w.r.t. the selected parameters.
 
@@ -253,22 +285,8 @@ class HessianOperator(CurvatureOperator):
                 "engine forward_over_reverse cannot differentiate BatchNorm in train mode "
                 "(in-place running-statistics update); use double_backward or bn_mode='eval'"
             )
-        names = select_parameters(model, params)
-        first = next(iter(model.parameters()))
-        dtype = dtype or first.dtype
-        if dtype != first.dtype:
-            model = copy.deepcopy(model).to(dtype)
-        self.model = model
-        self.loss_fn = loss_fn
-        self.bn_mode = bn_mode
         self.engine = "double_backward" if engine == "auto" and bn_mode == "train" else engine
-        self.names = names
-        named = dict(model.named_parameters())
-        self.params = [named[name] for name in names]
-        self.batches = [_move_batch(b, first.device, dtype) for b in batches]
-        self.weights = batch_weights(self.batches)
-        self.num_examples = sum(batch_size(b) for b in self.batches)
-        super().__init__(sum(p.numel() for p in self.params), dtype, first.device)
+        bind_problem(self, model, loss_fn, batches, params, dtype, bn_mode)
         self._cached_gradient: tuple[Tensor, ...] | None = None
         self.loss = self._initial_loss()
 
