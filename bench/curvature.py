@@ -2,16 +2,21 @@
 
 Prints, per model: the cost of one Hessian-vector product (HVP) per engine in units of
 one gradient (forward + backward); time and HVPs to the top-1 and top-5 eigenvalues at
-tol 1e-3 for flatscape's Lanczos and PyHessian's ``eigenvalues(top_n=...)`` (medians over
-seeds, interleaved so machine load hits both alike), their errors against a tight
+tol 1e-3 for flatscape's Lanczos (as ``flatscape hessian`` runs it: batches of 256 on a
+CPU with every gradient graph kept; and in one batch, as PyHessian gets the data) and
+PyHessian's ``eigenvalues(top_n=...)`` (medians over seeds, interleaved so machine load
+hits both alike), their errors against a tight
 reference, and the error of Hutch++ against Hutchinson at equal HVPs.
 
-Models: the cnn1d MNIST-1D teacher (trained here, 30 epochs, seed 0) and resnet20
-(option-A shortcuts) at random initialisation on CIFAR-shaped N(0, 1) inputs with random
+Models: the cnn1d MNIST-1D teacher (trained here, 30 epochs, seed 0); resnet20
+(option-A shortcuts) trained here for 15 epochs on CIFAR-shaped images, scikit-learn's
+8x8 digits upsampled to 3x32x32 (no CIFAR download exists on this machine); and, on
+request, resnet20 at random initialisation on N(0, 1) CIFAR-shaped inputs with random
 labels, its BatchNorm running statistics estimated on those inputs.
 
     python bench/curvature.py                      # what `make bench` runs
     python bench/curvature.py --models cnn1d --repeats 5
+    python bench/curvature.py --models resnet20-init --resnet-samples 256
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill.data import load_dataset  # noqa: E402
+from distill.data import DatasetBundle, load_dataset  # noqa: E402
 from distill.models import build_model  # noqa: E402
-from distill.trainer import Recipe, train_teacher  # noqa: E402
+from distill.trainer import Recipe, fit, train_teacher  # noqa: E402
+from landscape.batching import PRODUCT_BATCH, product_batches  # noqa: E402
 from landscape.curvature import CurvatureRequest, measure_curvature  # noqa: E402
 from landscape.eigen import lanczos  # noqa: E402
 from landscape.hessian import HessianOperator  # noqa: E402
@@ -54,6 +61,34 @@ def cnn1d_teacher(samples: int):
     return model.eval(), [(x[:samples], y[:samples])], note
 
 
+def digits_as_cifar(split):
+    """scikit-learn's 8x8 digits, bilinearly upsampled to 32x32 and copied to 3 channels."""
+    x, y = split.tensors
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    return TensorDataset(x.repeat(1, 3, 1, 1).contiguous(), y)
+
+
+def resnet20_trained(samples: int):
+    digits = load_dataset("digits")
+    bundle = DatasetBundle(
+        train=digits_as_cifar(digits.train),
+        test=digits_as_cifar(digits.test),
+        num_classes=10,
+        input_shape=(3, 32, 32),
+        description={"name": "digits upsampled to 3x32x32"},
+    )
+    x, y = bundle.train.tensors
+    if samples > len(y):
+        raise SystemExit(f"--resnet-samples {samples}: the digits train split has {len(y)}")
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10)
+    metrics = fit(model, bundle, Recipe(epochs=15, lr=0.1, warmup_epochs=1), seed=0)
+    note = (f"resnet20 (option A) trained 15 epochs (seed 0) on digits upsampled to "
+            f"3x32x32, test acc {metrics['test_accuracy']:.3f}, train loss "
+            f"{metrics['train_loss']:.4f}")  # fmt: skip
+    return model.eval(), [(x[:samples], y[:samples])], note
+
+
 def resnet20_random(samples: int):
     torch.manual_seed(0)
     model = build_model("resnet20")
@@ -73,6 +108,7 @@ def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
     params = [p for p in model.parameters() if p.requires_grad]
     x, y = batches[0]
     reuse = HessianOperator(model, F.cross_entropy, batches)
+    kept = HessianOperator(model, F.cross_entropy, product_batches(x, y), keep_graphs=True)
     fresh = HessianOperator(model, F.cross_entropy, [(x, y)], engine="forward_over_reverse")
     fresh.engine = "double_backward"  # no cached graph: gradient graph rebuilt per product
     forward = HessianOperator(model, F.cross_entropy, batches, engine="forward_over_reverse")
@@ -84,6 +120,7 @@ def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
         tasks = {
             "gradient (fwd+bwd)": lambda: torch.autograd.grad(F.cross_entropy(model(x), y), params),
             "double backward, graph reused": lambda: reuse.matmat(v),
+            f"double backward, {PRODUCT_BATCH}-example graphs kept": lambda: kept.matmat(v),
             "double backward, graph rebuilt": lambda: fresh.matmat(v),
             "forward-over-reverse": lambda: forward.matmat(v),
             "double backward, 4 vectors batched (per vector)": lambda: reuse.matmat(block),
@@ -100,9 +137,12 @@ def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
     return medians
 
 
-def flatscape_top(model, batches, k: int, seed: int, block_size: int = 1):
+def flatscape_top(model, batches, k: int, seed: int, block_size: int = 1, split: bool = True):
+    """As `flatscape hessian` runs by default: batches of 256 on a CPU, graphs kept."""
+    if split:
+        batches = product_batches(*batches[0])
     request = CurvatureRequest(top_k=k, tol=1e-3, seed=seed, block_size=block_size)
-    result = measure_curvature(model, F.cross_entropy, batches, request)
+    result = measure_curvature(model, F.cross_entropy, batches, request, keep_graphs=True)
     return result.eigen.eigenvalues.tolist(), result.eigen.matvecs
 
 
@@ -117,6 +157,9 @@ def eigen_rows(model, batches, reference: list[float], repeats: int, ks: list[in
     solvers = {}
     for k in ks:
         solvers[("flatscape lanczos", k)] = lambda s, k=k: flatscape_top(model, batches, k, s)
+        solvers[("flatscape lanczos, one batch", k)] = lambda s, k=k: flatscape_top(
+            model, batches, k, s, split=False
+        )
         if k > 1:
             solvers[("flatscape lanczos, blocks of 2", k)] = lambda s, k=k: flatscape_top(
                 model, batches, k, s, 2
@@ -161,15 +204,16 @@ def trace_rows(model, batches, budgets: list[int], repeats: int) -> list[dict]:
     return rows
 
 
-def report(name, model, batches, note, repeats, trace_budgets, ks) -> None:
+def report(name, model, batches, note, repeats, trace_budgets, ks, hvp_repeats) -> None:
     samples = sum(len(y) for _, y in batches)
     dim = sum(p.numel() for p in model.parameters())
     print(f"\n## {name}: {note}; {dim:,} parameters, {samples} samples in one batch")
-    costs = hvp_costs(model, batches, 5 * repeats)
-    unit = costs["gradient (fwd+bwd)"]
-    print("\nHVP cost (median CPU seconds; units of one gradient)")
-    for engine, seconds in costs.items():
-        print(f"  {engine:<50} {seconds:8.4f} s  {seconds / unit:5.2f}")
+    if hvp_repeats > 0:
+        costs = hvp_costs(model, batches, hvp_repeats)
+        unit = costs["gradient (fwd+bwd)"]
+        print("\nHVP cost (median CPU seconds; units of one gradient)")
+        for engine, seconds in costs.items():
+            print(f"  {engine:<50} {seconds:8.4f} s  {seconds / unit:5.2f}")
     operator = HessianOperator(model, F.cross_entropy, batches)
     tight = lanczos(operator, k=max(ks) + 1, tol=1e-7, max_matvecs=200, seed=123)
     reference = tight.eigenvalues.tolist()
@@ -203,13 +247,17 @@ def report(name, model, batches, note, repeats, trace_budgets, ks) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn1d", "resnet20"],
-                        choices=["cnn1d", "resnet20"])  # fmt: skip
+                        choices=["cnn1d", "resnet20", "resnet20-init"],
+                        help="resnet20 = trained on CIFAR-shaped digits; resnet20-init = "
+                        "random initialisation")  # fmt: skip
     parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--resnet-samples", type=int, default=256,
-                        help="resnet20 samples (1024 makes PyHessian's top-5 take ~30 min "
-                        "on one CPU thread)")  # fmt: skip
+    parser.add_argument("--resnet-samples", type=int, default=1024,
+                        help="resnet20 samples (random-init resnet20 at 1024 makes "
+                        "PyHessian's top-5 take ~50 min on one CPU thread: use 256)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resnet-repeats", type=int, default=1)
+    parser.add_argument("--resnet-hvp-repeats", type=int, default=2,
+                        help="repeats of the HVP-cost table (0 skips it)")  # fmt: skip
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5], help="top-k values")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -217,10 +265,13 @@ def main() -> None:
           "(wall seconds too: the machine may be shared)")  # fmt: skip
     if "cnn1d" in args.models:
         model, batches, note = cnn1d_teacher(args.samples)
-        report("cnn1d", model, batches, note, args.repeats, [30, 90], args.ks)
-    if "resnet20" in args.models:
-        model, batches, note = resnet20_random(args.resnet_samples)
-        report("resnet20", model, batches, note, args.resnet_repeats, [], args.ks)
+        report("cnn1d", model, batches, note, args.repeats, [30, 90], args.ks, 5 * args.repeats)
+    resnets = {"resnet20": resnet20_trained, "resnet20-init": resnet20_random}
+    for name, make in resnets.items():
+        if name in args.models:
+            model, batches, note = make(args.resnet_samples)
+            report(name, model, batches, note, args.resnet_repeats, [], args.ks,
+                   args.resnet_hvp_repeats)  # fmt: skip
 
 
 if __name__ == "__main__":

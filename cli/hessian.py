@@ -19,6 +19,7 @@ from cli._common import (
 )
 from cli._loading import load_for_analysis
 from landscape import distributed
+from landscape.batching import product_batches
 from landscape.curvature import CurvatureRequest, measure_curvature
 from landscape.data_parallel import data_parallel
 from landscape.errors import LandscapeInputError
@@ -71,8 +72,9 @@ from landscape.report import curvature_report, format_summary
     "--batch-size",
     type=int,
     default=None,
-    help="Examples per batch [default: all samples in one batch, whose gradient "
-    "graph is then reused by every product].",
+    help="Examples per batch, each gradient graph rebuilt for every product (bounds "
+    "memory) [default: on a CPU batches of 256, on a GPU one batch, every gradient graph "
+    "built once and reused by every product].",
 )
 @click.option(
     "--engine",
@@ -176,11 +178,16 @@ def hessian_command(
     )  # fmt: skip
     batches, per_batch = loaded.batches, batch_size or samples
     if world > 1:  # each process holds a contiguous share of the data (docs/distributed.md)
-        if batch_size is None:  # one batch per process, whose gradient graph is reused
+        if batch_size is None:
             batches = [distributed.shard_examples(*loaded.batches[0])]
             per_batch = -(-loaded.samples // world)
         else:
             batches = distributed.shard_batches(loaded.batches)
+    keep_graphs = None
+    if batch_size is None and operator == "hessian" and engine != "pyhessian":
+        # every gradient graph kept, in batches the device runs fastest (docs/curvature.md)
+        batches = product_batches(*batches[0])
+        per_batch, keep_graphs = len(batches[0][1]), True
     parallel = {}
     if world > 1:
         parallel["operator_factory"] = data_parallel(
@@ -197,13 +204,15 @@ def hessian_command(
             result = measure_curvature(
                 loaded.model, F.cross_entropy, batches, request,
                 hvp=hvp.replace("-", "_"), dtype=dtype, bn_mode=bn_mode, progress=bar.update,
-                **parallel,
+                keep_graphs=keep_graphs, **parallel,
             )  # fmt: skip
     data = {
         "dataset": loaded.dataset_name,
         "split": loaded.split,
         "order": "first examples, dataset order, no augmentation",
         "batch_size": per_batch,
+        "graphs_kept": bool(keep_graphs or len(batches) == 1)
+        and result.hvp != "forward_over_reverse",
     }
     report = curvature_report(
         result, request, checkpoint=str(checkpoint), checkpoint_sha256=loaded.sha256,

@@ -183,6 +183,7 @@ def measure_curvature(
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
     operator_factory: Callable[..., CurvatureOperator] = HessianOperator,
+    keep_graphs: bool | None = None,
 ) -> CurvatureResult:
     """Measure the curvature of the mean loss of ``model`` over ``batches``.
 
@@ -198,6 +199,8 @@ def measure_curvature(
         operator_factory: Builds the operator from ``(model, loss_fn, batches, engine=,
             dtype=, bn_mode=)``; :func:`landscape.data_parallel.data_parallel` makes one
             for data split across processes (``batches`` are then this process's share).
+        keep_graphs: Passed to :class:`HessianOperator` when given: keep every batch's
+            gradient graph (the default keeps it for a single batch only).
     """
     start = time.perf_counter()
     batches = list(batches)
@@ -212,8 +215,9 @@ def measure_curvature(
         matvecs = sum(r.matvecs for r in (eigen, trace, density) if r is not None)
         hvp_used, examples = "pyhessian", sum(len(y) for _, y in batches)
     else:
+        options = {} if keep_graphs is None else {"keep_graphs": keep_graphs}
         operator = operator_factory(
-            model, loss_fn, batches, engine=hvp, dtype=dtype, bn_mode=bn_mode
+            model, loss_fn, batches, engine=hvp, dtype=dtype, bn_mode=bn_mode, **options
         )
         operator.progress = progress
         eigen, trace, density = _flatscape(operator, request)

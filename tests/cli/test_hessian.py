@@ -46,11 +46,28 @@ def test_report_matches_the_library(mnist1d_teacher, tmp_path):
         "split": "train",
         "order": "first examples, dataset order, no augmentation",
         "batch_size": 128,
+        "graphs_kept": True,
         "samples": 128,
     }
     assert report["loss"] == pytest.approx(expected.loss, rel=1e-6)
     assert report["matvecs"] == expected.matvecs and report["seconds"] > 0
     assert f"{report['eigenvalues'][0]:.6g}" in result.output
+
+
+def test_default_batches_of_256_keep_their_graphs(mnist1d_teacher, tmp_path):
+    out = tmp_path / "h.json"
+    result = run("hessian", mnist1d_teacher, "--top-k", 2, "--samples", 600, "--json", out,
+                 "--threads", 1, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["data"]["batch_size"] == 256 and report["data"]["graphs_kept"] is True
+    loaded = load_for_analysis(mnist1d_teacher, samples=600, batch_size=600)
+    one_batch = measure_curvature(
+        loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
+        CurvatureRequest(top_k=2),
+    )  # fmt: skip
+    assert report["eigenvalues"] == pytest.approx(one_batch.eigen.eigenvalues.tolist(), rel=1e-4)
+    assert report["loss"] == pytest.approx(one_batch.loss, rel=1e-5)
 
 
 def test_first_examples_in_dataset_order_eval_mode(mnist1d_teacher, tmp_path):
@@ -65,7 +82,7 @@ def test_first_examples_in_dataset_order_eval_mode(mnist1d_teacher, tmp_path):
         loss = torch.nn.functional.cross_entropy(model.eval()(inputs[:128]), targets[:128])
     report = json.loads(out.read_text())
     assert report["loss"] == pytest.approx(float(loss), rel=1e-5)
-    assert report["data"]["batch_size"] == 50
+    assert report["data"]["batch_size"] == 50 and report["data"]["graphs_kept"] is False
 
 
 def test_pyhessian_engine_agrees_within_half_a_percent(mnist1d_teacher, tmp_path):

@@ -142,3 +142,13 @@ def test_gradient_matches_autograd_of_the_mean_loss(problem):
     )
     torch.testing.assert_close(H.gradient(), expected, rtol=1e-10, atol=1e-14)
     assert H.matvecs == 0
+
+
+def test_kept_graphs_give_the_same_operator_and_gradient(problem):
+    H = problem.operator(keep_graphs=True)
+    assert H._graphs is not None and len(H._graphs) == len(problem.batches)
+    V = torch.randn(H.dim, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(H.matmat(V), problem.dense @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(H.gradient(), problem.operator().gradient(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(H.loss, problem.operator(keep_graphs=False).loss)
+    assert problem.operator(keep_graphs=False)._graphs is None
