@@ -254,7 +254,7 @@ class HessianOperator(CurvatureOperator):
             double-backward product (~1 gradient less per batch and product); the memory
             is that of one batch holding all the examples. Default: only with one batch.
             Several kept batches are how a large set is measured fastest on a CPU, where
-            one huge batch runs slower per example (:func:`split_batches`).
+            one huge batch runs slower per example (:func:`landscape.batching.product_batches`).
 
     Raises:
         LandscapeInputError: on an empty batch list, unknown parameters or options, or a
