@@ -114,16 +114,22 @@ def hvp_run(operator, matvecs: int, distributed: bool) -> Run:
     return timed(products, distributed)
 
 
+def join(port: int, rank: int, grid: int):
+    """Join the two-process gloo group; the workload: model, surface data, HVP examples."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+        timeout=timedelta(minutes=30),
+    )  # fmt: skip
+    model, inputs, targets, directions, coords = setup(grid)
+    data = {"train": split_batches(inputs, targets, SURFACE_BATCH)}
+    hvp_examples = inputs[:HVP_SAMPLES], targets[:HVP_SAMPLES]
+    return model, data, directions, coords, hvp_examples
+
+
 def rank_one(port: int, args: argparse.Namespace) -> None:
     """Rank 1: the second process of every two-process run."""
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=1, world_size=2,
-        timeout=timedelta(minutes=30),
-    )  # fmt: skip
-    model, inputs, targets, directions, coords = setup(args.grid)
-    data = {"train": split_batches(inputs, targets, SURFACE_BATCH)}
-    x, y = inputs[:HVP_SAMPLES], targets[:HVP_SAMPLES]
+    model, data, directions, coords, (x, y) = join(port, 1, args.grid)
     operator = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])
     for _ in range(args.repeats):
         surface_run(model, directions, data, coords, distributed=True)
@@ -143,13 +149,7 @@ def main() -> None:
         port = s.getsockname()[1]
     other = mp.get_context("spawn").Process(target=rank_one, args=(port, args))
     other.start()
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,
-        timeout=timedelta(minutes=30),
-    )  # fmt: skip
-    model, inputs, targets, directions, coords = setup(args.grid)
-    data = {"train": split_batches(inputs, targets, SURFACE_BATCH)}
-    x, y = inputs[:HVP_SAMPLES], targets[:HVP_SAMPLES]
+    model, data, directions, coords, (x, y) = join(port, 0, args.grid)
     single = HessianOperator(model, cross_entropy, [(x, y)])
     torch.set_num_threads(1)
     shared = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])

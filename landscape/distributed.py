@@ -156,6 +156,16 @@ def shard(count: int, part: int | None = None, parts: int | None = None) -> rang
     return range(part * count // parts, (part + 1) * count // parts)
 
 
+def _own_share(count: int, what: str, fix: str) -> range:
+    """:func:`shard` of ``count`` items, refusing fewer items than processes."""
+    world = world_size()
+    if count < world:
+        raise LandscapeInputError(
+            f"{count} {what} for {world} processes: every process needs at least one; {fix}"
+        )
+    return shard(count)
+
+
 def shard_batches(batches: Sequence[T]) -> list[T]:
     """This process's contiguous share of ``batches`` (all of them in a single process).
 
@@ -163,13 +173,9 @@ def shard_batches(batches: Sequence[T]) -> list[T]:
         LandscapeInputError: fewer batches than processes (a process would have no data).
     """
     batches = list(batches)
-    world = world_size()
-    if len(batches) < world:
-        raise LandscapeInputError(
-            f"{len(batches)} data batch(es) for {world} processes: every process needs at "
-            "least one; use a smaller --batch-size or fewer processes"
-        )
-    share = shard(len(batches))
+    share = _own_share(
+        len(batches), "data batch(es)", "use a smaller --batch-size or fewer processes"
+    )
     return batches[share.start : share.stop]
 
 
@@ -179,11 +185,5 @@ def shard_examples(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     Raises:
         LandscapeInputError: fewer examples than processes.
     """
-    world = world_size()
-    if len(targets) < world:
-        raise LandscapeInputError(
-            f"{len(targets)} example(s) for {world} processes: every process needs at "
-            "least one; use more --samples or fewer processes"
-        )
-    share = shard(len(targets))
+    share = _own_share(len(targets), "example(s)", "use more --samples or fewer processes")
     return inputs[share.start : share.stop], targets[share.start : share.stop]
