@@ -21,17 +21,22 @@ def test_same_seed_same_bytes(tmp_path):
     assert file_sha256(other) != file_sha256(paths[0])
 
 
-def test_default_kd_recipe_is_stable_at_t4_where_lr_0_1_collapses(mnist1d_teacher):
-    """The calibration saw KD at T=4, lr 0.1 collapse to chance; the default must not."""
+def test_default_kd_recipe_is_the_teachers_lr_over_4_with_warmup_and_trains(mnist1d_teacher):
+    """The calibration saw KD at T=4, lr 0.1 collapse to chance; the default recipe avoids it.
+
+    What is asserted is the mechanism (a quarter of the teacher's lr, reached after a 2-epoch
+    linear warm-up) and that this recipe trains far above chance (0.1). How the unstable
+    lr-0.1 run ends depends on the CPU's summation order, so it is not asserted.
+    """
     _, parent = load_checkpoint(mnist1d_teacher)
     default = recipe_for_student(parent)
     assert default.lr == pytest.approx(parent["recipe"]["lr"] / 4) and default.warmup_epochs == 2
-    kd = KDConfig(4.0, 1.0)
+    assert default.lr_at(0) == pytest.approx(0.1 * default.lr) < default.lr_at(1) < default.lr
     short = {"epochs": 6, "warmup_epochs": 2}
-    _, stable = train_student(mnist1d_teacher, kd, recipe=Recipe(lr=default.lr, **short))
-    _, hot = train_student(mnist1d_teacher, kd, recipe=Recipe(lr=0.1, **short))
+    _, stable = train_student(
+        mnist1d_teacher, KDConfig(4.0, 1.0), recipe=Recipe(lr=default.lr, **short)
+    )
     assert stable["metrics"]["test_accuracy"] > 0.4
-    assert hot["metrics"]["test_accuracy"] < 0.2  # chance is 0.1
 
 
 def test_student_generation_chain(tmp_path, mnist1d_student):
