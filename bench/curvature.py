@@ -37,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distill.data import DatasetBundle, load_dataset  # noqa: E402
 from distill.models import build_model  # noqa: E402
 from distill.trainer import Recipe, fit, train_teacher  # noqa: E402
-from landscape.batching import PRODUCT_BATCH, product_batches  # noqa: E402
-from landscape.curvature import CurvatureRequest, measure_curvature  # noqa: E402
-from landscape.eigen import lanczos  # noqa: E402
-from landscape.hessian import HessianOperator  # noqa: E402
-from landscape.pyhessian_engine import pyhessian_session  # noqa: E402
-from landscape.trace import hutchinson_trace, hutchpp_trace  # noqa: E402
+from landscape.curvature.eigen import lanczos  # noqa: E402
+from landscape.curvature.measure import CurvatureRequest, measure_curvature  # noqa: E402
+from landscape.curvature.pyhessian import pyhessian_session  # noqa: E402
+from landscape.curvature.trace import hutchinson_trace, hutchpp_trace  # noqa: E402
+from landscape.operators.batching import PRODUCT_BATCH, product_batches  # noqa: E402
+from landscape.operators.hessian import HessianOperator  # noqa: E402
 
 
 def clock(fn: Callable[[], object]) -> tuple[object, float, float]:
@@ -109,9 +109,9 @@ def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
     x, y = batches[0]
     reuse = HessianOperator(model, F.cross_entropy, batches)
     kept = HessianOperator(model, F.cross_entropy, product_batches(x, y), keep_graphs=True)
-    fresh = HessianOperator(model, F.cross_entropy, [(x, y)], engine="forward_over_reverse")
-    fresh.engine = "double_backward"  # no cached graph: gradient graph rebuilt per product
-    forward = HessianOperator(model, F.cross_entropy, batches, engine="forward_over_reverse")
+    fresh = HessianOperator(model, F.cross_entropy, [(x, y)], hvp="forward_over_reverse")
+    fresh.hvp = "double_backward"  # no cached graph: gradient graph rebuilt per product
+    forward = HessianOperator(model, F.cross_entropy, batches, hvp="forward_over_reverse")
     v = torch.randn(reuse.dim, 1)
     block = torch.randn(reuse.dim, 4)
     with pyhessian_session(model, F.cross_entropy, batches) as (engine, _):
@@ -142,7 +142,8 @@ def flatscape_top(model, batches, k: int, seed: int, block_size: int = 1, split:
     if split:
         batches = product_batches(*batches[0])
     request = CurvatureRequest(top_k=k, tol=1e-3, seed=seed, block_size=block_size)
-    result = measure_curvature(model, F.cross_entropy, batches, request, keep_graphs=True)
+    operator = HessianOperator(model, F.cross_entropy, batches, keep_graphs=True)
+    result = measure_curvature(operator, request)
     return result.eigen.eigenvalues.tolist(), result.eigen.matvecs
 
 

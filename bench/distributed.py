@@ -5,13 +5,14 @@ cost of a forward pass does not depend on them) it times
 
 - **surface**: a 2D grid (9 x 9 by default) of loss and accuracy over all 4000 examples,
   batch size 1000, (a) in one process with 1 and with 2 torch threads
-  (:func:`~landscape.surface.compute_surface`), (b) in two gloo processes with one thread
-  each (:func:`~landscape.distributed_surface.compute_surface_distributed`: rounds of
+  (:func:`~landscape.surface.evaluate.compute_surface`), (b) in two gloo processes with one thread
+  each (:func:`~landscape.distributed.surface.compute_surface_distributed`: rounds of
   points, values gathered on rank 0);
 - **HVP throughput**: Hessian-vector products of the mean loss over 2048 examples (one
   batch per process, gradient graph reused), one product at a time as Lanczos asks for
   them, (a) one process with 1 and 2 threads, (b) two processes x 1 thread, each holding
-  1024 examples, products all-reduced (:class:`~landscape.data_parallel.DataParallelOperator`).
+  1024 examples, products all-reduced
+  (:class:`~landscape.distributed.operator.DataParallelOperator`).
 
 This process is rank 0 and spawns rank 1; rank 1 waits in a barrier (idle) while rank 0
 times the one-process runs, so every repeat times all configurations back to back under
@@ -44,13 +45,13 @@ from torch.nn.functional import cross_entropy
 
 from distill.data import load_dataset
 from distill.models import build_model
-from landscape.batching import split_batches
-from landscape.data_parallel import data_parallel
-from landscape.directions import random_direction
-from landscape.distributed import all_reduce_sum, shard_examples
-from landscape.distributed_surface import compute_surface_distributed
-from landscape.hessian import HessianOperator
-from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+from landscape.distributed.operator import data_parallel_operator
+from landscape.distributed.process import all_reduce_sum, shard_examples
+from landscape.distributed.surface import compute_surface_distributed
+from landscape.operators.batching import split_batches
+from landscape.operators.hessian import HessianOperator
+from landscape.surface.directions import random_direction
+from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
 
 SURFACE_BATCH = 1000
 HVP_SAMPLES = 2048
@@ -130,7 +131,7 @@ def rank_one(port: int, args: argparse.Namespace) -> None:
     """Rank 1: the second process of every two-process run."""
     torch.set_num_threads(1)
     model, data, directions, coords, (x, y) = join(port, 1, args.grid)
-    operator = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])
+    operator = data_parallel_operator("hessian", model, cross_entropy, [shard_examples(x, y)])
     for _ in range(args.repeats):
         surface_run(model, directions, data, coords, distributed=True)
         hvp_run(operator, args.matvecs, distributed=True)
@@ -152,7 +153,7 @@ def main() -> None:
     model, data, directions, coords, (x, y) = join(port, 0, args.grid)
     single = HessianOperator(model, cross_entropy, [(x, y)])
     torch.set_num_threads(1)
-    shared = data_parallel(HessianOperator)(model, cross_entropy, [shard_examples(x, y)])
+    shared = data_parallel_operator("hessian", model, cross_entropy, [shard_examples(x, y)])
 
     surface: dict[str, list[Run]] = {"1x1": [], "1x2": [], "2x1": []}
     hvps: dict[str, list[Run]] = {"1x1": [], "1x2": [], "2x1": []}

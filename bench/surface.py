@@ -41,10 +41,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from distill.data import load_dataset
 from distill.trainer import Recipe, train_teacher
-from landscape.batching import fastest_batch_size, split_batches
-from landscape.directions import random_direction
-from landscape.store import SurfaceSpec, SurfaceStore
-from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+from landscape.operators.batching import fastest_batch_size, split_batches
+from landscape.surface.directions import random_direction
+from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 BATCH_CANDIDATES = (32, 64, 128, 256, 500, 1000, 2000, 4000)
 CLOCK = time.process_time

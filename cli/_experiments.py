@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli._loading import first_examples
 from cli._report import write_report
+from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
@@ -34,11 +34,11 @@ from distill.trainer import (
     train_student,
     train_teacher,
 )
-from landscape.directions import random_direction
-from landscape.plot import plot_surfaces
-from landscape.profile import ProfileSettings, matched_lambda_1, profile_model
-from landscape.store import SurfaceSpec, SurfaceStore
-from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
+from landscape.surface.directions import random_direction
+from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.plot import plot_surfaces
+from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 SECOND_TEACHER_SEED = 1000
 
@@ -72,7 +72,7 @@ class Experiment:
     temperature: float = 4.0
     alpha: float = 1.0
     samples: int = 1024
-    profile: ProfileSettings = field(default_factory=ProfileSettings)
+    profile: ProfileSettings = field(default_factory=lambda: ProfileSettings(trace_matvecs=60))
     contour_points: int = 11
     ensemble: bool = False
     stopped_epochs: tuple[int, ...] = ()

@@ -15,14 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from landscape.comparison import (  # noqa: E402
+from landscape.compare.table import (  # noqa: E402
     by_generation,
     claims_table,
     rise_then_fall,
     summarize,
     to_markdown,
 )
-from landscape.plot import Surface, line_figure  # noqa: E402
+from landscape.surface.plot import Surface, line_figure  # noqa: E402
 
 MEASURES = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
 CONFOUNDS = ("ggn_lambda_1", "avg_sharpness", "worst_sharpness", "matched_lambda_1")

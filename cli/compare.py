@@ -20,16 +20,16 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from cli._loading import first_examples, open_checkpoint
 from cli._report import save_lines
+from distill.analysis import first_examples, open_checkpoint
 from distill.errors import DistillInputError
-from landscape.comparison import to_csv, to_markdown, with_changes
-from landscape.profile import (
+from landscape.compare.profile import (
     ProfileSettings,
     interpolation_line,
     matched_lambda_1,
     profile_model,
 )
+from landscape.compare.table import to_csv, to_markdown, with_changes
 
 CHANGE_COLUMNS = (
     "test_accuracy", "train_loss", "lambda_1", "trace", "surface_width", "ggn_lambda_1",

@@ -13,7 +13,7 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from cli._loading import open_checkpoint
+from distill.analysis import open_checkpoint
 from distill.trainer import evaluate as evaluate_model
 
 

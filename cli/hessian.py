@@ -17,16 +17,12 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from cli._loading import load_for_analysis
-from landscape import distributed
-from landscape.batching import product_batches
-from landscape.curvature import CurvatureRequest, measure_curvature
-from landscape.data_parallel import data_parallel
+from distill.analysis import load_for_analysis
+from landscape.curvature.measure import CurvatureRequest
+from landscape.curvature.report import curvature_report, format_summary
+from landscape.distributed import process as distributed
+from landscape.distributed.operator import data_parallel_curvature
 from landscape.errors import LandscapeInputError
-from landscape.ggn import GGNOperator
-from landscape.ggn_curvature import measure_ggn_curvature
-from landscape.hessian import HessianOperator
-from landscape.report import curvature_report, format_summary
 
 
 @click.command("hessian")
@@ -50,7 +46,7 @@ from landscape.report import curvature_report, format_summary
     help="Trace estimator (the pyhessian engine uses its own).",
 )
 @click.option(
-    "--probes",
+    "--trace-matvecs",
     type=int,
     default=99,
     show_default=True,
@@ -94,6 +90,12 @@ from landscape.report import curvature_report, format_summary
     "--tol", type=float, default=1e-3, show_default=True, help="Relative eigenvalue tolerance."
 )
 @click.option(
+    "--max-matvecs",
+    type=int,
+    default=None,
+    help="Product budget of the eigensolver [default: lanczos max(100, 20 k), power 100 k].",
+)
+@click.option(
     "--block-size",
     type=int,
     default=1,
@@ -129,9 +131,9 @@ from landscape.report import curvature_report, format_summary
 @device_option
 @threads_option
 def hessian_command(
-    checkpoint, top_k, which, trace, trace_method, probes, density, density_steps,
-    density_probes, samples, batch_size, engine, hvp, tol, block_size, bn_mode, operator,
-    float64, seed, json_path, force, quiet, device, threads,
+    checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
+    density_probes, samples, batch_size, engine, hvp, tol, max_matvecs, block_size, bn_mode,
+    operator, float64, seed, json_path, force, quiet, device, threads,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
@@ -146,81 +148,41 @@ def hessian_command(
       flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
     """
     if samples < 1:
-        raise LandscapeInputError(f"--samples {samples}: must be >= 1")
-    if batch_size is not None and batch_size < 1:
-        raise LandscapeInputError(f"--batch-size {batch_size}: must be >= 1")
+        raise LandscapeInputError(f"samples {samples}: must be >= 1")
     json_out = check_output(json_path, force)
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
-    world = distributed.world_size()
     quiet = quiet or not distributed.is_main()
     request = CurvatureRequest(
-        top_k=top_k, which=which, method=engine, tol=tol, trace=trace,
-        trace_method=trace_method, probes=probes, density=density,
+        top_k=top_k, which=which, engine=engine, tol=tol, max_matvecs=max_matvecs,
+        trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density,
         density_steps=density_steps, density_probes=density_probes, seed=seed,
         block_size=block_size,
     )  # fmt: skip
     request.check()
-    if operator == "ggn" and engine == "pyhessian":
-        raise LandscapeInputError("--operator ggn: the pyhessian engine measures the Hessian only")
-    if engine == "pyhessian" and world > 1:
-        raise LandscapeInputError(
-            "--engine pyhessian runs in one process; use lanczos or power under torchrun"
-        )
-    if operator == "ggn" and hvp is not None:
-        raise LandscapeInputError(
-            "--hvp chooses Hessian-vector products; drop it with --operator ggn"
-        )
-    hvp = hvp or ("double-backward" if torch_device.type == "cpu" else "auto")
     loaded = load_for_analysis(
-        checkpoint, split="train", samples=samples, batch_size=batch_size or samples,
-        device=torch_device,
-    )  # fmt: skip
-    batches, per_batch = loaded.batches, batch_size or samples
-    if world > 1:  # each process holds a contiguous share of the data (docs/distributed.md)
-        if batch_size is None:
-            batches = [distributed.shard_examples(*loaded.batches[0])]
-            per_batch = -(-loaded.samples // world)
-        else:
-            batches = distributed.shard_batches(loaded.batches)
-    keep_graphs = None
-    if batch_size is None and operator == "hessian" and engine != "pyhessian":
-        # every gradient graph kept, in batches the device runs fastest (docs/curvature.md)
-        batches = product_batches(*batches[0])
-        per_batch, keep_graphs = len(batches[0][1]), True
-    parallel = {}
-    if world > 1:
-        parallel["operator_factory"] = data_parallel(
-            GGNOperator if operator == "ggn" else HessianOperator
-        )
-    dtype = torch.float64 if float64 else None
+        checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device
+    )
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
-        if operator == "ggn":
-            result = measure_ggn_curvature(
-                loaded.model, F.cross_entropy, batches, request, dtype=dtype,
-                bn_mode=bn_mode, progress=bar.update, **parallel,
-            )  # fmt: skip
-        else:
-            result = measure_curvature(
-                loaded.model, F.cross_entropy, batches, request,
-                hvp=hvp.replace("-", "_"), dtype=dtype, bn_mode=bn_mode, progress=bar.update,
-                keep_graphs=keep_graphs, **parallel,
-            )  # fmt: skip
+        result = data_parallel_curvature(
+            loaded.model, F.cross_entropy, loaded.batches, request, operator=operator,
+            batch_size=batch_size, hvp=hvp and hvp.replace("-", "_"),
+            dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
+        )  # fmt: skip
     data = {
         "dataset": loaded.dataset_name,
         "split": loaded.split,
         "order": "first examples, dataset order, no augmentation",
-        "batch_size": per_batch,
-        "graphs_kept": bool(keep_graphs or len(batches) == 1)
-        and result.hvp != "forward_over_reverse",
+        "batch_size": result.batch_size,
+        "graphs_kept": result.graphs_kept,
     }
     report = curvature_report(
         result, request, checkpoint=str(checkpoint), checkpoint_sha256=loaded.sha256,
         data=data, bn_mode=bn_mode,
     )  # fmt: skip
     report["operator"] = operator
-    if world > 1:
-        report["processes"] = world
+    if distributed.world_size() > 1:
+        report["processes"] = distributed.world_size()
     if not distributed.is_main():
         return
     write_json(json_out, report)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
 
 from distill.errors import DistillInputError
-from landscape.distributed import env_rank, launched_by_torchrun
-from landscape.distributed_surface import DistributedRunError
+from landscape.distributed.process import env_rank, launched_by_torchrun
+from landscape.distributed.surface import DistributedRunError
 from landscape.errors import LandscapeInputError
 
 USER_ERRORS = (DistillInputError, LandscapeInputError)
@@ -18,10 +19,35 @@ DISTRIBUTED_COMMANDS = ("hessian", "surface")
 
 
 def echo_error(message: str) -> None:
-    """``error: message`` on stderr; under torchrun every process has the same error and
-    only rank 0 prints it."""
+    """``error: message`` on stderr.
+
+    Under torchrun every process has the same error and only rank 0 prints it.
+    """
     if env_rank() == 0:
         click.echo(f"error: {message}", err=True)
+
+
+def flag_names(message: str, command: click.Command | None) -> str:
+    """The library's message with its parameter names turned into the command's flags.
+
+    Library errors start with the name of the input they refuse (``top_k 0: ...``,
+    ``x_range '1:0:5': ...``) and say ``pass resume``; where the command has an option
+    with that destination, its flag is shown instead (``--top-k``, ``--x``, ``--resume``).
+    """
+    if command is None:
+        return message
+    flags = {
+        p.name: max(p.opts, key=len)
+        for p in command.params
+        if isinstance(p, click.Option) and p.name and p.opts
+    }
+    pattern = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    if not pattern:
+        return message
+    message = re.sub(rf"^({pattern})\b(?!-)", lambda m: flags[m.group(1)], message)
+    return re.sub(
+        rf"\b(pass|and) ({pattern})\b(?!-)", lambda m: f"{m.group(1)} {flags[m.group(2)]}", message
+    )
 
 
 class FlatscapeGroup(click.Group):
@@ -33,10 +59,11 @@ class FlatscapeGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
+        """Run the command; user errors become one line and exit code 2."""
         try:
             return super().invoke(ctx)
         except USER_ERRORS as err:
-            echo_error(str(err))
+            echo_error(flag_names(str(err), self.get_command(ctx, ctx.invoked_subcommand or "")))
             ctx.exit(2)
         except DistributedRunError as err:  # rank 0 reports it; the other ranks end quietly
             echo_error(str(err))
@@ -49,6 +76,7 @@ class FlatscapeGroup(click.Group):
             ctx.exit(2)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Find the command; refuse single-process commands under a torchrun job."""
         name, command, rest = super().resolve_command(ctx, args)
         several = launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1
         if several and name not in DISTRIBUTED_COMMANDS:
@@ -59,6 +87,7 @@ class FlatscapeGroup(click.Group):
         return name, command, rest
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run as a console script: click errors as one line, Ctrl-C as exit code 130."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:

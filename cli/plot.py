@@ -6,7 +6,7 @@ import click
 
 from cli._common import check_output, force_option
 from landscape.errors import LandscapeInputError
-from landscape.plot import KINDS, plot_surfaces
+from landscape.surface.plot import KINDS, plot_surfaces
 
 
 def _levels(text: str) -> int | list[float]:

@@ -19,14 +19,14 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from cli._loading import load_for_analysis
+from distill.analysis import load_for_analysis
 from distill.errors import DistillInputError
-from landscape.sharpness import GEOMETRIES, planned_evaluations, sharpness_report
-from landscape.temperature import (
+from landscape.curvature.temperature import (
     TemperatureScaled,
     mean_cross_entropy,
     temperature_matched_curvature,
 )
+from landscape.sharpness import GEOMETRIES, planned_evaluations, sharpness_report
 
 DEFAULT_RHO = {"average": 0.05, "worst": 0.1}
 LOSS = torch.nn.functional.cross_entropy

@@ -1,1 +1,68 @@
-"""Training teachers and self-distilled students: data, models, KD losses, checkpoints."""
+"""Training teachers and self-distilled students: data, models, KD losses, checkpoints.
+
+The public names, by group (``distill.__all__``; each is imported on first use):
+
+Data
+    load_dataset, dataset_from_description, DatasetBundle, DATASETS
+Models
+    build_model, ARCHITECTURES, count_parameters
+Losses
+    KDConfig, kd_loss, ALPHA_MEANING
+Training
+    Recipe, TEACHER_RECIPES, train_teacher, train_student, recipe_for_student, evaluate
+Checkpoints
+    save_checkpoint, load_checkpoint, file_sha256
+Analysis data
+    load_for_analysis, open_checkpoint, first_examples, LoadedCheckpoint
+Errors
+    DistillInputError
+
+``distill`` never imports ``landscape``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_dataset": "distill.data",
+    "dataset_from_description": "distill.data",
+    "DatasetBundle": "distill.data",
+    "DATASETS": "distill.data",
+    "build_model": "distill.models",
+    "ARCHITECTURES": "distill.models",
+    "count_parameters": "distill.models",
+    "KDConfig": "distill.losses",
+    "kd_loss": "distill.losses",
+    "ALPHA_MEANING": "distill.losses",
+    "Recipe": "distill.trainer",
+    "TEACHER_RECIPES": "distill.trainer",
+    "train_teacher": "distill.trainer",
+    "train_student": "distill.trainer",
+    "recipe_for_student": "distill.trainer",
+    "evaluate": "distill.trainer",
+    "save_checkpoint": "distill.checkpoint",
+    "load_checkpoint": "distill.checkpoint",
+    "file_sha256": "distill.checkpoint",
+    "load_for_analysis": "distill.analysis",
+    "open_checkpoint": "distill.analysis",
+    "first_examples": "distill.analysis",
+    "LoadedCheckpoint": "distill.analysis",
+    "DistillInputError": "distill.errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'distill' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -49,6 +49,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape a checkpoint's numbers."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     versions["numpy"] = np.__version__
     try:

@@ -49,6 +49,7 @@ class KDConfig:
             raise DistillInputError(f"--alpha {self.alpha}: must lie in [0, 1] ({ALPHA_MEANING})")
 
     def to_metadata(self) -> dict:
+        """The settings as recorded in a checkpoint, with alpha's meaning spelled out."""
         return {**asdict(self), "alpha_meaning": ALPHA_MEANING}
 
 

@@ -79,6 +79,7 @@ class CNN1D(nn.Module):
         self.classifier = nn.Linear(width * out_length, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of 1D signals, ``(n, length)`` or ``(n, channels, length)``."""
         if x.dim() == 2 and self.in_channels == 1:
             x = x.unsqueeze(1)
         return self.classifier(self.features(x).flatten(1))
@@ -132,6 +133,7 @@ class LeNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images."""
         return self.classifier(self.features(x).flatten(1))
 
 
@@ -162,6 +164,7 @@ class ZeroPadShortcut(nn.Module):
         self.pad = (extra // 2, extra - extra // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Subsample by the stride and zero-pad the new channels (option-A shortcut)."""
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, *self.pad))
 
@@ -186,6 +189,7 @@ class BasicBlock(nn.Module):
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -230,6 +234,7 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images."""
         out = self.stages(self.stem(x))
         return self.fc(self.pool(out).flatten(1))
 
@@ -338,6 +343,7 @@ class VGG(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images."""
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 

@@ -256,6 +256,7 @@ class LogitEnsemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' logits."""
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 

@@ -1,7 +1,116 @@
-"""Loss-landscape analysis for any `torch.nn.Module`.
+"""Loss-landscape analysis for any ``torch.nn.Module``, any loss and any DataLoader.
 
-Hessian-vector products, top eigenvalues (Lanczos, power iteration), trace (Hutchinson,
-Hutch++), spectral density, filter-normalized directions, loss surfaces in HDF5 and
-their plots. Works on any model, any loss and any iterable of ``(inputs, targets)``
-batches; imports neither ``distill`` nor ``cli``.
+One call each for what a user does (the same defaults as the command line)::
+
+    import landscape
+    result = landscape.model_curvature(model, F.cross_entropy, loader, top_k=5, trace=True)
+    result.eigenvalues, result.trace.estimate, result.eigen.residuals
+    landscape.loss_surface(model, F.cross_entropy, loader, "surf.h5", x_range="-1:1:51",
+                           y_range="-1:1:51")
+    landscape.plot_surfaces(["surf.h5"], "surf.pdf", kind="contour")
+    landscape.sharpness_report(model, F.cross_entropy, batches, rho=0.05)
+
+The public names, by group (``landscape.__all__``; each is imported on first use, so
+``import landscape`` itself is cheap):
+
+Operators
+    CurvatureOperator, DenseOperator, DifferenceOperator, MeanLossOperator,
+    HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator
+Solvers
+    lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq, gradient_start,
+    EigenResult, TraceResult, SpectralQuadrature
+Measurements
+    model_curvature, measure_curvature, data_parallel_curvature, CurvatureRequest,
+    CurvatureResult, curvature_report, ggn_split, GGNSplit, fit_temperature,
+    TemperatureScaled, temperature_matched_curvature
+Surfaces
+    loss_surface, SurfaceResult, random_direction, interpolation_direction,
+    hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces
+Sharpness
+    sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
+Comparison
+    profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
+Errors
+    LandscapeInputError
+
+``landscape`` imports neither ``distill`` nor ``cli``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # Operators
+    "CurvatureOperator": "landscape.operators.base",
+    "DenseOperator": "landscape.operators.base",
+    "DifferenceOperator": "landscape.operators.base",
+    "MeanLossOperator": "landscape.operators.mean_loss",
+    "HessianOperator": "landscape.operators.hessian",
+    "GGNOperator": "landscape.operators.ggn",
+    "residual_operator": "landscape.operators.ggn",
+    "make_operator": "landscape.operators.kinds",
+    "DataParallelOperator": "landscape.distributed.operator",
+    # Solvers
+    "lanczos": "landscape.curvature.eigen.lanczos",
+    "power_iteration": "landscape.curvature.eigen.power",
+    "EigenResult": "landscape.curvature.eigen.result",
+    "hutchinson_trace": "landscape.curvature.trace.hutchinson",
+    "hutchpp_trace": "landscape.curvature.trace.meyer2020hutch",
+    "TraceResult": "landscape.curvature.trace.result",
+    "slq": "landscape.curvature.density.slq",
+    "SpectralQuadrature": "landscape.curvature.density.slq",
+    # Measurements
+    "model_curvature": "landscape.curvature.measure",
+    "measure_curvature": "landscape.curvature.measure",
+    "CurvatureRequest": "landscape.curvature.measure",
+    "CurvatureResult": "landscape.curvature.measure",
+    "gradient_start": "landscape.curvature.measure",
+    "data_parallel_curvature": "landscape.distributed.operator",
+    "curvature_report": "landscape.curvature.report",
+    "ggn_split": "landscape.curvature.gauss_newton",
+    "GGNSplit": "landscape.curvature.gauss_newton",
+    "fit_temperature": "landscape.curvature.temperature",
+    "TemperatureScaled": "landscape.curvature.temperature",
+    "temperature_matched_curvature": "landscape.curvature.temperature",
+    # Surfaces
+    "loss_surface": "landscape.surface.loss_surface",
+    "SurfaceResult": "landscape.surface.loss_surface",
+    "random_direction": "landscape.surface.directions",
+    "interpolation_direction": "landscape.surface.directions",
+    "hessian_directions": "landscape.surface.directions",
+    "filter_normalize": "landscape.surface.directions",
+    "SurfaceEvaluator": "landscape.surface.evaluate",
+    "SurfaceStore": "landscape.surface.store",
+    "plot_surfaces": "landscape.surface.plot",
+    # Sharpness
+    "sharpness_report": "landscape.sharpness.report",
+    "average_sharpness": "landscape.sharpness.average",
+    "worst_sharpness": "landscape.sharpness.worst",
+    "PerturbedLoss": "landscape.sharpness.objective",
+    # Comparison
+    "profile_model": "landscape.compare.profile",
+    "ProfileSettings": "landscape.compare.profile",
+    "basin_width": "landscape.compare.profile",
+    "with_changes": "landscape.compare.table",
+    "to_markdown": "landscape.compare.table",
+    "to_csv": "landscape.compare.table",
+    # Errors
+    "LandscapeInputError": "landscape.errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'landscape' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

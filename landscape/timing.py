@@ -14,8 +14,10 @@ import torch
 
 
 def clock_for(device: torch.device) -> Callable[[], float]:
-    """A function returning seconds: CPU time of this process on CPU, synchronised wall
-    time on CUDA."""
+    """A function returning seconds for timing work on ``device``.
+
+    CPU time of this process on a CPU, synchronised wall time on CUDA.
+    """
     if device.type == "cuda":
 
         def synchronized() -> float:

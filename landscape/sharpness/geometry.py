@@ -12,7 +12,7 @@ coordinates :math:`u = \delta / c` (Kwon et al. 2021, ASAM; Andriushchenko et al
   axes) gets the filter's root-mean-square weight
   :math:`c = \lVert w_j \rVert_2 / \sqrt{m_j} + \eta` (:math:`m_j` entries). A Gaussian
   :math:`c \odot z` is then, filter by filter, Li et al.'s (2018) filter-normalized
-  direction, the one :mod:`landscape.directions` draws for loss surfaces. One-axis
+  direction, the one :mod:`landscape.surface.directions` draws for loss surfaces. One-axis
   tensors (biases, BatchNorm scales and shifts) get :math:`c = 0` and are not perturbed,
   as with loss-landscape's ``--xignore biasbn``. Invariant to rescaling whole filters or
   layers.

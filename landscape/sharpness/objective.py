@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.errors import LandscapeInputError
-from landscape.hessian import (
-    BN_MODES,
+from landscape._types import (
     Batch,
     LossFunction,
     analysis_mode,
     batch_weights,
-    select_parameters,
+    check_bn_mode,
+    move_batch,
 )
+from landscape.errors import LandscapeInputError
+from landscape.operators.mean_loss import ParameterSelection, select_parameters
 
 
 class PerturbedLoss:
@@ -51,12 +52,11 @@ class PerturbedLoss:
         model: nn.Module,
         loss_fn: LossFunction,
         batches: Iterable[Batch],
-        params: Sequence[str] | Sequence[nn.Parameter] | None = None,
+        params: ParameterSelection = None,
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
     ) -> None:
-        if bn_mode not in BN_MODES:
-            raise LandscapeInputError(f"bn_mode {bn_mode!r}: choose one of {', '.join(BN_MODES)}")
+        check_bn_mode(bn_mode)
         self.names = select_parameters(model, params)
         first = next(iter(model.parameters()))
         dtype = dtype or first.dtype
@@ -64,7 +64,7 @@ class PerturbedLoss:
             model = copy.deepcopy(model).to(dtype)
         self.model, self.loss_fn, self.bn_mode = model, loss_fn, bn_mode
         self.dtype, self.device = dtype, first.device
-        self.batches = [tuple(_to(t, self.device, dtype) for t in b) for b in batches]
+        self.batches = [move_batch(b, self.device, dtype) for b in batches]
         self.batch_weights = batch_weights(self.batches)
         named = dict(model.named_parameters())
         self.weights = {n: named[n].detach() for n in self.names}
@@ -117,12 +117,6 @@ class PerturbedLoss:
             n: torch.zeros_like(leaves[n]) if g is None else g
             for n, g in zip(self.names, grads, strict=True)
         }
-
-
-def _to(x: object, device: torch.device, dtype: torch.dtype) -> object:
-    if isinstance(x, Tensor):
-        return x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-    return x
 
 
 def gaussian_direction(weights: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape._types import Batch, LossFunction
 from landscape.errors import LandscapeInputError
-from landscape.hessian import Batch, LossFunction
 from landscape.sharpness.average import average_sharpness
 from landscape.sharpness.geometry import GEOMETRIES
 from landscape.sharpness.objective import PerturbedLoss

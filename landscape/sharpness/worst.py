@@ -62,7 +62,7 @@ def worst_sharpness(
     seed: int = 0,
     eta: float = 0.0,
 ) -> SharpnessResult:
-    """Projected gradient ascent for the worst-case loss increase in the ``rho``-ball.
+    r"""Projected gradient ascent for the worst-case loss increase in the ``rho``-ball.
 
     Args:
         objective: The model's loss over the measured data (:class:`PerturbedLoss`).

@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli._loading import load_for_analysis
 from cli.main import cli
+from distill.analysis import load_for_analysis
+from landscape.curvature.temperature import TemperatureScaled
 from landscape.sharpness import sharpness_report
-from landscape.temperature import TemperatureScaled
 
 SMALL = ["--samples", "64", "--draws", "2", "--steps", "2", "--restarts", "1", "--threads", "1"]
 

@@ -8,11 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 import cli.surface as surface_module
+import landscape.surface.loss_surface as loss_surface_module
 from cli.main import cli
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.trainer import Recipe, evaluate, train_teacher
-from landscape.store import SurfaceSpec, SurfaceStore
+from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 SMALL = [
     "--x",
@@ -180,7 +181,7 @@ def test_eigen_directions_and_options(tmp_path, mnist1d_teacher):
 def test_interrupted_run_resumes_to_the_same_file(tmp_path, mnist1d_teacher, monkeypatch):
     full, part = tmp_path / "full.h5", tmp_path / "part.h5"
     assert run("surface", mnist1d_teacher, *SMALL, "--out", full).exit_code == 0
-    original = surface_module.compute_surface
+    original = loss_surface_module.compute_surface
 
     def interrupted(evaluator, data, coords, pending, write, progress):
         def write_then_stop(indices, values):
@@ -189,11 +190,11 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, mnist1d_teacher, mon
 
         original(evaluator, data, coords, pending, write_then_stop, progress, max_block=2)
 
-    monkeypatch.setattr(surface_module, "compute_surface", interrupted)
+    monkeypatch.setattr(loss_surface_module, "compute_surface", interrupted)
     stopped = run("surface", mnist1d_teacher, *SMALL, "--out", part)
     assert stopped.exit_code == 130 and "--resume" in stopped.stderr
     assert SurfaceStore.read(part).done.sum() == 2
-    monkeypatch.setattr(surface_module, "compute_surface", original)
+    monkeypatch.setattr(loss_surface_module, "compute_surface", original)
     assert_one_line_error(run("surface", mnist1d_teacher, *SMALL, "--out", part), "--resume")
     other = run("surface", mnist1d_teacher, *SMALL[:-1], "--seed", "1", "--resume", "--out", part)
     assert_one_line_error(other, "other settings (seed")

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from landscape.distributed_surface import FAILURE_VARIABLE
-from landscape.store import SurfaceStore
+from landscape.distributed.surface import FAILURE_VARIABLE
+from landscape.surface.store import SurfaceStore
 
 GRID = ["--x", "-1:1:5", "--y", "-0.5:0.5:4", "--samples", "300", "--batch-size", "100"]
 POINTS = 20
@@ -130,7 +130,7 @@ def test_a_killed_rank_leaves_a_file_that_resume_completes(mnist1d_teacher, refe
 
 @slow
 def test_hessian_on_two_processes_matches_one(mnist1d_teacher, tmp_path):
-    args = ["--top-k", "3", "--trace", "--probes", "20", "--samples", "300", "--float64"]
+    args = ["--top-k", "3", "--trace", "--trace-matvecs", "20", "--samples", "300", "--float64"]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     run_single("hessian", mnist1d_teacher, *args, "--threads", "1", "--quiet", "--json", one)
     result = torchrun("hessian", mnist1d_teacher, *args, "--json", two)

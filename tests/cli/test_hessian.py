@@ -6,10 +6,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli._loading import load_for_analysis
 from cli.main import cli
+from distill.analysis import load_for_analysis
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from landscape.curvature import CurvatureRequest, measure_curvature
+from landscape.curvature.measure import CurvatureRequest, measure_curvature
+from landscape.operators.hessian import HessianOperator
 
 SMALL = ["--samples", "128", "--threads", "1", "--quiet"]
 
@@ -27,14 +28,14 @@ def assert_one_line_error(result, needle):
 
 def test_report_matches_the_library(mnist1d_teacher, tmp_path):
     out = tmp_path / "h.json"
-    result = run("hessian", mnist1d_teacher, "--top-k", 2, "--trace", "--probes", 9,
+    result = run("hessian", mnist1d_teacher, "--top-k", 2, "--trace", "--trace-matvecs", 9,
                  "--density", "--density-steps", 5, "--json", out, *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     loaded = load_for_analysis(mnist1d_teacher, samples=128, batch_size=128)
-    request = CurvatureRequest(top_k=2, trace=True, probes=9, density=True, density_steps=5)
+    request = CurvatureRequest(top_k=2, trace=True, trace_matvecs=9, density=True, density_steps=5)
     expected = measure_curvature(
-        loaded.model, torch.nn.functional.cross_entropy, loaded.batches, request
+        HessianOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches), request
     )
     assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-6)
     assert report["trace"]["estimate"] == pytest.approx(expected.trace.estimate, rel=1e-6)
@@ -63,9 +64,9 @@ def test_default_batches_of_256_keep_their_graphs(mnist1d_teacher, tmp_path):
     assert report["data"]["batch_size"] == 256 and report["data"]["graphs_kept"] is True
     loaded = load_for_analysis(mnist1d_teacher, samples=600, batch_size=600)
     one_batch = measure_curvature(
-        loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
+        HessianOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches),
         CurvatureRequest(top_k=2),
-    )  # fmt: skip
+    )
     assert report["eigenvalues"] == pytest.approx(one_batch.eigen.eigenvalues.tolist(), rel=1e-4)
     assert report["loss"] == pytest.approx(one_batch.loss, rel=1e-5)
 
@@ -111,7 +112,7 @@ def test_float64_and_power_engine(mnist1d_teacher, tmp_path):
         (["--samples", 0], "--samples 0"),
         (["--samples", -3], "--samples -3"),
         (["--engine", "pyhessian", "--which", "smallest"], "need the lanczos engine"),
-        (["--trace", "--probes", 2], "probes 2"),
+        (["--trace", "--trace-matvecs", 2], "--trace-matvecs 2"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(mnist1d_teacher, args, needle):

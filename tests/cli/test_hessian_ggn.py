@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli._loading import load_for_analysis
 from cli.main import cli
-from landscape.curvature import CurvatureRequest
-from landscape.ggn_curvature import measure_ggn_curvature
+from distill.analysis import load_for_analysis
+from landscape.curvature.measure import CurvatureRequest, measure_curvature
+from landscape.operators.ggn import GGNOperator
 
 SMALL = ["--samples", "128", "--threads", "1", "--quiet"]
 
@@ -21,14 +21,14 @@ def run(*args):
 def test_ggn_report_matches_the_library(mnist1d_teacher, tmp_path):
     out = tmp_path / "g.json"
     result = run("hessian", mnist1d_teacher, "--operator", "ggn", "--top-k", 2, "--trace",
-                 "--probes", 9, "--json", out, *SMALL)  # fmt: skip
+                 "--trace-matvecs", 9, "--json", out, *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     loaded = load_for_analysis(mnist1d_teacher, samples=128, batch_size=128)
-    expected = measure_ggn_curvature(
-        loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
-        CurvatureRequest(top_k=2, trace=True, probes=9),
-    )  # fmt: skip
+    expected = measure_curvature(
+        GGNOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches),
+        CurvatureRequest(top_k=2, trace=True, trace_matvecs=9),
+    )
     assert report["operator"] == "ggn" and report["hvp"] == "ggn/cross_entropy"
     assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-6)
     assert report["trace"]["estimate"] == pytest.approx(expected.trace.estimate, rel=1e-6)

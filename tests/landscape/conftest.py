@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from cases import CASES, LOW_RANK_CASES, dense_hessian, make_float64
 from torch import Tensor, nn
 
-from landscape.hessian import HessianOperator
+from landscape.operators.hessian import HessianOperator
+from tests.landscape.cases import CASES, LOW_RANK_CASES, dense_hessian, make_float64
 
 
 @dataclass

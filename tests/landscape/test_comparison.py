@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from landscape.comparison import (
+from landscape.compare.table import (
     by_generation,
     claims_table,
     count_wins,

@@ -7,29 +7,37 @@ import json
 import pytest
 import torch
 
-from landscape.curvature import CurvatureRequest, measure_curvature
+from landscape.curvature.measure import CurvatureRequest, measure_curvature
+from landscape.curvature.report import curvature_report, format_summary
+from landscape.curvature.trace import rademacher
 from landscape.errors import LandscapeInputError
-from landscape.report import curvature_report, format_summary
 
 
 def test_eigenvalues_trace_density_against_dense(problem):
     dim = problem.dense.shape[0]
     # Blocks of 2: the least-squares case has eigenvalues of multiplicity 2.
-    request = CurvatureRequest(top_k=2, tol=1e-10, trace=True, probes=3 * dim, density=True,
+    request = CurvatureRequest(top_k=2, tol=1e-10, trace=True, trace_matvecs=3 * dim, density=True,
                                density_steps=4, block_size=2)  # fmt: skip
-    result = measure_curvature(problem.model, problem.loss_fn, problem.batches, request)
+    result = measure_curvature(problem.operator(), request)
     exact = torch.linalg.eigvalsh(problem.dense)
     torch.testing.assert_close(result.eigen.eigenvalues, exact.flip(0)[:2], rtol=1e-6, atol=1e-10)
     # Hutch++ with a sketch as large as the dimension is exact.
     assert result.trace.estimate == pytest.approx(float(exact.sum()), rel=1e-8, abs=1e-10)
-    assert result.density.nodes.shape == (1, 4)
+    # SLQ with 4 nodes integrates polynomials up to degree 7 exactly: v^T H^p v, v = z/|z|.
+    z = rademacher(dim, 1, torch.Generator().manual_seed(0), torch.float64, torch.device("cpu"))
+    v = z[:, 0] / z.norm()
+    for power in (1, 2, 3):
+        exact_moment = v @ torch.linalg.matrix_power(problem.dense, power) @ v
+        assert float(result.density.moment(power)[0]) == pytest.approx(
+            float(exact_moment), rel=1e-7, abs=1e-10
+        )
     assert result.matvecs == (result.eigen.matvecs + result.trace.matvecs + result.density.matvecs)
     assert result.dtype == torch.float64 and result.hvp == "double_backward"
 
 
 def test_report_has_the_design_fields_and_is_json(problem):
-    request = CurvatureRequest(top_k=1, trace=True, probes=6, trace_method="hutchinson")
-    result = measure_curvature(problem.model, problem.loss_fn, problem.batches, request)
+    request = CurvatureRequest(top_k=1, trace=True, trace_matvecs=6, trace_method="hutchinson")
+    result = measure_curvature(problem.operator(), request)
     data = {"dataset": "x", "split": "train"}
     report = curvature_report(
         result, request, checkpoint="m.safetensors", checkpoint_sha256="ab", data=data
@@ -45,8 +53,8 @@ def test_report_has_the_design_fields_and_is_json(problem):
 
 
 def test_pyhessian_method_runs_the_package(problem):
-    request = CurvatureRequest(top_k=1, method="pyhessian", tol=1e-4, trace=True, probes=4)
-    result = measure_curvature(problem.model, problem.loss_fn, problem.batches, request)
+    request = CurvatureRequest(top_k=1, engine="pyhessian", tol=1e-4, trace=True, trace_matvecs=4)
+    result = measure_curvature(problem.operator(), request)
     exact = torch.linalg.eigvalsh(problem.dense)
     top = exact[exact.abs().argmax()]
     assert float(result.eigen.eigenvalues[0]) == pytest.approx(float(top), rel=5e-3)
@@ -55,10 +63,8 @@ def test_pyhessian_method_runs_the_package(problem):
 
 def test_progress_sees_every_product(problem):
     seen = []
-    request = CurvatureRequest(top_k=1, trace=True, probes=3)
-    result = measure_curvature(
-        problem.model, problem.loss_fn, problem.batches, request, progress=seen.append
-    )
+    request = CurvatureRequest(top_k=1, trace=True, trace_matvecs=3)
+    result = measure_curvature(problem.operator(), request, progress=seen.append)
     assert sum(seen) == result.matvecs
 
 
@@ -67,13 +73,11 @@ def test_progress_sees_every_product(problem):
     [
         ({"top_k": 10**6}, "exceeds the number of parameters"),
         ({"top_k": -1}, "must be >= 0"),
-        ({"method": "power", "which": "smallest"}, "need the lanczos engine"),
+        ({"engine": "power", "which": "smallest"}, "need the lanczos engine"),
         ({"tol": 0}, "tol 0"),
-        ({"trace_method": "magic"}, "trace method"),
+        ({"trace_method": "magic"}, "trace_method"),
     ],
 )
 def test_bad_requests(problem, request_kwargs, message):
     with pytest.raises(LandscapeInputError, match=message):
-        measure_curvature(
-            problem.model, problem.loss_fn, problem.batches, CurvatureRequest(**request_kwargs)
-        )
+        measure_curvature(problem.operator(), CurvatureRequest(**request_kwargs))

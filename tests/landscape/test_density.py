@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscape.density import gaussian_density, slq
-from landscape.operator import DenseOperator
-from landscape.trace import rademacher
+from landscape.curvature.density import gaussian_density, slq
+from landscape.curvature.trace import rademacher
+from landscape.operators.base import DenseOperator
 
 
 def test_quadrature_reproduces_each_probes_moments(problem):
     """Gauss quadrature with m nodes is exact for v^T H^k v, k <= 2m - 1."""
     H = problem.operator()
     probes = rademacher(H.dim, 3, torch.Generator().manual_seed(0), H.dtype, H.device)
-    quadrature = slq(H, steps=6, probes=probes)
+    quadrature = slq(H, steps=6, vectors=probes)
     unit = probes / probes.norm(dim=0)
     for power in (1, 2, 3):
         exact = (unit * (torch.linalg.matrix_power(problem.dense, power) @ unit)).sum(dim=0)
@@ -27,7 +27,7 @@ def test_quadrature_reproduces_each_probes_moments(problem):
 def test_moments_estimate_normalised_traces(problem):
     """Over many probes, the moments estimate tr(H)/n and tr(H^2)/n within 4 SE."""
     H = problem.operator()
-    quadrature = slq(H, num_probes=40, steps=8, seed=1, block_size=40)
+    quadrature = slq(H, probes=40, steps=8, seed=1, block_size=40)
     n = H.dim
     for power in (1, 2):
         samples = quadrature.moment(power)
@@ -56,7 +56,7 @@ def test_krylov_space_closing_early_is_handled():
 
 def test_gaussian_density_integrates_to_one():
     A = DenseOperator(torch.diag(torch.linspace(-1, 3, 50, dtype=torch.float64)))
-    quadrature = slq(A, num_probes=2, steps=10)
+    quadrature = slq(A, probes=2, steps=10)
     grid = torch.linspace(-3, 5, 4001, dtype=torch.float64)
     density = gaussian_density(quadrature, grid, sigma=0.1)
     assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, abs=1e-6)

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from surface_problems import cnn_batchnorm, mlp
 from torch import nn
 
-from landscape.directions import (
+from landscape.errors import LandscapeInputError
+from landscape.surface.directions import (
     eigen_directions,
     filter_normalize,
     hessian_directions,
@@ -12,7 +12,7 @@ from landscape.directions import (
     normalize_direction,
     random_direction,
 )
-from landscape.errors import LandscapeInputError
+from tests.landscape.surface_problems import cnn_batchnorm, mlp
 
 
 def _filter_norms(t: torch.Tensor) -> torch.Tensor:

@@ -20,29 +20,30 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from landscape import distributed
-from landscape.curvature import CurvatureRequest, measure_curvature
-from landscape.data_parallel import DataParallelOperator, data_parallel
-from landscape.distributed_surface import (
+from landscape.curvature.measure import CurvatureRequest, measure_curvature
+from landscape.distributed import process as distributed
+from landscape.distributed.operator import DataParallelOperator, data_parallel_operator
+from landscape.distributed.surface import (
     FAILURE_VARIABLE,
     DistributedRunError,
     compute_surface_distributed,
     store_on_main,
 )
 from landscape.errors import LandscapeInputError
-from landscape.ggn import GGNOperator
-from landscape.ggn_curvature import measure_ggn_curvature
-from landscape.hessian import HessianOperator
-from landscape.store import SurfaceSpec, SurfaceStore
-from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+from landscape.operators.ggn import GGNOperator
+from landscape.operators.hessian import HessianOperator
+from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 WORLD = 2
 SIZES = (13, 11, 9, 7)  # rank 0 holds the first two batches (24 examples), rank 1 the rest
 REQUEST = CurvatureRequest(
-    top_k=3, tol=1e-10, trace=True, probes=20, density=True, density_steps=6, seed=3
+    top_k=3, tol=1e-10, trace=True, trace_matvecs=20, density=True, density_steps=6, seed=3
 )
-POWER = CurvatureRequest(top_k=2, method="power", tol=1e-8, seed=1)
-GGN_REQUEST = CurvatureRequest(top_k=2, tol=1e-10, trace=True, trace_method="hutchinson", probes=8)
+POWER = CurvatureRequest(top_k=2, engine="power", tol=1e-8, seed=1)
+GGN_REQUEST = CurvatureRequest(
+    top_k=2, tol=1e-10, trace=True, trace_method="hutchinson", trace_matvecs=8
+)
 GRID = (np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 4))
 FAIL_AFTER = 3  # rank 1 fails after this many points, one point per rank and round
 
@@ -138,28 +139,22 @@ def _scenarios(folder: Path):
     local = distributed.shard_batches(batches)
     out = {"local_examples": sum(len(y) for _, y in local)}
     out["hessian"] = _curvature(
-        measure_curvature(
-            model, loss_fn, local, REQUEST, operator_factory=data_parallel(HessianOperator)
-        )
+        measure_curvature(data_parallel_operator("hessian", model, loss_fn, local), REQUEST)
     )
     out["power"] = _curvature(
-        measure_curvature(
-            model, loss_fn, local, POWER, operator_factory=data_parallel(HessianOperator)
-        )
+        measure_curvature(data_parallel_operator("hessian", model, loss_fn, local), POWER)
     )
     out["ggn"] = _curvature(
-        measure_ggn_curvature(
-            model, loss_fn, local, GGN_REQUEST, operator_factory=data_parallel(GGNOperator)
-        )
+        measure_curvature(data_parallel_operator("ggn", model, loss_fn, local), GGN_REQUEST)
     )
-    operator = data_parallel(HessianOperator)(model, loss_fn, local)
+    operator = data_parallel_operator("hessian", model, loss_fn, local)
     out["dense"] = operator.to_dense()
     out["gradient"] = operator.gradient()
     poisoned = [(x.clone(), y) for x, y in local]
     if distributed.rank() == 1:
         poisoned[0][0][0, 0] = float("nan")
     try:
-        data_parallel(HessianOperator)(model, loss_fn, poisoned)
+        data_parallel_operator("hessian", model, loss_fn, poisoned)
         out["nan"] = None
     except LandscapeInputError as err:
         out["nan"] = str(err)
@@ -217,9 +212,9 @@ def single():
     torch.set_num_threads(1)
     model, loss_fn, batches = _problem()
     return {
-        "hessian": _curvature(measure_curvature(model, loss_fn, batches, REQUEST)),
-        "power": _curvature(measure_curvature(model, loss_fn, batches, POWER)),
-        "ggn": _curvature(measure_ggn_curvature(model, loss_fn, batches, GGN_REQUEST)),
+        "hessian": _curvature(measure_curvature(HessianOperator(model, loss_fn, batches), REQUEST)),
+        "power": _curvature(measure_curvature(HessianOperator(model, loss_fn, batches), POWER)),
+        "ggn": _curvature(measure_curvature(GGNOperator(model, loss_fn, batches), GGN_REQUEST)),
         "operator": HessianOperator(model, loss_fn, batches),
     }
 
@@ -310,7 +305,7 @@ def test_one_process_wrapper_is_the_local_operator():
     local = HessianOperator(model, loss_fn, batches)
     wrapped = DataParallelOperator(local)
     assert torch.equal(wrapped.to_dense(), local.to_dense())
-    assert wrapped.engine == "double_backward" and wrapped.num_examples == sum(SIZES)
+    assert wrapped.hvp == "double_backward" and wrapped.num_examples == sum(SIZES)
 
 
 def test_rank_0_alone_opens_the_file_which_equals_the_one_process_file(ranks, folder, tmp_path):
@@ -333,7 +328,9 @@ def test_when_rank_0_cannot_open_the_file_the_others_stop_quietly_with_code_2(ra
     assert ranks[1]["store"]["failure"] == ("DistributedRunError", 2)
 
 
-@pytest.mark.parametrize("name", ["landscape.distributed", "landscape.data_parallel"])
+@pytest.mark.parametrize(
+    "name", ["landscape.distributed.process", "landscape.distributed.operator"]
+)
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscape.eigen import lanczos, power_iteration
+from landscape.curvature.eigen import lanczos, power_iteration
 from landscape.errors import LandscapeInputError
-from landscape.operator import DenseOperator
+from landscape.operators.base import DenseOperator
 
 
 def assert_eigenvectors_match(dense, values, vectors, rtol=1e-6):
@@ -39,7 +39,7 @@ def test_lanczos_matches_dense_eigenpairs(problem, which, block_size):
         problem.dense @ result.eigenvectors - result.eigenvectors * result.eigenvalues
     ).norm(dim=0)
     torch.testing.assert_close(result.residuals, residuals, rtol=1e-4, atol=1e-10)
-    assert result.converged and result.method == "lanczos"
+    assert result.converged and result.engine == "lanczos"
     assert result.matvecs == H.matvecs <= H.dim + block_size - 1
 
 
@@ -85,7 +85,7 @@ def test_lanczos_bad_arguments(problem, kwargs, message):
 
 def test_power_iteration_matches_largest_magnitude(problem):
     H = problem.operator()
-    result = power_iteration(H, k=1, tol=1e-14, max_iter=3000, seed=0)
+    result = power_iteration(H, k=1, tol=1e-14, max_matvecs=3000, seed=0)
     exact = torch.linalg.eigvalsh(problem.dense)
     target = exact[exact.abs().argmax()]
     assert float(result.eigenvalues[0]) == pytest.approx(float(target), rel=1e-6)
@@ -94,12 +94,12 @@ def test_power_iteration_matches_largest_magnitude(problem):
         - result.eigenvalues[0] * result.eigenvectors[:, 0]
     ).norm()
     assert float(result.residuals[0]) == pytest.approx(float(residual), rel=1e-6, abs=1e-12)
-    assert result.matvecs == H.matvecs and result.method == "power"
+    assert result.matvecs == H.matvecs and result.engine == "power"
 
 
 def test_power_iteration_deflates():
     A = DenseOperator(torch.diag(torch.tensor([4.0, -3.0, 1.0, 0.1], dtype=torch.float64)))
-    result = power_iteration(A, k=3, tol=1e-14, max_iter=5000)
+    result = power_iteration(A, k=3, tol=1e-14, max_matvecs=15000)
     assert result.eigenvalues.tolist() == pytest.approx([4.0, -3.0, 1.0], rel=1e-6)
     assert result.converged
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import CASES, dense_hessian, make_float64
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
-from landscape.curvature import CurvatureRequest
+from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.errors import LandscapeInputError
-from landscape.ggn import (
+from landscape.operators.ggn import (
     GGNOperator,
     autograd_output_hessian,
     cross_entropy_output_hessian,
     residual_operator,
 )
-from landscape.ggn_curvature import measure_ggn_curvature
-from landscape.hessian import HessianOperator
+from landscape.operators.hessian import HessianOperator
+from tests.landscape.cases import CASES, dense_hessian, make_float64
 
 
 def dense_ggn(model, loss_fn, batches) -> torch.Tensor:
@@ -160,10 +159,12 @@ def test_gradient_is_the_mean_loss_gradient(case_problem):
 def test_measure_ggn_curvature_runs_the_hessian_solvers_on_the_ggn():
     model, loss_fn, batches = make_float64(CASES[0])
     dense = torch.linalg.eigvalsh(dense_ggn(model, loss_fn, batches))
-    request = CurvatureRequest(top_k=3, tol=1e-10, trace=True, probes=9)
-    result = measure_ggn_curvature(model, loss_fn, batches, request)
+    request = CurvatureRequest(top_k=3, tol=1e-10, trace=True, trace_matvecs=9)
+    result = measure_curvature(GGNOperator(model, loss_fn, batches), request)
     torch.testing.assert_close(result.eigen.eigenvalues, dense.flip(0)[:3])
     assert result.hvp == "ggn/cross_entropy" and result.trace.matvecs == 9
     assert result.matvecs == result.eigen.matvecs + 9
     with pytest.raises(LandscapeInputError, match="pyhessian"):
-        measure_ggn_curvature(model, loss_fn, batches, CurvatureRequest(method="pyhessian"))
+        measure_curvature(
+            GGNOperator(model, loss_fn, batches), CurvatureRequest(engine="pyhessian")
+        )

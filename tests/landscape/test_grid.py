@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from landscape.errors import LandscapeInputError
-from landscape.grid import MAX_POINTS, check_grid_size, parse_axis
+from landscape.surface.grid import MAX_POINTS, check_grid_size, parse_axis
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from landscape.errors import LandscapeInputError
-from landscape.plot import KINDS, load_surface, plot_surfaces
-from landscape.store import SurfaceSpec, SurfaceStore
-from landscape.surface import PointValues, grid_points
+from landscape.surface.evaluate import PointValues, grid_points
+from landscape.surface.plot import KINDS, load_surface, plot_surfaces
+from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 

@@ -1,4 +1,4 @@
-"""The pyhessian package, run through landscape.pyhessian_engine, against flatscape."""
+"""The pyhessian package, run through landscape.curvature.pyhessian, against flatscape."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.eigen import lanczos
-from landscape.hessian import HessianOperator
-from landscape.pyhessian_engine import pyhessian_density, pyhessian_eigenvalues, pyhessian_trace
+from landscape.curvature.eigen import lanczos
+from landscape.curvature.pyhessian import pyhessian_density, pyhessian_eigenvalues, pyhessian_trace
+from landscape.operators.hessian import HessianOperator
 
 
 def test_top_eigenvalue_agrees_with_lanczos_within_half_a_percent(problem):
@@ -33,14 +33,14 @@ def test_converged_pyhessian_matches_dense_top_eigenpairs(problem):
     torch.testing.assert_close(result.eigenvalues, by_magnitude[:2], rtol=1e-5, atol=1e-9)
     residuals = problem.dense @ result.eigenvectors - result.eigenvectors * result.eigenvalues
     torch.testing.assert_close(result.residuals, residuals.norm(dim=0), rtol=1e-5, atol=1e-8)
-    assert result.method == "pyhessian" and result.matvecs > 2
+    assert result.engine == "pyhessian" and result.matvecs > 2
 
 
 def test_users_model_rng_and_torch_are_left_alone(problem):
     modes = [m.training for m in problem.model.modules()]
     rng, eig = torch.get_rng_state(), torch.eig
     pyhessian_eigenvalues(problem.model, problem.loss_fn, problem.batches, k=1)
-    pyhessian_trace(problem.model, problem.loss_fn, problem.batches, num_matvecs=3)
+    pyhessian_trace(problem.model, problem.loss_fn, problem.batches, matvecs=3)
     assert [m.training for m in problem.model.modules()] == modes
     assert all(p.grad is None for p in problem.model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
@@ -58,7 +58,7 @@ def test_trace_runs_every_probe_even_when_negative():
     def negative_mse(outputs, targets):
         return -nn.functional.mse_loss(outputs, targets)
 
-    result = pyhessian_trace(model, negative_mse, [(x, y)], num_matvecs=40, seed=1)
+    result = pyhessian_trace(model, negative_mse, [(x, y)], matvecs=40, seed=1)
     exact = float(torch.trace(HessianOperator(model, negative_mse, [(x, y)]).to_dense()))
     assert exact < 0 and result.matvecs == 40
     assert abs(result.estimate - exact) <= 4 * result.stderr

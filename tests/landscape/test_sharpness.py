@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import dense_hessian
 from torch import nn
 
 from landscape.errors import LandscapeInputError
@@ -18,6 +17,7 @@ from landscape.sharpness import (
     worst_sharpness,
 )
 from landscape.sharpness.objective import gaussian_direction
+from tests.landscape.cases import dense_hessian
 
 LOSS = nn.functional.cross_entropy
 

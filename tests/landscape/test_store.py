@@ -9,13 +9,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from surface_problems import classification_data, mlp, reference_loss
 from torch import nn
 
-from landscape.directions import random_direction
 from landscape.errors import LandscapeInputError
-from landscape.store import SurfaceSpec, SurfaceStore
-from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.directions import random_direction
+from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.store import SurfaceSpec, SurfaceStore
+from tests.landscape.surface_problems import classification_data, mlp, reference_loss
 
 CE = nn.functional.cross_entropy
 
@@ -209,9 +209,9 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from surface_problems import classification_data, mlp
     from torch import nn
-    from landscape.directions import random_direction
-    from landscape.store import SurfaceSpec, SurfaceStore
-    from landscape.surface import SurfaceEvaluator, compute_surface, grid_points
+    from landscape.surface.directions import random_direction
+    from landscape.surface.store import SurfaceSpec, SurfaceStore
+    from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
     torch.set_num_threads(1)
     model, batches = mlp(), classification_data([7, 5, 3], (6,))
     g = torch.Generator().manual_seed(0)

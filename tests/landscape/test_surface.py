@@ -1,18 +1,18 @@
 import numpy as np
 import pytest
 import torch
-from surface_problems import classification_data, cnn_batchnorm, mlp, reference_loss
 from torch import nn
 
-from landscape.directions import interpolation_direction, random_direction
 from landscape.errors import LandscapeInputError
-from landscape.surface import (
+from landscape.surface.directions import interpolation_direction, random_direction
+from landscape.surface.evaluate import (
     VMAP_MAX_BATCH,
     SurfaceEvaluator,
     compute_surface,
     evaluate_points,
     grid_points,
 )
+from tests.landscape.surface_problems import classification_data, cnn_batchnorm, mlp, reference_loss
 
 CE = nn.functional.cross_entropy
 

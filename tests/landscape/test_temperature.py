@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
-from cases import dense_hessian
 from torch import nn
 
-from landscape.errors import LandscapeInputError
-from landscape.temperature import (
+from landscape.curvature.temperature import (
     TemperatureScaled,
     fit_temperature,
     temperature_matched_curvature,
 )
+from landscape.errors import LandscapeInputError
+from tests.landscape.cases import dense_hessian
 
 LOSS = nn.functional.cross_entropy
 
@@ -97,7 +97,7 @@ def test_bad_temperature_is_an_input_error():
 
 def test_matched_curvature_reports_raw_and_matched_numbers():
     model, batches = _classifier(all_correct=True)
-    report = temperature_matched_curvature(model, batches, 0.3, top_k=2, trace_probes=5, tol=1e-8)
+    report = temperature_matched_curvature(model, batches, 0.3, top_k=2, trace_matvecs=5, tol=1e-8)
     T = report["temperature"]
     raw = torch.linalg.eigvalsh(dense_hessian(model, LOSS, batches)).flip(0)[:2]
     matched = torch.linalg.eigvalsh(dense_hessian(TemperatureScaled(model, T), LOSS, batches))

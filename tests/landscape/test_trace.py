@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from landscape.curvature.trace import hutchinson_trace, hutchpp_trace, rademacher
 from landscape.errors import LandscapeInputError
-from landscape.operator import DenseOperator
-from landscape.trace import hutchinson_trace, hutchpp_trace, rademacher
+from landscape.operators.base import DenseOperator
 
 ESTIMATORS = [hutchinson_trace, hutchpp_trace]
 
@@ -16,7 +16,7 @@ ESTIMATORS = [hutchinson_trace, hutchpp_trace]
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=["hutchinson", "hutchpp"])
 def test_within_four_standard_errors_of_exact_trace(problem, estimator):
     H = problem.operator()
-    result = estimator(H, num_matvecs=60, seed=0, block_size=20)
+    result = estimator(H, matvecs=60, seed=0, block_size=20)
     exact = float(torch.trace(problem.dense))
     assert result.stderr > 0
     assert abs(result.estimate - exact) <= 4 * result.stderr
@@ -28,7 +28,7 @@ def test_hutchpp_is_exact_below_its_sketch_size(low_rank_problem):
     H = low_rank_problem.operator()
     exact = float(torch.trace(low_rank_problem.dense))
     assert torch.linalg.matrix_rank(low_rank_problem.dense) == 6
-    result = hutchpp_trace(H, num_matvecs=24, seed=3)
+    result = hutchpp_trace(H, matvecs=24, seed=3)
     assert result.estimate == pytest.approx(exact, rel=1e-10)
     assert result.stderr < 1e-10 * abs(exact)
 
@@ -39,7 +39,7 @@ def test_hutchinson_standard_error_matches_its_variance():
     B = torch.randn(30, 30, dtype=torch.float64)
     A = B + B.T
     variance = 2 * (A.pow(2).sum() - A.diagonal().pow(2).sum())
-    result = hutchinson_trace(DenseOperator(A), num_matvecs=4000, seed=1, block_size=500)
+    result = hutchinson_trace(DenseOperator(A), matvecs=4000, seed=1, block_size=500)
     expected = float(variance.sqrt()) / 4000**0.5
     assert result.stderr == pytest.approx(expected, rel=0.1)
 
@@ -48,8 +48,8 @@ def test_hutchpp_beats_hutchinson_on_a_decaying_spectrum():
     torch.manual_seed(0)
     U = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64)).Q
     A = DenseOperator(U @ torch.diag(1.0 / torch.arange(1, 301, dtype=torch.float64) ** 2) @ U.T)
-    plain = hutchinson_trace(A, num_matvecs=30)
-    plus = hutchpp_trace(A, num_matvecs=30)
+    plain = hutchinson_trace(A, matvecs=30)
+    plus = hutchpp_trace(A, matvecs=30)
     assert plus.stderr < plain.stderr / 5
 
 
@@ -62,4 +62,4 @@ def test_rademacher_entries_are_signs():
 @pytest.mark.parametrize("estimator, least", [(hutchinson_trace, 1), (hutchpp_trace, 3)])
 def test_too_few_probes_is_a_user_error(estimator, least):
     with pytest.raises(LandscapeInputError, match="at least"):
-        estimator(DenseOperator(torch.eye(3)), num_matvecs=least - 1)
+        estimator(DenseOperator(torch.eye(3)), matvecs=least - 1)

@@ -1,0 +1,1 @@
+"""Comparing models: one model's flatness profile, and tables of several."""

@@ -1,0 +1,167 @@
+r"""Extreme eigenpairs by (block) Lanczos with full reorthogonalisation.
+
+The Krylov basis :math:`Q_m = [X_0, X_1, \dots]` grows by one block of ``block_size``
+vectors per step: the operator applied to the newest block, orthogonalised twice against
+every earlier vector. The products :math:`W_m = A Q_m` are kept, so the projected matrix
+:math:`T_m = Q_m^\top A Q_m` and the residual of every Ritz pair
+:math:`(\theta_i, y_i = Q_m s_i)`,
+
+.. math::
+    r_i = \lVert A y_i - \theta_i y_i \rVert = \lVert W_m s_i - \theta_i Q_m s_i \rVert ,
+
+are computed exactly, without further products. Iteration stops when every wanted Ritz
+value's error bound is below ``tol`` relative to it (see :func:`ritz_error_bounds`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from landscape.curvature.eigen.result import EigenResult
+from landscape.errors import LandscapeInputError
+from landscape.operators.base import CurvatureOperator
+
+WHICH = ("largest", "smallest")
+
+
+def ritz_error_bounds(theta: Tensor, residuals: Tensor, wanted: Tensor) -> Tensor:
+    r"""Estimated bounds on :math:`|\lambda_i - \theta_i|` for the wanted Ritz values.
+
+    Each Ritz value lies within its residual :math:`r_i` of an eigenvalue; when it is
+    separated by :math:`\delta_i` from the rest of the spectrum the error is at most
+    :math:`r_i^2 / \delta_i` (Kato-Temple). :math:`\delta_i` is estimated by the distance to
+    the nearest other Ritz value, so the bound is :math:`\min(r_i, r_i^2 / \delta_i)`.
+
+    Args:
+        theta: All Ritz values, ascending.
+        residuals: Residual norms of the wanted Ritz pairs.
+        wanted: Indices into ``theta`` of the wanted pairs.
+    """
+    if theta.numel() == 1:
+        return residuals
+    distance = (theta[wanted, None] - theta[None, :]).abs()
+    distance[torch.arange(wanted.numel()), wanted] = float("inf")
+    gap = distance.min(dim=1).values
+    return torch.minimum(residuals, residuals**2 / gap)
+
+
+def _orthonormal_block(X: Tensor, Q: Tensor, generator: torch.Generator, eps: float) -> Tensor:
+    """Columns of ``X`` orthonormalised against ``Q`` and each other (twice is enough).
+
+    A column that vanishes (the Krylov space became invariant) is replaced by a random one.
+    """
+    columns: list[Tensor] = []
+    for j in range(X.shape[1]):
+        x = X[:, j].clone()
+        for _ in range(3):
+            basis = torch.cat([Q, *[c[:, None] for c in columns]], dim=1)
+            before = x.norm()
+            for _ in range(2):
+                x = x - basis @ (basis.T @ x)
+            after = x.norm()
+            if after > eps**0.5 * before and after > 0:
+                break
+            x = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        columns.append(x / x.norm())
+    return torch.stack(columns, dim=1)
+
+
+def _ritz_pairs(
+    T: Tensor, Q: Tensor, W: Tensor, k: int, which: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Rayleigh-Ritz in span(Q): all Ritz values, the wanted values, vectors and residuals."""
+    theta, S = torch.linalg.eigh(T.double())
+    m = theta.numel()
+    wanted = (
+        torch.arange(m - 1, m - 1 - min(k, m), -1)
+        if which == "largest"
+        else torch.arange(min(k, m))
+    )
+    S_w = S[:, wanted].to(Q.dtype)
+    values = theta[wanted].to(Q.dtype)
+    vectors = Q @ S_w
+    residuals = (W @ S_w - vectors * values).norm(dim=0)
+    return theta, wanted, values, vectors, residuals
+
+
+def lanczos(
+    operator: CurvatureOperator,
+    k: int = 1,
+    which: str = "largest",
+    tol: float = 1e-3,
+    max_matvecs: int | None = None,
+    block_size: int = 1,
+    seed: int = 0,
+    start: Tensor | None = None,
+) -> EigenResult:
+    """The ``k`` largest (or smallest) algebraic eigenpairs of a symmetric operator.
+
+    Args:
+        operator: Anything with ``dim``, ``dtype``, ``device`` and ``matmat``.
+        k: Number of eigenpairs.
+        which: ``"largest"`` or ``"smallest"`` (algebraic).
+        tol: Stop when every wanted pair's error bound is at most ``tol * |theta_i|``.
+        max_matvecs: Product budget (default ``min(dim, max(100, 20 k))``); the result
+            says ``converged=False`` if it runs out first.
+        block_size: Vectors multiplied at once; above 1 it pays where the operator's
+            ``matmat`` is cheaper per column than ``matvec`` and helps with clustered
+            or repeated eigenvalues.
+        seed: Seed of the random start block.
+        start: Optional start vector(s), ``(dim,)`` or ``(dim, c)``; random columns fill
+            the rest of the first block.
+
+    Example:
+        >>> from landscape.operators.base import DenseOperator
+        >>> A = DenseOperator(torch.diag(torch.arange(1.0, 51.0, dtype=torch.float64)))
+        >>> result = lanczos(A, k=2, tol=1e-10)
+        >>> [round(v, 6) for v in result.eigenvalues.tolist()], result.converged
+        ([50.0, 49.0], True)
+    """
+    n = operator.dim
+    if which not in WHICH:
+        raise LandscapeInputError(f"which {which!r}: choose one of {', '.join(WHICH)}")
+    if not 1 <= k <= n:
+        raise LandscapeInputError(f"k={k}: must be between 1 and the dimension {n}")
+    if block_size < 1:
+        raise LandscapeInputError(f"block_size={block_size}: must be at least 1")
+    if max_matvecs is not None and max_matvecs <= k:
+        raise LandscapeInputError(f"max_matvecs={max_matvecs}: must exceed k={k}")
+    budget = min(n, max_matvecs or max(100, 20 * k))
+    dtype, device = operator.dtype, operator.device
+    eps = torch.finfo(dtype).eps
+    generator = torch.Generator().manual_seed(seed)
+
+    X = torch.randn(n, block_size, generator=generator, dtype=dtype).to(device)
+    if start is not None:
+        start = start.reshape(n, -1).to(device=device, dtype=dtype)[:, :block_size]
+        X[:, : start.shape[1]] = start
+    Q = torch.empty(n, 0, dtype=dtype, device=device)
+    W = torch.empty(n, 0, dtype=dtype, device=device)
+    T = torch.empty(0, 0, dtype=dtype, device=device)
+    matvecs = 0
+    while True:
+        X = _orthonormal_block(X[:, : budget - matvecs], Q, generator, eps)
+        AX = operator.matmat(X)
+        matvecs += X.shape[1]
+        T = _extend_projection(T, Q, X, AX)
+        Q, W = torch.cat([Q, X], dim=1), torch.cat([W, AX], dim=1)
+        theta, wanted, values, vectors, residuals = _ritz_pairs(T, Q, W, k, which)
+        exhausted = Q.shape[1] >= n
+        converged = exhausted
+        if Q.shape[1] > k and not exhausted:
+            bounds = ritz_error_bounds(theta, residuals.double(), wanted).to(dtype)
+            converged = bool((bounds <= tol * values.abs()).all())
+        if converged or matvecs >= budget:
+            return EigenResult(values, vectors, residuals, matvecs, converged, "lanczos")
+        X = AX  # next block: the newest products, orthogonalised at the top of the loop
+
+
+def _extend_projection(T: Tensor, Q: Tensor, X: Tensor, AX: Tensor) -> Tensor:
+    """Grow :math:`T = Q^T A Q` by the new block ``X`` (with ``AX``), keeping it symmetric."""
+    cross = Q.T @ AX
+    corner = X.T @ AX
+    corner = (corner + corner.T) / 2
+    top = torch.cat([T, cross], dim=1)
+    bottom = torch.cat([cross.T, corner], dim=1)
+    return torch.cat([top, bottom], dim=0)

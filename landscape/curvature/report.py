@@ -1,0 +1,101 @@
+"""The JSON curvature report and its short human summary, both from one CurvatureResult."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from landscape.curvature.measure import CurvatureRequest, CurvatureResult
+
+SCHEMA = 1
+
+
+def curvature_report(
+    result: CurvatureResult,
+    request: CurvatureRequest,
+    *,
+    checkpoint: str | None = None,
+    checkpoint_sha256: str | None = None,
+    data: dict[str, Any] | None = None,
+    bn_mode: str = "eval",
+) -> dict[str, Any]:
+    """The report of ``flatscape hessian --json`` (design.md lists the required fields).
+
+    Args:
+        result: What :func:`~landscape.curvature.measure.measure_curvature` returned.
+        request: What was asked for (method, tolerance, seed, ...).
+        checkpoint: Path of the checkpoint measured.
+        checkpoint_sha256: Its file hash.
+        data: ``{"dataset", "split", "samples", ...}``: which examples were used.
+        bn_mode: BatchNorm mode the Hessian was taken in.
+    """
+    eigen, trace, density = result.eigen, result.trace, result.density
+    return {
+        "schema": SCHEMA,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": checkpoint_sha256,
+        "data": {**(data or {}), "samples": result.examples},
+        "engine": request.engine,
+        "hvp": result.hvp,
+        "dtype": str(result.dtype).removeprefix("torch."),
+        "bn_mode": bn_mode,
+        "parameters": result.dim,
+        "loss": result.loss,
+        "seed": request.seed,
+        "tol": request.tol,
+        "which": request.which,
+        "eigenvalues": [] if eigen is None else eigen.eigenvalues.tolist(),
+        "residuals": [] if eigen is None else eigen.residuals.tolist(),
+        "eigen_matvecs": 0 if eigen is None else eigen.matvecs,
+        "converged": None if eigen is None else eigen.converged,
+        "trace": None
+        if trace is None
+        else {
+            "estimate": trace.estimate,
+            "stderr": trace.stderr,
+            "method": trace.method,
+            "matvecs": trace.matvecs,
+        },
+        "density": None
+        if density is None
+        else {
+            "nodes": density.nodes.tolist(),
+            "weights": density.weights.tolist(),
+            "matvecs": density.matvecs,
+        },
+        "matvecs": result.matvecs,
+        "seconds": result.seconds,
+    }
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A few aligned lines for the terminal, from a report built by :func:`curvature_report`."""
+    data = report["data"]
+    lines = [
+        f"{report['checkpoint'] or 'model'}: {report['parameters']:,} parameters, "
+        f"{data['samples']} examples of {data.get('dataset', '?')}/{data.get('split', '?')}, "
+        f"mean loss {report['loss']:.6g}",
+        f"engine {report['engine']} (hvp {report['hvp']}, {report['dtype']}, "
+        f"BatchNorm {report['bn_mode']})",
+    ]
+    if report["eigenvalues"]:
+        lines.append(f"{'#':>3}  {'eigenvalue':>14}  {'residual':>10}")
+        for i, (value, residual) in enumerate(
+            zip(report["eigenvalues"], report["residuals"], strict=True), start=1
+        ):
+            lines.append(f"{i:>3}  {value:>14.6g}  {residual:>10.2e}")
+        if not report["converged"]:
+            lines.append(f"warning: not converged to tol {report['tol']:g} within the budget")
+    if report["trace"]:
+        trace = report["trace"]
+        lines.append(
+            f"trace {trace['estimate']:.6g} +- {trace['stderr']:.2g} "
+            f"({trace['method']}, {trace['matvecs']} HVPs)"
+        )
+    if report["density"]:
+        nodes = report["density"]["nodes"]
+        lines.append(
+            f"density: {len(nodes)} SLQ probe(s) x {len(nodes[0])} nodes "
+            f"({report['density']['matvecs']} HVPs)"
+        )
+    lines.append(f"{report['matvecs']} Hessian-vector products, {report['seconds']:.2f} s")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+r"""Curvature operators whose data is split across processes, equal to the one-process operator.
+
+Process :math:`r` holds batches with :math:`N_r` of the :math:`N = \sum_r N_r` examples and
+builds the operator :math:`A_r` of the mean loss over its own batches (a
+:class:`~landscape.operators.hessian.HessianOperator` or
+:class:`~landscape.operators.ggn.GGNOperator`, batch :math:`b` weighted :math:`n_b / N_r`).
+The operator of the mean loss over all :math:`N` examples is
+
+.. math::
+    A V = \sum_r \frac{N_r}{N} A_r V = \sum_r \sum_{b \in r} \frac{n_b}{N} H_b V ,
+
+one all-reduce (sum) of the size-weighted local products per product, the same for the
+gradient and the loss. The result is the same on every process, so Lanczos, power
+iteration, Hutchinson, Hutch++ and SLQ run unchanged on top of it: their random vectors
+come from seeded CPU generators, identical on every rank, and every rank takes the same
+steps. Only the rounding of the sums differs from one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size
+from landscape.curvature.measure import (
+    CurvatureRequest,
+    CurvatureResult,
+    measure_curvature,
+)
+from landscape.distributed.process import (
+    all_reduce_sum,
+    shard_batches,
+    shard_examples,
+    world_size,
+)
+from landscape.errors import LandscapeInputError
+from landscape.operators.base import CurvatureOperator
+from landscape.operators.batching import curvature_batches, gather_examples
+from landscape.operators.kinds import make_operator
+from landscape.operators.mean_loss import MeanLossOperator, batch_loss, require_finite
+
+
+def global_mean_loss(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], bn_mode: str = "eval"
+) -> tuple[float, int]:
+    """Mean loss over every process's batches and the total example count, on every process.
+
+    Raises :class:`~landscape.errors.LandscapeInputError` on *every* process when the loss
+    is not finite, whichever process holds the bad examples (so rank 0 can report it).
+    """
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    total = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad(), analysis_mode(model, bn_mode):
+        for batch in batches:
+            n = batch_size(batch)
+            total[0] += n * float(batch_loss(model, loss_fn, buffers, batch))
+            total[1] += n
+    loss_sum, examples = all_reduce_sum(total).tolist()
+    examples = int(examples)
+    return require_finite(loss_sum / max(examples, 1), examples), examples
+
+
+class DataParallelOperator(CurvatureOperator):
+    r"""The operator of the mean loss over all processes' data, from each process's local one.
+
+    Args:
+        local: This process's operator over its own batches (a
+            :class:`~landscape.operators.mean_loss.MeanLossOperator`): its
+            ``num_examples`` (:math:`N_r`), ``loss`` and ``gradient()`` are combined.
+
+    Attributes:
+        num_examples: :math:`N`, over all processes.
+        loss: The mean loss over all :math:`N` examples.
+        share: :math:`N_r / N`.
+        hvp, names, batches, graphs_kept: The local operator's.
+
+    Every process must make the same sequence of calls (products, gradients); with one
+    process this is the local operator itself.
+
+    Example:
+        >>> from landscape.operators.hessian import HessianOperator
+        >>> x, y = torch.eye(3, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)
+        >>> local = HessianOperator(nn.Linear(3, 1, bias=False).double(), nn.functional.mse_loss,
+        ...                         [(x, y)])
+        >>> H = DataParallelOperator(local)  # one process: the same operator
+        >>> torch.equal(H.to_dense(), local.to_dense()), H.num_examples
+        (True, 3)
+    """
+
+    def __init__(self, local: MeanLossOperator) -> None:
+        super().__init__(local.dim, local.dtype, local.device)
+        self.local = local
+        self.hvp, self.names, self.batches = local.hvp, local.names, local.batches
+        local_examples = int(local.num_examples)
+        totals = torch.tensor([local_examples, local_examples * local.loss], dtype=torch.float64)
+        examples, loss_sum = all_reduce_sum(totals).tolist()
+        self.num_examples = int(examples)
+        self.share = local_examples / self.num_examples
+        self.loss = require_finite(loss_sum / self.num_examples, self.num_examples)
+
+    @property
+    def graphs_kept(self) -> bool:
+        """Whether the local products reuse kept gradient graphs."""
+        return self.local.graphs_kept
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        product = all_reduce_sum(self.local.matmat(V) * self.share)
+        self.hvp = self.local.hvp  # "auto" resolves on the first product
+        return product
+
+    def gradient(self) -> Tensor:
+        """The flat gradient of the mean loss over all processes' data (not counted)."""
+        return all_reduce_sum(self.local.gradient() * self.share)
+
+
+def data_parallel_operator(
+    kind: str, model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], **options: Any
+) -> DataParallelOperator:
+    """:func:`~landscape.operators.kinds.make_operator` on this process's batches, wrapped.
+
+    The loss at the weights is checked over all processes' data first, so a NaN in one
+    process's shard stops every process with the same message.
+
+    Example:
+        >>> x, y = torch.eye(2), torch.zeros(2, 1)
+        >>> data_parallel_operator("hessian", nn.Linear(2, 1), nn.functional.mse_loss,
+        ...                        [(x, y)]).num_examples
+        2
+    """
+    batches = list(batches)
+    global_mean_loss(model, loss_fn, batches, options.get("bn_mode", "eval"))
+    return DataParallelOperator(make_operator(kind, model, loss_fn, batches, **options))
+
+
+def data_parallel_curvature(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Iterable[Batch],
+    request: CurvatureRequest | None = None,
+    *,
+    operator: str = "hessian",
+    samples: int | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int], object] | None = None,
+    **options: Any,
+) -> CurvatureResult:
+    """:func:`~landscape.curvature.measure.model_curvature` with the data split over processes.
+
+    Every process passes the same ``data``; each keeps a contiguous share (of the examples
+    by default, of the batches with ``batch_size``) and the products are all-reduced, so
+    every process gets the result of one process over all the data (up to rounding).
+    Without torchrun this is :func:`~landscape.curvature.measure.model_curvature`.
+
+    Args:
+        model: Any module, the same on every process.
+        loss_fn: Mean loss of a batch.
+        data: The same DataLoader or batches on every process.
+        request: What to measure (default: the top eigenvalue).
+        operator: ``"hessian"`` or ``"ggn"``.
+        samples: First examples of ``data`` (default: all).
+        batch_size: Batches of this size, graphs rebuilt per product (default: cache-sized
+            batches with graphs kept).
+        progress: Called with the number of new products.
+        **options: ``params``, ``hvp``, ``dtype``, ``bn_mode`` as for ``model_curvature``.
+    """
+    request = request or CurvatureRequest()
+    request.check()
+    if request.engine == "pyhessian" and world_size() > 1:
+        raise LandscapeInputError(
+            "engine pyhessian runs in one process; use lanczos or power under torchrun"
+        )
+    start = time.perf_counter()
+    inputs, targets = gather_examples(data, samples)
+    if batch_size is None:
+        batches, keep_graphs = curvature_batches(*shard_examples(inputs, targets))
+    else:
+        batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
+        batches = shard_batches(batches)
+    keep_graphs = keep_graphs and request.engine != "pyhessian"
+    if world_size() > 1:
+        built = data_parallel_operator(
+            operator, model, loss_fn, batches, keep_graphs=keep_graphs, **options
+        )
+    else:
+        built = make_operator(operator, model, loss_fn, batches, keep_graphs=keep_graphs, **options)
+    result = measure_curvature(built, request, progress)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,60 @@
+"""The curvature matrices flatscape measures, by name: one constructor for the CLI and the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from landscape._types import Batch, LossFunction
+from landscape.errors import LandscapeInputError
+from landscape.operators.ggn import GGNOperator, OutputHessian
+from landscape.operators.hessian import HessianOperator
+from landscape.operators.mean_loss import MeanLossOperator, ParameterSelection
+
+OPERATORS = {"hessian": HessianOperator, "ggn": GGNOperator}
+
+
+def make_operator(
+    kind: str,
+    model: nn.Module,
+    loss_fn: LossFunction,
+    batches: Iterable[Batch],
+    *,
+    params: ParameterSelection = None,
+    hvp: str | None = None,
+    output_hessian: str | OutputHessian = "auto",
+    dtype: torch.dtype | None = None,
+    bn_mode: str = "eval",
+    keep_graphs: bool | None = None,
+) -> MeanLossOperator:
+    """A :class:`HessianOperator` (``kind="hessian"``) or :class:`GGNOperator` (``"ggn"``).
+
+    Args:
+        kind: ``"hessian"`` or ``"ggn"``.
+        model: Any module.
+        loss_fn: Mean loss of a batch.
+        batches: ``(inputs, targets)`` pairs.
+        hvp: Hessian-vector product engine (Hessian only; default ``"double_backward"``
+            on a CPU, ``"auto"`` elsewhere).
+        output_hessian: The GGN's output-space curvature (GGN only).
+        params: Parameter names or tensors (default: all trainable).
+        dtype: Compute dtype (default: the model's).
+        bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
+        keep_graphs: Keep every batch's graphs for all products (default: one batch only).
+
+    Raises:
+        LandscapeInputError: an unknown kind, or an option the kind does not take.
+    """
+    if kind not in OPERATORS:
+        raise LandscapeInputError(f"operator {kind!r}: choose one of {', '.join(OPERATORS)}")
+    common = {"params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep_graphs}
+    if kind == "ggn":
+        if hvp is not None:
+            raise LandscapeInputError("hvp chooses Hessian-vector products; drop it for the GGN")
+        return GGNOperator(model, loss_fn, batches, output_hessian=output_hessian, **common)
+    if hvp is None:
+        device = next(model.parameters()).device
+        hvp = "double_backward" if device.type == "cpu" else "auto"
+    return HessianOperator(model, loss_fn, batches, hvp=hvp, **common)

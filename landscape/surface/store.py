@@ -1,0 +1,412 @@
+"""HDF5 files of loss surfaces, written point block by point block, resumable and locked.
+
+Layout (loss-landscape's key names, so its ``plot_1D.py``/``plot_2D.py`` read our files):
+
+=================================  =====================  ==========================================
+key                                shape                  meaning
+=================================  =====================  ==========================================
+``xcoordinates``                   ``(nx,)``              x of the grid
+``ycoordinates``                   ``(ny,)``              y of the grid (2D only)
+``train_loss``, ``train_acc``      ``(nx,)``/``(ny, nx)`` row ``j``, column ``i``: point (x_i, y_j)
+``test_loss``, ``test_acc``        same                   when the split is ``test`` or ``both``
+``done``                           same, bool             which points are final
+``directions/x/<name>``            parameter shape        the exact directions used
+``directions/y/<name>``            parameter shape        2D only
+=================================  =====================  ==========================================
+
+Root attributes: ``flatscape_schema``, ``axis_order = "y,x"``, the settings the surface was
+made with (compared on resume) and informational ones (versions; not compared).
+
+Crash safety: the file is built complete (every array allocated and filled with NaN) under
+a temporary name and renamed into place; afterwards a run only overwrites raw array bytes
+in place, values first, then (after a flush) the ``done`` flags. A process killed at any
+moment leaves a readable file whose ``done`` points are final. One writer at a time: an
+exclusive ``fcntl`` lock on ``<file>.lock`` is held for the whole run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from landscape.errors import LandscapeInputError
+from landscape.surface.directions import Direction
+from landscape.surface.evaluate import PointValues
+
+SCHEMA = 1
+SPLITS = {"train": ("train",), "test": ("test",), "both": ("train", "test")}
+AXES = ("x", "y")
+
+
+@dataclass
+class SurfaceSpec:
+    """Everything that defines a surface file before any point is computed.
+
+    Args:
+        x: x coordinates.
+        y: y coordinates, or None for a 1D curve.
+        directions: One direction per axis.
+        split: ``"train"``, ``"test"`` or ``"both"``.
+        settings: Scalar attributes a resumed run must match (checkpoint hash,
+            normalization, ignore, seed, dataset, samples, bn_mode, ...).
+        info: Scalar attributes recorded but not compared (versions, paths).
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    directions: Sequence[Mapping[str, torch.Tensor]]
+    split: str = "train"
+    settings: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(nx,)`` or ``(ny, nx)``."""
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+
+class SurfaceStore:
+    """An open surface file: read its arrays, or (when opened for writing) fill its points.
+
+    Use :meth:`open_for_writing` to create or resume a file and :meth:`read` to look at
+    one; both refuse corrupted or foreign files with :class:`LandscapeInputError`.
+    """
+
+    def __init__(self, path: Path, file: h5py.File, lock_fd: int | None = None) -> None:
+        self.path = path
+        self.file = file
+        self._lock_fd = lock_fd
+        with _closed_on_error(file), _damaged(path):
+            self._validate()
+            self.x = np.asarray(file["xcoordinates"][...], dtype=np.float64)
+            self.y = (
+                np.asarray(file["ycoordinates"][...], dtype=np.float64)
+                if "ycoordinates" in file
+                else None
+            )
+            self.done = np.asarray(file["done"][...], dtype=bool)
+            self.arrays = {key: np.asarray(file[key][...]) for key in self.value_keys}
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: str | Path) -> SurfaceStore:
+        """Open a surface file read-only (also while another process is writing it)."""
+        path = Path(path)
+        if not path.exists():
+            raise LandscapeInputError(f"{path}: no such surface file")
+        return cls(path, _open_h5(path, "r"))
+
+    @classmethod
+    def open_for_writing(
+        cls, path: str | Path, spec: SurfaceSpec, resume: bool = False, force: bool = False
+    ) -> SurfaceStore:
+        """Create a surface file, or reopen it to continue a run; hold its lock until closed.
+
+        Args:
+            path: The ``.h5`` file.
+            spec: The grid, directions and settings of the run.
+            resume: Continue the file when it exists (refused if made with other settings);
+                create it when it does not.
+            force: Replace an existing file with a new one (the old one stays until the new
+                one is complete).
+
+        Raises:
+            LandscapeInputError: The file exists without ``resume``/``force``, another
+                process writes it, it is damaged or foreign, or its settings differ.
+        """
+        path = Path(path)
+        if resume and force:
+            raise LandscapeInputError("--resume and --force contradict; choose one")
+        if spec.split not in SPLITS:
+            raise LandscapeInputError(f"split {spec.split!r}: choose train, test or both")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire_lock(path)
+        try:
+            if path.exists() and not (resume or force):
+                raise LandscapeInputError(
+                    f"{path} exists; pass --resume to continue it or --force to start anew"
+                )
+            if not path.exists() or force:
+                _create(path, spec)
+            else:
+                cls.read(path).close()  # validate read-only: a foreign file stays untouched
+            store = cls(path, _open_h5(path, "r+"), fd)
+        except BaseException:
+            _release_lock(path, fd)
+            raise
+        try:
+            store.check_matches(spec)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the file and release the write lock."""
+        with suppress(Exception):
+            self.file.close()
+        if self._lock_fd is not None:
+            _release_lock(self.path, self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> SurfaceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- contents --------------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root attributes as plain Python values."""
+        return {k: _plain(v) for k, v in self.file.attrs.items()}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(nx,)`` or ``(ny, nx)``."""
+        return self.done.shape
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the file holds (``train``, ``test`` or both)."""
+        return SPLITS[str(self.file.attrs["split"])]
+
+    @property
+    def value_keys(self) -> list[str]:
+        """The keys of the value arrays, e.g. ``train_loss``, ``train_acc``."""
+        return [f"{s}_{q}" for s in self.splits for q in ("loss", "acc")]
+
+    def pending(self) -> np.ndarray:
+        """Flat indices (row-major over ``shape``) of the points not yet final."""
+        return np.flatnonzero(~self.done.reshape(-1))
+
+    def directions(self) -> list[Direction]:
+        """The stored directions as CPU tensors, one per axis."""
+        with _damaged(self.path):
+            return [
+                {name: torch.from_numpy(ds[...]) for name, ds in self.file["directions"][a].items()}
+                for a in AXES[: len(self.shape)]
+            ]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, indices: np.ndarray, values: Mapping[str, PointValues]) -> None:
+        """Store finished points: values first, flushed, then their ``done`` flags, flushed."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return
+        rows = self._rows(indices)
+        for split in self.splits:
+            for quantity in ("loss", "acc"):
+                key = f"{split}_{quantity}"
+                self.arrays[key].reshape(-1)[indices] = getattr(values[split], quantity)
+                self.file[key][rows] = self.arrays[key][rows]
+        self.file.flush()
+        self.done.reshape(-1)[indices] = True
+        self.file["done"][rows] = self.done[rows]
+        self.file.flush()
+
+    def check_matches(self, spec: SurfaceSpec) -> None:
+        """Refuse to continue a file made with other settings, grid or directions."""
+
+        def differ(what: str, old: Any, new: Any) -> LandscapeInputError:
+            return LandscapeInputError(
+                f"{self.path} was made with other settings ({what}: file {old}, now {new}); "
+                "use another --out, or --force to start anew"
+            )
+
+        attrs = self.attrs
+        if attrs.get("split") != spec.split:
+            raise differ("split", attrs.get("split"), spec.split)
+        for key, value in spec.settings.items():
+            if attrs.get(key) != _plain(_attr_value(value)):
+                raise differ(key, attrs.get(key), _attr_value(value))
+        if not np.array_equal(self.x, spec.x):
+            raise differ("x grid", _axis_text(self.x), _axis_text(spec.x))
+        if (self.y is None) != (spec.y is None) or (
+            self.y is not None and not np.array_equal(self.y, spec.y)
+        ):
+            raise differ("y grid", _axis_text(self.y), _axis_text(spec.y))
+        for axis, (stored, given) in enumerate(
+            zip(self.directions(), spec.directions, strict=True)
+        ):
+            if set(stored) != set(given):
+                raise differ(f"{AXES[axis]} direction names", len(stored), len(given))
+            for name, tensor in given.items():
+                old = stored[name].to(torch.float64)
+                new = tensor.detach().cpu().to(torch.float64)
+                if old.shape != new.shape or not torch.allclose(old, new, rtol=1e-5, atol=1e-8):
+                    raise differ(f"{AXES[axis]} direction {name!r}", "stored", "different")
+
+    def _rows(self, indices: np.ndarray) -> slice:
+        """The smallest slice of whole rows (2D) or entries (1D) that holds ``indices``."""
+        width = self.shape[-1] if len(self.shape) == 2 else 1
+        return slice(int(indices.min()) // width, int(indices.max()) // width + 1)
+
+    def _validate(self) -> None:
+        attrs = self.file.attrs
+        if "flatscape_schema" not in attrs:
+            raise LandscapeInputError(
+                f"{self.path}: not a flatscape surface file (no flatscape_schema attribute); "
+                "make one with `flatscape surface`"
+            )
+        if int(attrs["flatscape_schema"]) > SCHEMA:
+            raise LandscapeInputError(
+                f"{self.path}: surface schema {int(attrs['flatscape_schema'])} is newer "
+                f"than this flatscape reads ({SCHEMA}); upgrade flatscape"
+            )
+        if str(attrs.get("split")) not in SPLITS:
+            raise LandscapeInputError(f"{self.path}: damaged surface file (split attribute)")
+        nx = self.file["xcoordinates"].shape[0]
+        shape = (
+            (nx,) if "ycoordinates" not in self.file else (self.file["ycoordinates"].shape[0], nx)
+        )
+        for key in ["done", *self.value_keys]:
+            if self.file[key].shape != shape:
+                raise LandscapeInputError(
+                    f"{self.path}: damaged surface file ({key} has shape "
+                    f"{self.file[key].shape}, the grid {shape})"
+                )
+        for axis in AXES[: len(shape)]:
+            if not isinstance(self.file.get(f"directions/{axis}"), h5py.Group):
+                raise LandscapeInputError(
+                    f"{self.path}: damaged surface file (no {axis} direction)"
+                )
+
+
+def _create(path: Path, spec: SurfaceSpec) -> None:
+    """Write the complete empty file under a temporary name, then rename it into place."""
+    if len(spec.directions) != len(spec.shape):
+        raise LandscapeInputError(
+            f"a {len(spec.shape)}D grid needs {len(spec.shape)} directions, "
+            f"got {len(spec.directions)}"
+        )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w", libver="earliest") as f:
+            f.attrs["flatscape_schema"] = SCHEMA
+            f.attrs["axis_order"] = "y,x"
+            f.attrs["split"] = spec.split
+            for key, value in {**spec.info, **spec.settings}.items():
+                f.attrs[key] = _attr_value(value)
+            f.create_dataset("xcoordinates", data=np.asarray(spec.x, dtype=np.float64))
+            if spec.y is not None:
+                f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
+            nan = np.full(spec.shape, np.nan)
+            for split in SPLITS[spec.split]:
+                for quantity in ("loss", "acc"):
+                    f.create_dataset(f"{split}_{quantity}", data=nan)
+            f.create_dataset("done", data=np.zeros(spec.shape, dtype=bool))
+            for axis, direction in zip(AXES, spec.directions, strict=False):
+                group = f.create_group(f"directions/{axis}")
+                for name, tensor in direction.items():
+                    group.create_dataset(name, data=_numpy(tensor))
+        os.replace(tmp, path)
+    finally:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    try:
+        # HDF5's own lock would stop `flatscape plot` from reading a file during a run;
+        # writers are serialized by the .lock file instead.
+        return h5py.File(path, mode, locking=False)
+    except OSError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LandscapeInputError(
+            f"{path}: not a readable HDF5 surface file ({reason}); "
+            "give a file made by `flatscape surface`"
+        ) from None
+
+
+@contextmanager
+def _closed_on_error(file: h5py.File) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        file.close()
+        raise
+
+
+@contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """Turn low-level read errors of a truncated or edited file into one clear line."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        if isinstance(err, LandscapeInputError):
+            raise
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LandscapeInputError(
+            f"{path}: damaged surface file ({reason}); recompute it with --force"
+        ) from None
+
+
+def _acquire_lock(path: Path) -> int:
+    """Exclusive, non-blocking lock on ``<path>.lock``; released when the process dies."""
+    lock_path = path.with_name(path.name + ".lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LandscapeInputError(
+                f"{path} is being written by another process (lock {lock_path}); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        # The holder before us may have unlinked the lock file after we opened it.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _release_lock(path: Path, fd: int) -> None:
+    with suppress(FileNotFoundError):
+        path.with_name(path.name + ".lock").unlink()
+    os.close(fd)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5-storable attribute: None as "none", str subclasses as plain str."""
+    if value is None:
+        return "none"
+    return str(value) if isinstance(value, str) else value
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute values as plain Python scalars."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _axis_text(axis: np.ndarray | None) -> str:
+    if axis is None:
+        return "none"
+    return f"{axis[0]:g}:{axis[-1]:g}:{len(axis)}"
