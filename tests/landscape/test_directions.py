@@ -142,8 +142,9 @@ def test_eigen_directions_split_flat_vectors_in_parameter_order():
 
 
 def test_hessian_directions_are_the_top_eigenvectors_of_the_dense_hessian():
-    from surface_problems import classification_data
     from torch.func import functional_call, hessian
+
+    from tests.landscape.surface_problems import classification_data
 
     model = mlp()
     batches = classification_data([7, 5], (6,))
