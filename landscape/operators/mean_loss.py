@@ -74,6 +74,34 @@ def select_parameters(model: nn.Module, params: ParameterSelection) -> list[str]
     return names
 
 
+def model_in_dtype(
+    model: nn.Module, dtype: torch.dtype | None
+) -> tuple[nn.Module, torch.dtype, torch.device]:
+    """The model (a converted copy when ``dtype`` is not its own), its dtype and device."""
+    first = next(iter(model.parameters()))
+    dtype = dtype or first.dtype
+    if dtype != first.dtype:
+        model = copy.deepcopy(model).to(dtype)
+    return model, dtype, first.device
+
+
+def functional_tensors(
+    model: nn.Module, bn_mode: str, selected: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """Parameters and buffers for ``functional_call``: ``selected`` by name, others frozen.
+
+    Buffers are cloned in ``bn_mode="train"``, so batch statistics update copies and the
+    model's running statistics never move.
+    """
+    tensors = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    if bn_mode == "train":
+        buffers = {n: b.clone() for n, b in buffers.items()}
+    tensors.update(buffers)
+    tensors.update(selected)
+    return tensors
+
+
 def batch_loss(
     model: nn.Module, loss_fn: LossFunction, tensors: dict[str, Tensor], batch: Batch
 ) -> Tensor:
@@ -157,33 +185,24 @@ class MeanLossOperator(CurvatureOperator):
     ) -> None:
         self.bn_mode = check_bn_mode(bn_mode)
         self.names = select_parameters(model, params)
-        first = next(iter(model.parameters()))
-        dtype = dtype or first.dtype
-        if dtype != first.dtype:
-            model = copy.deepcopy(model).to(dtype)
+        model, dtype, device = model_in_dtype(model, dtype)
         self.model, self.loss_fn = model, loss_fn
         named = dict(model.named_parameters())
         self.params = [named[name] for name in self.names]
-        super().__init__(sum(p.numel() for p in self.params), dtype, first.device)
-        self.batches = [move_batch(b, first.device, dtype) for b in batches]
+        super().__init__(sum(p.numel() for p in self.params), dtype, device)
+        self.batches = [move_batch(b, device, dtype) for b in batches]
         self.weights = batch_weights(self.batches)
         self.num_examples = sum(batch_size(b) for b in self.batches)
 
     # -- the model's tensors for functional_call -----------------------------------------
 
     def functional_tensors(self, selected: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Parameters and buffers for ``functional_call``: ``selected`` by name, others frozen.
+        """:func:`functional_tensors` of the model, by default with the live parameters.
 
-        Without ``selected`` the selected parameters themselves (live, for autograd) are
-        used. Buffers are cloned in ``bn_mode="train"``, so batch statistics update copies.
+        Without ``selected`` the selected parameters themselves are used (for autograd).
         """
-        tensors = {n: p.detach() for n, p in self.model.named_parameters()}
-        buffers = dict(self.model.named_buffers())
-        if self.bn_mode == "train":
-            buffers = {n: b.clone() for n, b in buffers.items()}
-        tensors.update(buffers)
-        tensors.update(selected or dict(zip(self.names, self.params, strict=True)))
-        return tensors
+        live = selected or dict(zip(self.names, self.params, strict=True))
+        return functional_tensors(self.model, self.bn_mode, live)
 
     # -- flat vectors <-> per-parameter tensors --------------------------------------------
 

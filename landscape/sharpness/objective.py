@@ -7,7 +7,6 @@ are used (``bn_mode="train"``), so its running statistics never move either.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 
@@ -19,12 +18,18 @@ from landscape._types import (
     Batch,
     LossFunction,
     analysis_mode,
+    batch_size,
     batch_weights,
     check_bn_mode,
     move_batch,
 )
-from landscape.errors import LandscapeInputError
-from landscape.operators.mean_loss import ParameterSelection, select_parameters
+from landscape.operators.mean_loss import (
+    ParameterSelection,
+    functional_tensors,
+    model_in_dtype,
+    require_finite,
+    select_parameters,
+)
 
 
 class PerturbedLoss:
@@ -58,34 +63,21 @@ class PerturbedLoss:
     ) -> None:
         check_bn_mode(bn_mode)
         self.names = select_parameters(model, params)
-        first = next(iter(model.parameters()))
-        dtype = dtype or first.dtype
-        if dtype != first.dtype:
-            model = copy.deepcopy(model).to(dtype)
+        model, self.dtype, self.device = model_in_dtype(model, dtype)
         self.model, self.loss_fn, self.bn_mode = model, loss_fn, bn_mode
-        self.dtype, self.device = dtype, first.device
-        self.batches = [move_batch(b, self.device, dtype) for b in batches]
+        self.batches = [move_batch(b, self.device, self.dtype) for b in batches]
         self.batch_weights = batch_weights(self.batches)
         named = dict(model.named_parameters())
         self.weights = {n: named[n].detach() for n in self.names}
         self.evaluations = 0
         self.progress: Callable[[int], object] | None = None
         with torch.no_grad():
-            self.loss = float(self.at(self.weights))
-        if not math.isfinite(self.loss):
-            raise LandscapeInputError(
-                f"the loss at these weights is {self.loss}; the checkpoint or the inputs "
-                "contain NaN/inf or diverged values"
-            )
+            examples = sum(batch_size(b) for b in self.batches)
+            self.loss = require_finite(float(self.at(self.weights)), examples)
 
     def at(self, tensors: dict[str, Tensor]) -> Tensor:
         """Mean loss with the perturbed parameters replaced by ``tensors`` (by name)."""
-        full = {n: p.detach() for n, p in self.model.named_parameters()}
-        buffers = dict(self.model.named_buffers())
-        if self.bn_mode == "train":
-            buffers = {n: b.clone() for n, b in buffers.items()}
-        full.update(buffers)
-        full.update(tensors)
+        full = functional_tensors(self.model, self.bn_mode, tensors)
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         with analysis_mode(self.model, self.bn_mode):
             for weight, (inputs, targets) in zip(self.batch_weights, self.batches, strict=True):
