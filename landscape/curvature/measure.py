@@ -240,9 +240,10 @@ def measure_curvature(
         finally:
             operator.progress = None
         hvp = operator.hvp
-    matvecs = operator.matvecs - spent
-    if request.engine == "pyhessian":
+    if request.engine == "pyhessian":  # PyHessian's own products, not the operator's
         matvecs = sum(r.matvecs for r in (eigen, trace, density) if r is not None)
+    else:
+        matvecs = operator.matvecs - spent
     batches = getattr(operator, "batches", None)
     return CurvatureResult(
         eigen, trace, density, operator.loss, operator.dim, operator.num_examples, hvp,
@@ -252,7 +253,11 @@ def measure_curvature(
     )  # fmt: skip
 
 
-def _pyhessian(operator: CurvatureOperator, request: CurvatureRequest, progress):
+def _pyhessian(
+    operator: CurvatureOperator,
+    request: CurvatureRequest,
+    progress: Callable[[int], object] | None,
+) -> tuple[EigenResult | None, TraceResult | None, SpectralQuadrature | None]:
     """PyHessian itself on the Hessian operator's model, loss and batches."""
     if not isinstance(operator, HessianOperator):
         raise LandscapeInputError(
@@ -290,6 +295,7 @@ def model_curvature(
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
+    operator_factory: Callable[..., CurvatureOperator] = make_operator,
     **request_fields: object,
 ) -> CurvatureResult:
     """Top eigenvalues, trace and density of a model's loss curvature, in one call.
@@ -314,6 +320,9 @@ def model_curvature(
         dtype: Compute dtype, e.g. ``torch.float64`` (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         progress: Called with the number of new products.
+        operator_factory: Builds the operator as
+            :func:`~landscape.operators.kinds.make_operator` does (the data-parallel
+            wrapper passes its own).
         **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
 
     Example:
@@ -330,7 +339,7 @@ def model_curvature(
     start = time.perf_counter()
     inputs, targets = gather_examples(data, samples)
     batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
-    built = make_operator(
+    built = operator_factory(
         operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
         bn_mode=bn_mode, keep_graphs=keep_graphs and request.engine != "pyhessian",
     )  # fmt: skip

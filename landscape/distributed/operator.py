@@ -18,19 +18,14 @@ steps. Only the rounding of the sums differs from one process.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from landscape._types import Batch, LossFunction, analysis_mode, batch_size
-from landscape.curvature.measure import (
-    CurvatureRequest,
-    CurvatureResult,
-    measure_curvature,
-)
+from landscape.curvature.measure import CurvatureRequest, CurvatureResult, model_curvature
 from landscape.distributed.process import (
     all_reduce_sum,
     shard_batches,
@@ -39,7 +34,7 @@ from landscape.distributed.process import (
 )
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
-from landscape.operators.batching import curvature_batches, gather_examples
+from landscape.operators.batching import gather_examples, split_batches
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import MeanLossOperator, batch_loss, require_finite
 
@@ -94,7 +89,7 @@ class DataParallelOperator(CurvatureOperator):
     def __init__(self, local: MeanLossOperator) -> None:
         super().__init__(local.dim, local.dtype, local.device)
         self.local = local
-        self.hvp, self.names, self.batches = local.hvp, local.names, local.batches
+        self.names, self.batches = local.names, local.batches
         local_examples = int(local.num_examples)
         totals = torch.tensor([local_examples, local_examples * local.loss], dtype=torch.float64)
         examples, loss_sum = all_reduce_sum(totals).tolist()
@@ -103,14 +98,17 @@ class DataParallelOperator(CurvatureOperator):
         self.loss = require_finite(loss_sum / self.num_examples, self.num_examples)
 
     @property
+    def hvp(self) -> str:
+        """The local operator's product engine (``"auto"`` resolves on the first product)."""
+        return self.local.hvp
+
+    @property
     def graphs_kept(self) -> bool:
         """Whether the local products reuse kept gradient graphs."""
         return self.local.graphs_kept
 
     def _matmat(self, V: Tensor) -> Tensor:
-        product = all_reduce_sum(self.local.matmat(V) * self.share)
-        self.hvp = self.local.hvp  # "auto" resolves on the first product
-        return product
+        return all_reduce_sum(self.local.matmat(V) * self.share)
 
     def gradient(self) -> Tensor:
         """The flat gradient of the mean loss over all processes' data (not counted)."""
@@ -142,10 +140,8 @@ def data_parallel_curvature(
     data: Iterable[Batch],
     request: CurvatureRequest | None = None,
     *,
-    operator: str = "hessian",
     samples: int | None = None,
     batch_size: int | None = None,
-    progress: Callable[[int], object] | None = None,
     **options: Any,
 ) -> CurvatureResult:
     """:func:`~landscape.curvature.measure.model_curvature` with the data split over processes.
@@ -160,33 +156,24 @@ def data_parallel_curvature(
         loss_fn: Mean loss of a batch.
         data: The same DataLoader or batches on every process.
         request: What to measure (default: the top eigenvalue).
-        operator: ``"hessian"`` or ``"ggn"``.
         samples: First examples of ``data`` (default: all).
         batch_size: Batches of this size, graphs rebuilt per product (default: cache-sized
             batches with graphs kept).
-        progress: Called with the number of new products.
-        **options: ``params``, ``hvp``, ``dtype``, ``bn_mode`` as for ``model_curvature``.
+        **options: Any other argument of ``model_curvature`` (``operator``, ``params``,
+            ``hvp``, ``dtype``, ``bn_mode``, ``progress``, request fields).
     """
-    request = request or CurvatureRequest()
-    request.check()
-    if request.engine == "pyhessian" and world_size() > 1:
+    engine = request.engine if request is not None else options.get("engine", "lanczos")
+    if engine == "pyhessian" and world_size() > 1:
         raise LandscapeInputError(
             "engine pyhessian runs in one process; use lanczos or power under torchrun"
         )
-    start = time.perf_counter()
     inputs, targets = gather_examples(data, samples)
     if batch_size is None:
-        batches, keep_graphs = curvature_batches(*shard_examples(inputs, targets))
-    else:
-        batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
-        batches = shard_batches(batches)
-    keep_graphs = keep_graphs and request.engine != "pyhessian"
-    if world_size() > 1:
-        built = data_parallel_operator(
-            operator, model, loss_fn, batches, keep_graphs=keep_graphs, **options
-        )
-    else:
-        built = make_operator(operator, model, loss_fn, batches, keep_graphs=keep_graphs, **options)
-    result = measure_curvature(built, request, progress)
-    result.seconds = time.perf_counter() - start
-    return result
+        share = [shard_examples(inputs, targets)]
+    else:  # whole batches per process: model_curvature cuts the share the same way again
+        share = shard_batches(split_batches(inputs, targets, batch_size))
+    factory = data_parallel_operator if world_size() > 1 else make_operator
+    return model_curvature(
+        model, loss_fn, share, request, batch_size=batch_size, operator_factory=factory,
+        **options,
+    )  # fmt: skip
