@@ -54,6 +54,8 @@ def make_operator(
         if hvp is not None:
             raise LandscapeInputError("hvp chooses Hessian-vector products; drop it for the GGN")
         return GGNOperator(model, loss_fn, batches, output_hessian=output_hessian, **common)
+    if output_hessian != "auto":
+        raise LandscapeInputError("output_hessian chooses the GGN's; drop it for the Hessian")
     if hvp is None:
         device = next(model.parameters()).device
         hvp = "double_backward" if device.type == "cpu" else "auto"
