@@ -15,10 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from cli._claims import claims_table, rise_then_fall  # noqa: E402
 from landscape.compare.table import (  # noqa: E402
     by_generation,
-    claims_table,
-    rise_then_fall,
     summarize,
     to_markdown,
 )

@@ -1,4 +1,4 @@
-"""Comparing models measured on the same data: tables, changes, and the paper's claims.
+"""Comparing models measured on the same data: tables, changes, summaries, per-seed wins.
 
 A *record* is a flat dict describing one model: identification (``name``, ``role``,
 ``generation``, ``seed``) and measured numbers (``test_accuracy``, ``train_loss``,
@@ -17,9 +17,6 @@ from typing import Any
 
 Record = dict[str, Any]
 
-# Measures where lower means flatter (the paper's claim 3) or better.
-FLATNESS_MEASURES = ("lambda_1", "trace")
-
 
 def relative_change(value: float | None, reference: float | None) -> float | None:
     """``(value - reference) / |reference|``, or None when undefined."""
@@ -28,7 +25,9 @@ def relative_change(value: float | None, reference: float | None) -> float | Non
     return (value - reference) / abs(reference)
 
 
-def with_changes(records: Sequence[Record], columns: Sequence[str], reference: int = 0):
+def with_changes(
+    records: Sequence[Record], columns: Sequence[str], reference: int = 0
+) -> list[Record]:
     """Records with ``<column>_change`` added: relative change against `records[reference]`."""
     base = records[reference]
     return [
@@ -117,41 +116,3 @@ def count_wins(
             continue
         wins += (s < t) if lower_is_better else (s > t)
     return {"wins": wins, "seeds": len(pairs)}
-
-
-CLAIMS = (
-    ("test_accuracy", False, "student beats teacher (test accuracy)"),
-    ("lambda_1", True, "student flatter: lower top Hessian eigenvalue"),
-    ("trace", True, "student flatter: lower Hessian trace"),
-    ("surface_width", False, "student flatter: wider 1D filter-normalized basin"),
-    ("ggn_lambda_1", True, "student flatter: lower Gauss-Newton top eigenvalue"),
-    ("avg_sharpness", True, "student flatter: lower average-case adaptive sharpness"),
-    ("worst_sharpness", True, "student flatter: lower worst-case adaptive sharpness"),
-    ("matched_lambda_1", True, "student flatter: lower λ1 at a matched train loss"),
-)
-
-
-def claims_table(records: Sequence[Record]) -> list[Record]:
-    """The paper's claims 1 and 3, counted per student generation across seeds."""
-    students = sorted({r["generation"] for r in records if r["generation"] > 0})
-    rows = []
-    for g in students:
-        for column, lower, text in CLAIMS:
-            counts = count_wins(records, g, column, lower)
-            if counts["seeds"] == 0 or all(r.get(column) is None for r in records):
-                continue
-            holds = counts["wins"] == counts["seeds"]
-            rows.append({
-                "generation": g, "claim": text, "measure": column, **counts,
-                "verdict": "holds" if holds else
-                ("mixed" if counts["wins"] > 0 else "does not hold"),
-            })  # fmt: skip
-    return rows
-
-
-def rise_then_fall(means: Sequence[float]) -> bool:
-    """Whether a sequence peaks strictly inside (Mobahi et al.'s prediction over generations)."""
-    if len(means) < 3:
-        return False
-    peak = max(range(len(means)), key=lambda i: means[i])
-    return 0 < peak < len(means) - 1
