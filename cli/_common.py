@@ -44,6 +44,29 @@ def threads_option(func):
     )(func)
 
 
+def train_samples_option(func):
+    """``--samples N``: the first N train examples, the data every measurement is taken on."""
+    return click.option(
+        "--samples",
+        type=click.IntRange(min=1),
+        default=1024,
+        show_default=True,
+        help="First N train examples (dataset order, no augmentation).",
+    )(func)
+
+
+def seed_option(what: str):
+    """``--seed`` (default 0), with what it seeds in the help."""
+    return click.option("--seed", type=int, default=0, show_default=True, help=f"Seed of {what}.")
+
+
+def json_option(what: str):
+    """``--json FILE``, with what is written there in the help."""
+    return click.option(
+        "--json", "json_path", type=click.Path(dir_okay=False), help=f"Write {what} here."
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
     if name == "auto":

@@ -14,10 +14,13 @@ from cli._common import (
     check_output,
     device_option,
     force_option,
+    json_option,
     progress_bar,
     quiet_option,
     resolve_device,
+    seed_option,
     threads_option,
+    train_samples_option,
     write_json,
 )
 from cli._report import save_lines
@@ -161,13 +164,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 
 @click.command()
 @click.argument("checkpoints", nargs=-1, required=True)
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="First N train examples (dataset order, no augmentation) for curvature.",
-)
+@train_samples_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
@@ -191,7 +188,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     show_default=True,
     help="Points of the 1D filter-normalized surface on [-1, 1] (0: skip).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option("the Lanczos start, the trace probes and the direction")
 @click.option(
     "--surface",
     is_flag=True,
@@ -213,7 +210,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "temperature so all reach the highest train loss among them).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@json_option("the comparison")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
 @force_option

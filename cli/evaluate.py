@@ -9,6 +9,7 @@ from cli._common import (
     check_output,
     device_option,
     force_option,
+    json_option,
     resolve_device,
     threads_option,
     write_json,
@@ -24,7 +25,7 @@ from distill.trainer import evaluate as evaluate_model
 )
 @click.option("--arch", help="Architecture of a plain .pt/.pth state dict.")
 @click.option("--dataset", help="Dataset of a plain .pt/.pth state dict.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
+@json_option("the numbers")
 @force_option
 @device_option
 @threads_option

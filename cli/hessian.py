@@ -11,10 +11,13 @@ from cli._common import (
     check_output,
     device_option,
     force_option,
+    json_option,
     progress_bar,
     quiet_option,
     resolve_device,
+    seed_option,
     threads_option,
+    train_samples_option,
     write_json,
 )
 from distill.analysis import load_for_analysis
@@ -22,7 +25,6 @@ from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.report import curvature_report, format_summary
 from landscape.distributed import process as distributed
 from landscape.distributed.operator import data_parallel_curvature
-from landscape.errors import LandscapeInputError
 
 
 @click.command("hessian")
@@ -57,13 +59,7 @@ from landscape.errors import LandscapeInputError
     "--density-steps", type=int, default=100, show_default=True, help="Lanczos steps per SLQ probe."
 )
 @click.option("--density-probes", type=int, default=1, show_default=True, help="SLQ probes.")
-@click.option(
-    "--samples",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="First N examples of the train split (dataset order, no augmentation).",
-)
+@train_samples_option
 @click.option(
     "--batch-size",
     type=int,
@@ -118,14 +114,8 @@ from landscape.errors import LandscapeInputError
     "(J^T H_out J; softmax covariance for cross-entropy), which is PSD.",
 )
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random vectors.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the JSON report here ('-': stdout).",
-)
+@seed_option("the random vectors")
+@json_option("the JSON report ('-': stdout)")
 @force_option
 @quiet_option
 @device_option
@@ -147,8 +137,6 @@ def hessian_command(
       flatscape hessian runs/teacher.safetensors --top-k 3 --trace --json runs/teacher.hessian.json
       flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
     """
-    if samples < 1:
-        raise LandscapeInputError(f"samples {samples}: must be >= 1")
     json_out = check_output(json_path, force)
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job

@@ -13,10 +13,13 @@ from cli._common import (
     check_output,
     device_option,
     force_option,
+    json_option,
     progress_bar,
     quiet_option,
     resolve_device,
+    seed_option,
     threads_option,
+    train_samples_option,
     write_json,
 )
 from distill.analysis import load_for_analysis
@@ -94,13 +97,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     help="Radius: noise std per normalized coordinate (average; default 0.05) or L2-ball "
     "radius in normalized coordinates (worst; default 0.1).",
 )
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="First N train examples (dataset order, no augmentation).",
-)
+@train_samples_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option(
     "--draws",
@@ -111,7 +108,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
 )
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--restarts", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option("the noise draws and ascent restarts")
 @click.option(
     "--match-loss",
     type=click.FloatRange(min=0, min_open=True),
@@ -122,7 +119,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     type=click.Path(dir_okay=False),
     help="Also measure at the temperature where the train loss equals this checkpoint's.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report.")
+@json_option("the report")
 @force_option
 @quiet_option
 @device_option

@@ -13,9 +13,11 @@ from cli._common import (
     apply_threads,
     device_option,
     force_option,
+    json_option,
     progress_bar,
     quiet_option,
     resolve_device,
+    seed_option,
     threads_option,
     write_json,
 )
@@ -75,7 +77,7 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
     help="Examples per forward pass, or auto: the fastest of 64..4096, timed on the data. "
     "The values do not depend on it (up to float rounding); the speed does.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the directions.")
+@seed_option("the directions")
 @click.option(
     "--vectorize",
     type=click.Choice(VECTORIZE),
@@ -86,7 +88,7 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 )
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
 @click.option("--resume", is_flag=True, help="Continue OUT where a killed run stopped.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a summary.")
+@json_option("a summary")
 @force_option
 @quiet_option
 @device_option
@@ -122,7 +124,7 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
     info = {"checkpoint": str(checkpoint)}
     specs, hessian_data = kind, None
     if kind == "interp":
-        specs = [_interpolation(model, meta, target, torch_device), "random"]
+        specs = [_interpolation(model, meta, target, torch_device), "random"][: 2 if y_range else 1]
         settings.update(direction="interp", x_direction="interpolation",
                         interp_sha256=file_sha256(target))  # fmt: skip
         info["interp_checkpoint"] = str(target)
@@ -130,12 +132,11 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
         hessian_data = first_examples(bundle.train_eval, samples, ALL, torch_device)
         if not quiet and not (resume and Path(out).exists()):
             click.echo("computing the top Hessian eigenvectors (Lanczos) ...", err=True)
-    y_specs = specs if isinstance(specs, str) or y_range else specs[:1]
     with progress_bar(None, "surface", quiet, unit="pt") as bar:
         try:
             result = loss_surface(
                 model, cross_entropy, data, out, x_range=x_range, y_range=y_range,
-                directions=y_specs, split=split, samples=samples, normalization=normalization,
+                directions=specs, split=split, samples=samples, normalization=normalization,
                 ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
                 vectorize=vectorize, hessian_data=hessian_data, resume=resume,
                 force=force, settings=settings, info=info, progress=bar.update,

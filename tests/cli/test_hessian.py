@@ -109,8 +109,8 @@ def test_float64_and_power_engine(mnist1d_teacher, tmp_path):
     "args, needle",
     [
         (["--top-k", 100000], "top-k 100000"),
-        (["--samples", 0], "--samples 0"),
-        (["--samples", -3], "--samples -3"),
+        (["--samples", 0], "'--samples': 0 is not in the range"),
+        (["--samples", -3], "'--samples': -3 is not in the range"),
         (["--engine", "pyhessian", "--which", "smallest"], "need the lanczos engine"),
         (["--trace", "--trace-matvecs", 2], "--trace-matvecs 2"),
     ],
