@@ -122,7 +122,9 @@ def evaluate(
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 1000):
+def predict_logits(
+    model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 1000
+) -> torch.Tensor:
     """Logits of a model in eval mode for a tensor of inputs, batch by batch."""
     model.eval()
     device = next(model.parameters()).device
@@ -204,13 +206,23 @@ def fit(
     }
 
 
-def model_kwargs(arch: str, bundle: DatasetBundle, overrides: dict[str, Any] | None = None):
+def model_kwargs(
+    arch: str, bundle: DatasetBundle, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Full, JSON-ready kwargs that fit an architecture to a dataset's inputs and classes."""
     fitted = {**input_kwargs(arch, bundle.input_shape), "num_classes": bundle.num_classes}
     return resolve_model_kwargs(arch, **{**fitted, **(overrides or {})})
 
 
-def _metadata(arch, kwargs, bundle, recipe, seed, metrics, **extra) -> dict[str, Any]:
+def _metadata(
+    arch: str,
+    kwargs: dict[str, Any],
+    bundle: DatasetBundle,
+    recipe: Recipe,
+    seed: int,
+    metrics: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "arch": arch,
         "arch_kwargs": kwargs,

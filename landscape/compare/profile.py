@@ -92,7 +92,9 @@ def basin_width(alphas: np.ndarray, losses: np.ndarray, rise: float) -> float:
 
 
 @torch.no_grad()
-def loss_and_accuracy(model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch]):
+def loss_and_accuracy(
+    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch]
+) -> tuple[float, float]:
     """Mean loss (each batch weighted by its size) and accuracy, in eval mode."""
     total, loss_sum, correct = 0, 0.0, 0
     with analysis_mode(model):

@@ -102,7 +102,7 @@ def pyhessian_session(
             if not single:
                 loop = engine.dataloader_hv_product
 
-                def counted_loop(v):
+                def counted_loop(v: list[torch.Tensor]) -> tuple:
                     counter.add()
                     return loop(v)
 
@@ -119,7 +119,7 @@ def pyhessian_session(
             p.grad = None
 
 
-def _product(engine, vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+def _product(engine: object, vectors: list[torch.Tensor]) -> list[torch.Tensor]:
     """PyHessian's HVP (graph reuse for one batch, its loop over batches otherwise)."""
     module = sys.modules["pyhessian.hessian"]
     if engine.full_dataset:

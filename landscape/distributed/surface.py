@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,9 @@ class TorchrunProcesses(SingleProcess):
         """Rank 0's ``obj`` on every process."""
         return broadcast_object(obj)
 
-    def open_store(self, factory: Callable[[], SurfaceStore]):
+    def open_store(
+        self, factory: Callable[[], SurfaceStore]
+    ) -> AbstractContextManager[SurfaceStore | StoreView]:
         """The store on rank 0, a :class:`StoreView` of it elsewhere."""
         return store_on_main(factory)
 

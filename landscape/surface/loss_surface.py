@@ -183,7 +183,12 @@ def _split_data(data: Mapping[str, Iterable[Batch]] | Iterable[Batch], split: st
     return {"train": data}, "train"
 
 
-def _batch_size(model: nn.Module, examples: dict[str, tuple[Any, Tensor]], given, processes):
+def _batch_size(
+    model: nn.Module,
+    examples: dict[str, tuple[Any, Tensor]],
+    given: int | str,
+    processes: SingleProcess,
+) -> int:
     """The forward batch size: given, or the fastest (measured on rank 0, sent to all)."""
     if given != "auto":
         if not isinstance(given, int) or given < 1:
@@ -335,8 +340,18 @@ def loss_surface(
                          origin)  # fmt: skip
 
 
-def _directions_for(out, resume, model, specs, kinds, normalization, ignore, seed, loss_fn,
-                    hessian_batches):  # fmt: skip
+def _directions_for(
+    out: Path,
+    resume: bool,
+    model: nn.Module,
+    specs: Sequence[DirectionSpec],
+    kinds: Sequence[str],
+    normalization: str,
+    ignore: str,
+    seed: int,
+    loss_fn: LossFunction,
+    hessian_batches: Sequence[Batch] | None,
+) -> tuple[list[Direction], dict[str, Any]]:
     """Directions for a new file, or the stored ones when an eigen run resumes.
 
     Lanczos is costly, so eigen directions are read back; the settings that determine them

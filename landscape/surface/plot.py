@@ -16,6 +16,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib import colors, ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from landscape.errors import LandscapeInputError
@@ -196,7 +197,15 @@ def grid_figure(
     return fig
 
 
-def _draw(ax, kind, x, y, z, norm, level_values):
+def _draw(
+    ax: Axes,
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    norm: colors.Normalize,
+    level_values: np.ndarray,
+) -> Any:
     """Draw one panel; returns what the colour bar should describe."""
     X, Y = np.meshgrid(x, y)
     masked = np.ma.masked_invalid(z)
@@ -211,7 +220,9 @@ def _draw(ax, kind, x, y, z, norm, level_values):
     return _surface3d(ax, X, Y, z, norm)
 
 
-def _surface3d(ax, X, Y, z, norm):
+def _surface3d(
+    ax: Axes, X: np.ndarray, Y: np.ndarray, z: np.ndarray, norm: colors.Normalize
+) -> matplotlib.cm.ScalarMappable:
     """3D surface clipped at the colour range; facets touching a gap are left out."""
     clipped = np.where(np.isfinite(z), np.minimum(z, norm.vmax), np.nan)
     valid = np.isfinite(clipped)
