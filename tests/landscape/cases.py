@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from landscape._types import move_batch
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -72,6 +74,47 @@ def _linear_low_rank(seed: int):
     )
 
 
+def _frozen_first_layer(seed: int):
+    """An MLP whose first layer does not train: operators cover the trainable rest only."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    model[0].requires_grad_(False)
+    return model, nn.functional.cross_entropy, _classification([6, 4], (5,), 3)
+
+
+def _sum_reduction(outputs: Tensor, targets: Tensor) -> Tensor:
+    return nn.functional.mse_loss(outputs, targets, reduction="sum")
+
+
+def _mlp_sum_loss(seed: int):
+    """A loss that sums over its batch: batches still weigh n_k / N (the operators' rule)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+    return model, _sum_reduction, [(torch.randn(5, 4), torch.randn(5, 2)),
+                                   (torch.randn(3, 4), torch.randn(3, 2))]  # fmt: skip
+
+
+class DictInput(nn.Module):
+    """A model whose forward takes a dict of tensors, as many user models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(torch.tanh(self.a(batch["x"]) + self.b(batch["extra"])))
+
+
+def _dict_inputs(seed: int):
+    torch.manual_seed(seed)
+    batches = [
+        ({"x": torch.randn(n, 3), "extra": torch.randn(n, 2)}, torch.randint(0, 3, (n,)))
+        for n in (5, 4)
+    ]
+    return DictInput(), nn.functional.cross_entropy, batches
+
+
 CASES = [
     Case("mlp-crossentropy-3batches-unequal", _mlp_cross_entropy),
     Case("mlp-mse-1batch", _mlp_mse_one_batch),
@@ -79,12 +122,18 @@ CASES = [
     Case("linear-mse-rank6", _linear_low_rank),
 ]
 LOW_RANK_CASES = [c for c in CASES if "rank" in c.id]
+MATRIX_CASES = CASES + [
+    Case("mlp-frozen-first-layer", _frozen_first_layer),
+    Case("mlp-sum-reduction-mse", _mlp_sum_loss),
+    Case("dict-inputs-crossentropy", _dict_inputs),
+]
+"""Every operator is checked against its dense matrix on these (tests/landscape/operators)."""
 
 
 def make_float64(case: Case) -> tuple[nn.Module, Callable, list[Batch]]:
     """The case's model, loss and batches, converted to float64."""
     model, loss_fn, batches = case.make(case.seed)
-    batches = [(x.double(), y.double() if y.is_floating_point() else y) for x, y in batches]
+    batches = [move_batch(b, torch.device("cpu"), torch.float64) for b in batches]
     return model.double(), loss_fn, batches
 
 

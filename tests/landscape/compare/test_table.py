@@ -1,4 +1,4 @@
-"""Comparison tables and the claims counter, on hand-made records."""
+"""Comparison tables and per-seed win counts, on hand-made records."""
 
 import csv
 import io
@@ -7,10 +7,8 @@ import pytest
 
 from landscape.compare.table import (
     by_generation,
-    claims_table,
     count_wins,
     relative_change,
-    rise_then_fall,
     to_csv,
     to_markdown,
     with_changes,
@@ -36,15 +34,6 @@ def test_count_wins_counts_by_hand():
     assert count_wins(records, 1, "lambda_1", lower_is_better=True) == {"wins": 1, "seeds": 3}
 
 
-def test_claims_table_verdicts():
-    rows = {r["measure"]: r for r in claims_table(_records())}
-    assert rows["test_accuracy"]["wins"] == 2 and rows["test_accuracy"]["verdict"] == "mixed"
-    assert rows["lambda_1"]["wins"] == 1
-    assert "trace" not in rows  # not measured: no claim row
-    records = [r | {"test_accuracy": 1.0} if r["generation"] else r for r in _records()]
-    assert {r["measure"]: r for r in claims_table(records)}["test_accuracy"]["verdict"] == "holds"
-
-
 def test_summary_by_generation():
     summary = by_generation(_records(), ["test_accuracy"])
     teacher = summary[0]["test_accuracy"]
@@ -66,8 +55,3 @@ def test_markdown_csv_and_rows_agree():
 def test_relative_change_edge_cases():
     assert relative_change(None, 1.0) is None and relative_change(1.0, 0.0) is None
     assert relative_change(-1.0, -2.0) == pytest.approx(0.5)
-
-
-def test_rise_then_fall():
-    assert rise_then_fall([0.90, 0.92, 0.91])
-    assert not rise_then_fall([0.90, 0.91, 0.92]) and not rise_then_fall([0.9, 0.8])

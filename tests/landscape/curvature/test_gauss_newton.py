@@ -8,7 +8,7 @@ import torch
 from landscape.curvature.gauss_newton import ggn_split
 from landscape.curvature.trace import rademacher
 from tests.landscape.cases import CASES, dense_hessian, make_float64
-from tests.landscape.test_ggn import dense_ggn
+from tests.landscape.operators.test_ggn import dense_ggn
 
 
 @pytest.mark.parametrize("case", CASES[:2], ids=[c.id for c in CASES[:2]])

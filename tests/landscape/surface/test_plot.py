@@ -2,10 +2,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from matplotlib import colors
+from matplotlib.collections import QuadMesh
 
 from landscape.errors import LandscapeInputError
 from landscape.surface.evaluate import PointValues, grid_points
-from landscape.surface.plot import KINDS, load_surface, plot_surfaces
+from landscape.surface.plot import KINDS, grid_figure, line_figure, load_surface, plot_surfaces
 from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
@@ -46,29 +48,41 @@ def test_every_kind_renders_with_nan_and_inf_points(tmp_path, kind, suffix):
 def test_two_dimensional_kinds_take_options_and_several_files(tmp_path, kind):
     a = _bowl(tmp_path / "a.h5", nx=11, ny=5)
     b = _bowl(tmp_path / "b.h5", nx=11, ny=5, shift=0.5, done_fraction=0.6)
-    out = plot_surfaces(
-        [a, b],
-        tmp_path / "fig.png",
-        kind=kind,
-        key="test_loss",
-        labels=["teacher", "student"],
-        vmin=0.2,
-        vmax=2.0,
-        levels=8,
-        log=True,
-    )
-    assert out.stat().st_size > 1000
-    out = plot_surfaces(
-        [a], tmp_path / "acc.png", kind=kind, key="train_acc", levels=[70.0, 80, 90]
-    )
-    assert out.exists()
+    options = {"key": "test_loss", "vmin": 0.2, "vmax": 2.0, "levels": 8, "log": True}
+    out = plot_surfaces([a, b], tmp_path / "fig.png", kind=kind, labels=["t", "s"], **options)
+    assert out.read_bytes().startswith(MAGIC[".png"])
+    surfaces = [load_surface(a, "teacher"), load_surface(b, "student")]
+    fig = grid_figure(surfaces, kind, **options)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels] == ["teacher", "student"]
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    if kind == "surface3d":  # facets are coloured by hand; the colour bar carries the norm
+        norms = [m.norm for m in bar.collections if isinstance(m, QuadMesh)]
+        assert all(ax.get_zlim() == (0.2, 2.0) for ax in panels)
+    else:
+        norms = [m.norm for ax in panels for m in (*ax.collections, *ax.images)]
+    assert len(norms) >= 1
+    assert all(isinstance(n, colors.LogNorm) for n in norms)  # log took effect
+    assert all((n.vmin, n.vmax) == (0.2, 2.0) for n in norms)  # so did vmin/vmax
+    if kind in ("contour", "filled"):
+        levels = [c.levels for c in panels[0].collections if hasattr(c, "levels")]
+        np.testing.assert_allclose(levels[0], np.geomspace(0.2, 2.0, 8))  # 8 log levels
+    explicit = grid_figure(surfaces[:1], "contour", "train_acc", None, None, [70.0, 80, 90], False)
+    (lines,) = [c for c in explicit.axes[0].collections if hasattr(c, "levels")]
+    assert list(lines.levels) == [70.0, 80.0, 90.0]
 
 
 def test_line_overlays_files_and_takes_options(tmp_path):
     files = [_bowl(tmp_path / f"{n}.h5", ny=None, shift=n) for n in range(3)]
     train_only = _bowl(tmp_path / "t.h5", ny=None, split="train")
     out = plot_surfaces([*files, train_only], tmp_path / "lines.pdf", kind="line", log=True, vmax=5)
-    assert out.exists()
+    assert out.read_bytes().startswith(MAGIC[".pdf"])
+    surfaces = [load_surface(p) for p in (*files, train_only)]
+    loss_ax, acc_ax = line_figure(surfaces, None, 5.0, True).axes
+    assert loss_ax.get_yscale() == "log" and loss_ax.get_ylim()[1] == 5.0
+    # three files x (train, test) + one train-only file, each a curve in both panels
+    assert len(loss_ax.get_lines()) == 7 and len(acc_ax.get_lines()) == 7
+    assert [line.get_linestyle() for line in loss_ax.get_lines()[:2]] == ["-", "--"]
 
 
 def test_a_flat_or_all_diverged_surface(tmp_path):

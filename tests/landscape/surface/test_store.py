@@ -237,7 +237,7 @@ SCRIPT = textwrap.dedent(
 def test_a_process_killed_with_sigkill_leaves_a_file_that_resumes_to_the_same_values(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    here = str(Path(__file__).parent)
+    here = str(Path(__file__).parent.parent)  # where surface_problems.py lives
     path = tmp_path / "killed.h5"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(path), here, "30"], stdout=subprocess.PIPE, text=True
