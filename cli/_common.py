@@ -7,13 +7,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
-from tqdm import tqdm
 
 from distill.errors import DistillInputError
+
+if TYPE_CHECKING:  # torch and tqdm load inside the commands that need them
+    import torch
+    from tqdm import tqdm
 
 
 def quiet_option(func):
@@ -60,15 +62,18 @@ def seed_option(what: str):
     return click.option("--seed", type=int, default=0, show_default=True, help=f"Seed of {what}.")
 
 
-def json_option(what: str):
-    """``--json FILE``, with what is written there in the help."""
+def json_option(what: str, stdout: bool = False):
+    """``--json FILE``, with what is written there in the help (``-``: stdout if allowed)."""
+    where = " here ('-': stdout)" if stdout else " here"
     return click.option(
-        "--json", "json_path", type=click.Path(dir_okay=False), help=f"Write {what} here."
+        "--json", "json_path", type=click.Path(dir_okay=False), help=f"Write {what}{where}."
     )
 
 
 def resolve_device(name: str) -> torch.device:
     """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -77,7 +82,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU threads when ``--threads`` was given."""
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -108,6 +116,8 @@ def write_json(path: Path | None, document: dict[str, Any]) -> None:
 @contextmanager
 def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it") -> Iterator[tqdm]:
     """A tqdm bar on stderr, silent when ``--quiet`` or when stderr is not a terminal."""
+    from tqdm import tqdm
+
     disable = quiet or not sys.stderr.isatty()
     with tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False) as bar:
         yield bar

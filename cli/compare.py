@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import torch.nn.functional as F
 
 from cli._common import (
     apply_threads,
@@ -23,16 +21,10 @@ from cli._common import (
     train_samples_option,
     write_json,
 )
-from cli._report import save_lines
-from distill.analysis import first_examples, open_checkpoint
 from distill.errors import DistillInputError
-from landscape.compare.profile import (
-    ProfileSettings,
-    interpolation_line,
-    matched_lambda_1,
-    profile_model,
-)
-from landscape.compare.table import to_csv, to_markdown, with_changes
+
+if TYPE_CHECKING:  # annotations only; the module loads inside the command
+    from landscape.compare.profile import ProfileSettings
 
 CHANGE_COLUMNS = (
     "test_accuracy", "train_loss", "lambda_1", "trace", "surface_width", "ggn_lambda_1",
@@ -67,6 +59,8 @@ def _identity(meta: dict[str, Any]) -> tuple:
 
 def load_models(paths: list[str], device, allow_mixed: bool):
     """Load every checkpoint, naming a missing one; refuse mixed architectures or data."""
+    from distill.analysis import open_checkpoint
+
     for i, path in enumerate(paths, 1):
         if not Path(path).is_file():
             raise DistillInputError(f"checkpoint {i} of {len(paths)}, {path}, not found")
@@ -102,6 +96,13 @@ def compare_checkpoints(
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
     ``interpolation``: x, loss, acc).
     """
+    import numpy as np
+    import torch.nn.functional as F
+
+    from distill.analysis import first_examples
+    from landscape.compare.profile import interpolation_line, matched_lambda_1, profile_model
+    from landscape.compare.table import with_changes
+
     records = []
     loaded = load_models(paths, device, allow_mixed)
     for path, model, meta, bundle in loaded:
@@ -144,6 +145,8 @@ def compare_checkpoints(
 
 def write_plots(report: dict[str, Any], folder: Path) -> None:
     """1D curves along each model's own direction, and teacher -> student lines."""
+    from cli._report import save_lines
+
     folder.mkdir(parents=True, exist_ok=True)
     models = report["models"]
     own = [
@@ -249,6 +252,9 @@ def compare(
       flatscape compare runs/teacher.safetensors runs/sd/gen1.safetensors \\
           runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
     """
+    from landscape.compare.profile import ProfileSettings
+    from landscape.compare.table import to_csv, to_markdown
+
     apply_threads(threads)
     outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
     settings = ProfileSettings(
@@ -283,6 +289,3 @@ def compare(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-
-
-COMMANDS = [compare]

@@ -14,8 +14,6 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from distill.analysis import open_checkpoint
-from distill.trainer import evaluate as evaluate_model
 
 
 @click.command()
@@ -36,6 +34,9 @@ def evaluate(checkpoint, split, arch, dataset, json_path, force, device, threads
     Example:
       flatscape evaluate runs/teacher.safetensors --split both --json eval.json
     """
+    from distill.analysis import open_checkpoint
+    from distill.trainer import evaluate as evaluate_model
+
     apply_threads(threads)
     json_path = check_output(json_path, force)
     model, meta, bundle = open_checkpoint(
@@ -49,6 +50,3 @@ def evaluate(checkpoint, split, arch, dataset, json_path, force, device, threads
         r = report[name]
         click.echo(f"{name}: loss {r['loss']:.6f}  accuracy {r['accuracy']:.4f}  (n={r['n']})")
     write_json(json_path, report)
-
-
-COMMANDS = [evaluate]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import click
-import torch
-import torch.nn.functional as F
 
 from cli._common import (
     apply_threads,
@@ -20,11 +18,6 @@ from cli._common import (
     train_samples_option,
     write_json,
 )
-from distill.analysis import load_for_analysis
-from landscape.curvature.measure import CurvatureRequest
-from landscape.curvature.report import curvature_report, format_summary
-from landscape.distributed import process as distributed
-from landscape.distributed.operator import data_parallel_curvature
 
 
 @click.command("hessian")
@@ -115,7 +108,7 @@ from landscape.distributed.operator import data_parallel_curvature
 )
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @seed_option("the random vectors")
-@json_option("the JSON report ('-': stdout)")
+@json_option("the JSON report", stdout=True)
 @force_option
 @quiet_option
 @device_option
@@ -137,6 +130,15 @@ def hessian_command(
       flatscape hessian runs/teacher.safetensors --top-k 3 --trace --json runs/teacher.hessian.json
       flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
     """
+    import torch
+    import torch.nn.functional as F
+
+    from distill.analysis import load_for_analysis
+    from landscape.curvature.measure import CurvatureRequest
+    from landscape.curvature.report import curvature_report, format_summary
+    from landscape.distributed import process as distributed
+    from landscape.distributed.operator import data_parallel_curvature
+
     json_out = check_output(json_path, force)
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
@@ -175,6 +177,3 @@ def hessian_command(
         return
     write_json(json_out, report)
     click.echo(format_summary(report), err=str(json_path) == "-")
-
-
-COMMANDS = [hessian_command]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -9,8 +10,7 @@ import sys
 import click
 
 from distill.errors import DistillInputError
-from landscape.distributed.process import env_rank, launched_by_torchrun
-from landscape.distributed.surface import DistributedRunError
+from landscape.distributed.environment import DistributedRunError, env_rank, launched_by_torchrun
 from landscape.errors import LandscapeInputError
 
 USER_ERRORS = (DistillInputError, LandscapeInputError)
@@ -50,6 +50,30 @@ def flag_names(message: str, command: click.Command | None) -> str:
     )
 
 
+COMMANDS = {
+    "compare": ("cli.compare", "compare",
+                "Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width."),
+    "distill": ("cli.train", "distill",
+                "Self-distil: train generations 1..G, each from the previous one's soft outputs."),
+    "evaluate": ("cli.evaluate", "evaluate",
+                 "Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation)."),
+    "hessian": ("cli.hessian", "hessian_command", "Top Hessian eigenvalues, trace and spectral "
+                "density of a checkpoint's train loss."),
+    "plot": ("cli.plot", "plot", "Draw surface FILES made by `flatscape surface` into one figure."),
+    "reproduce": ("cli.reproduce", "reproduce",
+                  "Train teachers and students over seeds, measure every model, write a report."),
+    "sharpness": ("cli.sharpness", "sharpness",
+                  "Average- and worst-case sharpness of CHECKPOINT, beside its train loss."),
+    "surface": ("cli.surface", "surface",
+                "Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file."),
+    "train": ("cli.train", "train",
+              "Train a teacher on hard labels and save it as a .safetensors checkpoint."),
+}  # fmt: skip
+"""Each command: the module that defines it, its name there, and its one-line help (the
+first line of its docstring; a test keeps the two equal). A module is imported only when
+its command runs or shows its own ``--help``."""
+
+
 class FlatscapeGroup(click.Group):
     """A click group whose errors are one line on stderr: exit 2 for bad input.
 
@@ -74,6 +98,24 @@ class FlatscapeGroup(click.Group):
         except (PermissionError, IsADirectoryError) as err:
             echo_error(f"{err.strerror}: {err.filename}")
             ctx.exit(2)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, by name."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """Import the command's module (torch and the rest load here, not at start-up)."""
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from the table, importing no command."""
+        width = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, _shorten(COMMANDS[name][2], width)) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """Find the command; refuse single-process commands under a torchrun job."""
@@ -103,7 +145,13 @@ class FlatscapeGroup(click.Group):
 
 @click.group(cls=FlatscapeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flatscape")
-def cli() -> None:
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Generate datasets anew instead of reading the verified cache in $FLATSCAPE_CACHE "
+    "(default ~/.cache/flatscape).",
+)
+def cli(no_cache: bool) -> None:
     """flatscape: train self-distilled students and measure how flat their minima are.
 
     \b
@@ -112,24 +160,15 @@ def cli() -> None:
       flatscape distill --teacher runs/teacher.safetensors --out-dir runs/sd
       flatscape hessian runs/teacher.safetensors --top-k 3 --trace
     """
+    if no_cache:
+        os.environ["FLATSCAPE_CACHE"] = "off"  # read by distill.cache, for this run
 
 
-def _register_commands() -> None:
-    """Attach every command module's commands to the group (one module per group)."""
-    import importlib
-    import pkgutil
-
-    import cli as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name == "main":
-            continue
-        module = importlib.import_module(f"cli.{info.name}")
-        for command in getattr(module, "COMMANDS", ()):
-            cli.add_command(command)
-
-
-_register_commands()
+def _shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word to fit ``limit`` characters, as click shortens help."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 1)].rsplit(" ", 1)[0] + "..."
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from cli import _choices as choices
 from cli._common import check_output, force_option
 from landscape.errors import LandscapeInputError
-from landscape.surface.plot import KINDS, plot_surfaces
 
 
 def _levels(text: str) -> int | list[float]:
@@ -23,7 +23,7 @@ def _levels(text: str) -> int | list[float]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--kind", type=click.Choice(KINDS), default="contour", show_default=True)
+@click.option("--kind", type=click.Choice(choices.KINDS), default="contour", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".pdf, .png or .svg")
 @click.option(
     "--key",
@@ -50,11 +50,10 @@ def plot(files, kind, out, key, vmin, vmax, levels, log, labels, force):
       flatscape plot t.h5 s.h5 --kind line --label teacher --label student --out line.pdf
       flatscape plot surf.h5 --kind contour --vmax 5 --levels 20 --out contour.pdf
     """
+    from landscape.surface.plot import plot_surfaces
+
     out = check_output(out, force)
     path = plot_surfaces(
         files, out, kind, key, list(labels) or None, vmin, vmax, _levels(levels), log
     )
     click.echo(f"wrote {path}")
-
-
-COMMANDS = [plot]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli import _choices as choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -14,13 +15,12 @@ from cli._common import (
     resolve_device,
     threads_option,
 )
-from cli._experiments import PRESETS, Experiment, run_experiment
 
 
 @click.command()
 @click.option(
     "--preset",
-    type=click.Choice(sorted(PRESETS)),
+    type=click.Choice(choices.PRESETS),
     default="quick",
     show_default=True,
     help="quick: mnist1d, 3 seeds, 2 generations (a few minutes). full: mnist1d and "
@@ -50,6 +50,8 @@ def reproduce(preset, datasets, seeds, generations, epochs, out_dir, quiet, devi
     Example:
       flatscape reproduce --preset quick --out-dir runs/demo
     """
+    from cli._experiments import Experiment, run_experiment
+
     apply_threads(threads)
     experiment = Experiment.from_preset(
         preset, datasets=datasets or None, seeds=seeds, generations=generations, epochs=epochs
@@ -70,6 +72,3 @@ def echo_accuracy(report_json: Path) -> None:
             click.echo(
                 f"  {label:<8}{100 * acc['mean']:6.2f} ± {100 * acc['std']:.2f}  (n={acc['n']})"
             )
-
-
-COMMANDS = [reproduce]

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import click
-import torch
 
+from cli import _choices as choices
 from cli._common import (
     apply_threads,
     check_output,
@@ -22,21 +22,16 @@ from cli._common import (
     train_samples_option,
     write_json,
 )
-from distill.analysis import load_for_analysis
 from distill.errors import DistillInputError
-from landscape.curvature.temperature import (
-    TemperatureScaled,
-    mean_cross_entropy,
-    temperature_matched_curvature,
-)
-from landscape.sharpness import GEOMETRIES, planned_evaluations, sharpness_report
 
 DEFAULT_RHO = {"average": 0.05, "worst": 0.1}
-LOSS = torch.nn.functional.cross_entropy
 
 
 def _target_loss(match_loss: float | None, match_teacher: str | None, loaded, samples: int, device):
     """The train loss to match: given, or the teacher's on the same examples, or None."""
+    from distill.analysis import load_for_analysis
+    from landscape.curvature.temperature import mean_cross_entropy
+
     if match_teacher is None:
         return match_loss, None
     teacher = load_for_analysis(match_teacher, samples=samples, device=device)
@@ -50,10 +45,14 @@ def _target_loss(match_loss: float | None, match_teacher: str | None, loaded, sa
 
 def _measure(model, batches, measures, geometries, rho, options, bar) -> list[dict[str, Any]]:
     """One sharpness report per measure (each with its own default radius)."""
+    from torch.nn.functional import cross_entropy
+
+    from landscape.sharpness import sharpness_report
+
     results = []
     for measure in measures:
         report = sharpness_report(
-            model, LOSS, batches, rho or DEFAULT_RHO[measure], [measure], geometries,
+            model, cross_entropy, batches, rho or DEFAULT_RHO[measure], [measure], geometries,
             progress=bar.update, **options,
         )  # fmt: skip
         results.extend(report["results"])
@@ -86,7 +85,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
 )
 @click.option(
     "--geometry",
-    type=click.Choice([*GEOMETRIES, "all"]),
+    type=click.Choice([*choices.GEOMETRIES, "all"]),
     default="all",
     show_default=True,
     help="plain (Euclidean), elementwise (|w|-scaled, ASAM) or filterwise (filter RMS).",
@@ -141,6 +140,10 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
       flatscape sharpness runs/sd/gen1.safetensors --measure average --geometry elementwise
       flatscape sharpness runs/sd/gen1.safetensors --match-teacher runs/teacher.safetensors
     """
+    from distill.analysis import load_for_analysis
+    from landscape.curvature.temperature import TemperatureScaled, temperature_matched_curvature
+    from landscape.sharpness import GEOMETRIES, planned_evaluations
+
     start = time.perf_counter()
     apply_threads(threads)
     json_path = check_output(json_path, force)
@@ -184,6 +187,3 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         },
         "seconds": time.perf_counter() - start,
     })  # fmt: skip
-
-
-COMMANDS = [sharpness]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
-from torch.nn.functional import cross_entropy
 
+from cli import _choices as choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -21,15 +21,10 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from distill.analysis import first_examples, open_checkpoint
-from distill.checkpoint import file_sha256, load_checkpoint
-from landscape.distributed import process as distributed
-from landscape.distributed.surface import DistributedRunError, surface_processes
 from landscape.errors import LandscapeInputError
-from landscape.surface.directions import interpolation_direction
-from landscape.surface.evaluate import VECTORIZE
-from landscape.surface.loss_surface import loss_surface
-from landscape.surface.store import SPLITS, SurfaceStore
+
+if TYPE_CHECKING:  # annotations only; the module loads inside the command
+    import torch
 
 ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 
@@ -66,7 +61,7 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
     show_default=True,
     help="Random directions: auto = biasbn (biases and BatchNorm parameters get zero).",
 )
-@click.option("--split", type=click.Choice(list(SPLITS)), default="train", show_default=True)
+@click.option("--split", type=click.Choice(choices.SPLITS), default="train", show_default=True)
 @click.option(
     "--samples", type=click.IntRange(min=1), help="First N examples of each split (default all)."
 )
@@ -80,7 +75,7 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 @seed_option("the directions")
 @click.option(
     "--vectorize",
-    type=click.Choice(VECTORIZE),
+    type=click.Choice(choices.VECTORIZE),
     default="auto",
     show_default=True,
     help="Evaluate several grid points at once with torch.func.vmap: auto times it "
@@ -110,6 +105,15 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
           --x -0.5:1.5:81 --split both --out interp.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
+    from torch.nn.functional import cross_entropy
+
+    from distill.analysis import first_examples, open_checkpoint
+    from distill.checkpoint import file_sha256
+    from landscape.distributed import process as distributed
+    from landscape.distributed.surface import DistributedRunError, surface_processes
+    from landscape.surface.loss_surface import loss_surface
+    from landscape.surface.store import SPLITS
+
     apply_threads(threads)
     kind, target = _parse_direction(direction)
     normalization, ignore = _direction_options(kind, normalization, ignore)
@@ -157,6 +161,9 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
 
 def _stop(err: BaseException, out: Path) -> None:
     """Say how many points are saved (rank 0), then end every process with an error code."""
+    from landscape.distributed import process as distributed
+    from landscape.surface.store import SurfaceStore
+
     interrupted = isinstance(err, KeyboardInterrupt)
     if distributed.is_main():
         saved = "no"
@@ -212,6 +219,9 @@ def _direction_options(kind: str, normalization: str, ignore: str) -> tuple[str,
 
 def _interpolation(model: torch.nn.Module, meta: dict, target: Path, device: torch.device):
     """Direction to another checkpoint, which must share the architecture."""
+    from distill.checkpoint import load_checkpoint
+    from landscape.surface.directions import interpolation_direction
+
     other, other_meta = load_checkpoint(target, device=device)
     mine = (meta.get("arch"), meta.get("arch_kwargs"))
     theirs = (other_meta.get("arch"), other_meta.get("arch_kwargs"))
@@ -227,6 +237,3 @@ def _origin_text(origin: dict[str, float] | None) -> str:
     if not origin:
         return "the grid does not contain the origin"
     return "at the origin " + ", ".join(f"{k} {v:.6g}" for k, v in origin.items())
-
-
-COMMANDS = [surface]

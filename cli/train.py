@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from cli import _choices as choices
 from cli._common import (
     apply_threads,
     check_output,
@@ -18,21 +20,14 @@ from cli._common import (
     threads_option,
     write_json,
 )
-from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.data import DATASETS, load_dataset
-from distill.losses import ALPHA_MEANING, KDConfig
-from distill.models import ARCHITECTURES
-from distill.trainer import (
-    TEACHER_RECIPES,
-    Recipe,
-    json_lines_log,
-    recipe_for_student,
-    train_student,
-    train_teacher,
-)
+
+if TYPE_CHECKING:  # annotations only; the module loads inside the command
+    from distill.trainer import Recipe
 
 
 def _epoch_logger(log_path: Path, bar):
+    from distill.trainer import json_lines_log
+
     write = json_lines_log(log_path)
 
     def log(record: dict) -> None:
@@ -70,9 +65,11 @@ def recipe_options(func):
 
 
 @click.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist1d", show_default=True)
+@click.option(
+    "--dataset", type=click.Choice(choices.DATASETS), default="mnist1d", show_default=True
+)
 @click.option("--data-root", type=click.Path(), help="Folder with CIFAR python batches.")
-@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), help="Default: per dataset.")
+@click.option("--arch", type=click.Choice(choices.ARCHITECTURES), help="Default: per dataset.")
 @recipe_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), help="Keep the first N train examples.")
@@ -113,6 +110,10 @@ def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, a
     Example:
       flatscape train --dataset mnist1d --epochs 60 --seed 0 --out runs/teacher.safetensors
     """
+    from distill.checkpoint import save_checkpoint
+    from distill.data import load_dataset
+    from distill.trainer import TEACHER_RECIPES, train_teacher
+
     apply_threads(threads)
     out = check_output(out, force)
     json_path = check_output(json_path, force)
@@ -156,7 +157,11 @@ def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, a
     help="Softmax temperature T of teacher and student.",
 )
 @click.option(
-    "--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True, help=ALPHA_MEANING + "."
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help=choices.ALPHA_MEANING + ".",
 )
 @recipe_options
 @click.option("--seed", type=int, help="Student seed (default: teacher seed + generation).")
@@ -180,6 +185,10 @@ def distill(teacher, generations, temperature, alpha, seed, out_dir, json_path, 
       flatscape distill --teacher runs/teacher.safetensors --generations 2 \\
           --temperature 4 --alpha 1.0 --out-dir runs/sd
     """
+    from distill.checkpoint import load_checkpoint, save_checkpoint
+    from distill.losses import KDConfig
+    from distill.trainer import recipe_for_student, train_student
+
     apply_threads(threads)
     kd = KDConfig(temperature=temperature, alpha=alpha)
     _, parent = load_checkpoint(teacher)
@@ -205,6 +214,3 @@ def distill(teacher, generations, temperature, alpha, seed, out_dir, json_path, 
     for name, metrics in rows:
         click.echo(f"{name:<10}{metrics['test_accuracy']:>10.4f}{metrics['train_loss']:>12.4f}")
     write_json(json_path, {"models": [{"name": n, **m} for n, m in rows]})
-
-
-COMMANDS = [train, distill]

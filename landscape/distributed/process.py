@@ -31,23 +31,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from landscape.distributed.environment import (  # noqa: F401  (re-exported)
+    TIMEOUT_VARIABLE,
+    TORCHRUN_VARIABLES,
+    env_rank,
+    launched_by_torchrun,
+)
 from landscape.errors import LandscapeInputError
 
 T = TypeVar("T")
-
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-TIMEOUT_VARIABLE = "FLATSCAPE_DIST_TIMEOUT"
-"""Seconds a collective may wait for the slowest process (default 1800, torch's own)."""
-
-
-def launched_by_torchrun() -> bool:
-    """Whether the environment names this process's place in a torchrun job."""
-    return all(name in os.environ for name in TORCHRUN_VARIABLES)
-
-
-def env_rank() -> int:
-    """The rank torchrun gave this process (0 without torchrun), readable before any group."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def is_active() -> bool:

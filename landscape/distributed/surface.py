@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 
 from landscape._types import Batch
+from landscape.distributed.environment import DistributedRunError
 from landscape.distributed.process import broadcast_object, collective_device, is_active, is_main
 from landscape.distributed.process import rank as this_rank
 from landscape.distributed.process import world_size as ranks
@@ -50,25 +51,6 @@ from landscape.surface.store import SurfaceStore
 
 FAILURE_VARIABLE = "FLATSCAPE_TEST_FAILURE"
 WriteFunction = Callable[[np.ndarray, dict[str, PointValues]], None]
-
-
-class DistributedRunError(RuntimeError):
-    """A process of a distributed run failed or was stopped; every finished point is saved.
-
-    Attributes:
-        failed_rank: The rank that failed, None when it is not known.
-        orderly: Every process is still alive and knows of the failure (a final barrier
-            is safe).
-        exit_code: The exit code the command should end with.
-    """
-
-    def __init__(
-        self, message: str, failed_rank: int | None, orderly: bool, exit_code: int = 1
-    ) -> None:
-        super().__init__(message)
-        self.failed_rank = failed_rank
-        self.orderly = orderly
-        self.exit_code = exit_code
 
 
 # -- rank 0 owns the file -------------------------------------------------------------------

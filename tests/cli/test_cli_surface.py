@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli.surface as surface_module
+import distill.analysis as analysis_module
 import landscape.surface.loss_surface as loss_surface_module
 from cli.main import cli
 from distill.checkpoint import load_checkpoint, save_checkpoint
@@ -37,7 +37,7 @@ def _load_each_checkpoint_once():
     Sharing one model object across runs also checks that a run leaves it untouched.
     """
     cache = {}
-    original = surface_module.open_checkpoint
+    original = analysis_module.open_checkpoint  # cli.surface imports it when it runs
 
     def cached(path, device="cpu"):
         key = (str(path), str(device))
@@ -46,7 +46,7 @@ def _load_each_checkpoint_once():
         return cache[key]
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(surface_module, "open_checkpoint", cached)
+    patch.setattr(analysis_module, "open_checkpoint", cached)
     yield
     patch.undo()
 
