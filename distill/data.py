@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from distill.augment import mnist1d_augment
+from distill.cache import cached_arrays
 from distill.errors import DistillInputError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -78,15 +79,29 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
 
 
 def _mnist1d(seed: int = 42, test_size: int = 1000) -> tuple[np.ndarray, ...]:
-    """MNIST-1D from its generative process (4000 train examples; `test_size` for test).
+    """MNIST-1D (4000 train examples; `test_size` for test), from the verified cache.
+
+    Generated once per (seed, test_size, mnist1d version) by :func:`_make_mnist1d` and
+    kept by :mod:`distill.cache`.
+    """
+    from importlib.metadata import version
+
+    if test_size < 10:
+        raise DistillInputError(f"mnist1d test_size={test_size}: need at least 10 examples")
+    key = {"generator": "mnist1d", "version": version("mnist1d"), "seed": seed,
+           "test_size": test_size}  # fmt: skip
+    names = ("x_train", "y_train", "x_test", "y_test")
+    return cached_arrays(key, names, lambda: _make_mnist1d(seed, test_size))
+
+
+def _make_mnist1d(seed: int, test_size: int) -> tuple[np.ndarray, ...]:
+    """MNIST-1D from its generative process.
 
     `mnist1d.data.make_dataset` reseeds Python's and numpy's global generators; their
     states are restored afterwards so that loading data never changes a user's RNG.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if test_size < 10:
-        raise DistillInputError(f"mnist1d test_size={test_size}: need at least 10 examples")
     args = get_dataset_args()
     n_train = 4000
     # make_dataset draws num_samples // 10 per class; keep the total a multiple of 10.

@@ -1,5 +1,7 @@
 """Shared fixtures: small trained checkpoints, made once per test session."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,9 @@ from distill.checkpoint import save_checkpoint
 from distill.data import load_dataset
 from distill.losses import KDConfig
 from distill.trainer import Recipe, train_student, train_teacher
+
+# One dataset cache for the whole run (and its subprocesses), never the user's own.
+os.environ["FLATSCAPE_CACHE"] = tempfile.mkdtemp(prefix="flatscape-test-cache-")
 
 
 @pytest.fixture(scope="session")
