@@ -31,6 +31,7 @@ bench: venv
 	$(BIN)/python bench/curvature.py
 	$(BIN)/python bench/surface.py
 	$(BIN)/python bench/distributed.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
