@@ -29,6 +29,7 @@ format: venv
 
 bench: venv
 	$(BIN)/python bench/curvature.py
+	$(BIN)/python bench/tolerance.py
 	$(BIN)/python bench/surface.py
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/startup.py

@@ -17,7 +17,7 @@ Operators
     CurvatureOperator, DenseOperator, DifferenceOperator, MeanLossOperator,
     HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator
 Solvers
-    lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq, gradient_start,
+    lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq,
     EigenResult, TraceResult, SpectralQuadrature
 Measurements
     model_curvature, measure_curvature, data_parallel_curvature, CurvatureRequest,
@@ -66,7 +66,6 @@ _EXPORTS = {
     "measure_curvature": "landscape.curvature.measure",
     "CurvatureRequest": "landscape.curvature.measure",
     "CurvatureResult": "landscape.curvature.measure",
-    "gradient_start": "landscape.curvature.measure",
     "data_parallel_curvature": "landscape.distributed.operator",
     "curvature_report": "landscape.curvature.report",
     "ggn_split": "landscape.curvature.gauss_newton",

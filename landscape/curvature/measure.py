@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from landscape._types import Batch, LossFunction
 from landscape.curvature.density.slq import SpectralQuadrature, slq
@@ -148,25 +148,6 @@ class CurvatureResult:
         return [] if self.eigen is None else self.eigen.eigenvalues.tolist()
 
 
-def gradient_start(operator: CurvatureOperator, seed: int) -> Tensor:
-    """Lanczos start vector: the unit gradient plus a unit random vector.
-
-    Near a minimum the gradient lies mostly in the top eigenspace, which saves Lanczos
-    steps; the random half keeps every eigenvector in reach. Without a gradient (a plain
-    matrix) the random vector alone.
-    """
-    noise = torch.randn(operator.dim, generator=torch.Generator().manual_seed(seed + 1))
-    noise = noise.to(device=operator.device, dtype=operator.dtype)
-    start = noise / noise.norm()
-    gradient = operator.gradient()
-    if gradient is None:
-        return start
-    norm = gradient.norm()
-    if torch.isfinite(norm) and norm > 0:
-        start = start + gradient / norm
-    return start
-
-
 def _eigenpairs(operator: CurvatureOperator, request: CurvatureRequest) -> EigenResult | None:
     if not request.top_k:
         return None
@@ -183,7 +164,6 @@ def _eigenpairs(operator: CurvatureOperator, request: CurvatureRequest) -> Eigen
         max_matvecs=request.max_matvecs,
         block_size=request.block_size,
         seed=request.seed,
-        start=gradient_start(operator, request.seed),
     )
 
 
