@@ -62,6 +62,15 @@ from cli._common import (
     "built once and reused by every product].",
 )
 @click.option(
+    "--max-memory",
+    default="auto",
+    show_default=True,
+    help="Memory the kept gradient graphs may hold, e.g. 3GB or 500MB; auto = half the "
+    "memory available at the start (RAM, or the GPU's), none = no limit. Batches beyond "
+    "it are rebuilt for every product; the JSON report records the budget, the graph "
+    "bytes, the examples kept and the peak.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["lanczos", "power", "pyhessian"]),
     default="lanczos",
@@ -115,8 +124,8 @@ from cli._common import (
 @threads_option
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
-    density_probes, samples, batch_size, engine, hvp, tol, max_matvecs, block_size, bn_mode,
-    operator, float64, seed, json_path, force, quiet, device, threads,
+    density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
+    bn_mode, operator, float64, seed, json_path, force, quiet, device, threads,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
@@ -150,13 +159,15 @@ def hessian_command(
         block_size=block_size,
     )  # fmt: skip
     request.check()
+    memory_budget(max_memory)  # a bad size fails before the checkpoint is loaded
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device
     )
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(
             loaded.model, F.cross_entropy, loaded.batches, request, operator=operator,
-            batch_size=batch_size, hvp=hvp and hvp.replace("-", "_"),
+            batch_size=batch_size, max_memory=memory_budget(max_memory),
+            hvp=hvp and hvp.replace("-", "_"),
             dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
         )  # fmt: skip
     data = {
@@ -177,3 +188,13 @@ def hessian_command(
         return
     write_json(json_out, report)
     click.echo(format_summary(report), err=str(json_path) == "-")
+
+
+def memory_budget(text: str) -> int | str | None:
+    """``--max-memory``: ``"auto"``, None for ``none``, or bytes."""
+    from landscape.operators.memory import parse_size
+
+    lowered = text.strip().lower()
+    if lowered in ("auto", "none"):
+        return None if lowered == "none" else "auto"
+    return parse_size(text)

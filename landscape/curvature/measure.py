@@ -31,6 +31,7 @@ from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import ParameterSelection
+from landscape.operators.memory import default_budget, peak_bytes
 
 ENGINES = ("lanczos", "power", "pyhessian")
 TRACE_METHODS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
@@ -127,6 +128,10 @@ class CurvatureResult:
         seconds: Wall time, operator set-up included when :func:`model_curvature` ran it.
         batch_size: Examples per batch (the largest batch).
         graphs_kept: Whether products reused kept gradient graphs.
+        memory: Set by :func:`model_curvature`: ``budget`` (bytes the kept graphs could
+            hold, None: no limit), ``graph_bytes`` (what they held), ``kept_examples``
+            (examples whose graphs were kept, the rest rebuilt per product) and ``peak``
+            (the process's peak resident bytes, or peak GPU allocation).
     """
 
     eigen: EigenResult | None
@@ -141,6 +146,7 @@ class CurvatureResult:
     seconds: float
     batch_size: int | None = None
     graphs_kept: bool = False
+    memory: dict[str, int | None] | None = None
 
     @property
     def eigenvalues(self) -> list[float]:
@@ -270,6 +276,7 @@ def model_curvature(
     operator: str = "hessian",
     samples: int | None = None,
     batch_size: int | None = None,
+    max_memory: int | str | None = "auto",
     params: ParameterSelection = None,
     hvp: str | None = None,
     dtype: torch.dtype | None = None,
@@ -294,7 +301,11 @@ def model_curvature(
         operator: ``"hessian"`` or ``"ggn"``.
         samples: How many examples (default: all of ``data``).
         batch_size: Examples per batch with graphs rebuilt per product (bounded memory);
-            default: cache-sized batches with every graph kept (fastest).
+            default: cache-sized batches with their graphs kept (fastest).
+        max_memory: Bytes the kept gradient graphs may hold (Hessian): ``"auto"`` (half
+            the memory available at the start, RAM or the GPU's), None (no limit) or a
+            byte count. Batches beyond it are rebuilt per product; a single batch larger
+            than the budget raises :class:`LandscapeInputError` with the numbers.
         params: Parameter names or tensors (default: all trainable).
         hvp: Hessian-vector product engine (default: double backward on a CPU).
         dtype: Compute dtype, e.g. ``torch.float64`` (default: the model's).
@@ -319,13 +330,31 @@ def model_curvature(
     start = time.perf_counter()
     inputs, targets = gather_examples(data, samples)
     batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
+    keep_graphs = keep_graphs and request.engine != "pyhessian"
+    budget = _graph_budget(max_memory, targets.device) if keep_graphs else None
+    options = {} if operator == "ggn" else {"max_memory": budget}
     built = operator_factory(
         operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
-        bn_mode=bn_mode, keep_graphs=keep_graphs and request.engine != "pyhessian",
+        bn_mode=bn_mode, keep_graphs=keep_graphs, **options,
     )  # fmt: skip
     result = measure_curvature(built, request, progress)
     result.seconds = time.perf_counter() - start
+    local = getattr(built, "local", built)
+    result.memory = {
+        "budget": budget,
+        "graph_bytes": getattr(local, "graph_bytes", None),
+        "kept_examples": getattr(local, "kept_examples", None),
+        "peak": peak_bytes(built.device),
+    }
     return result
+
+
+def _graph_budget(max_memory: int | str | None, device: torch.device) -> int | None:
+    if max_memory == "auto":
+        return default_budget(device)
+    if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
+        raise LandscapeInputError(f"max_memory {max_memory!r}: 'auto', None or bytes > 0")
+    return max_memory
 
 
 def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from landscape.curvature.measure import CurvatureRequest, CurvatureResult
+from landscape.operators.memory import format_size
 
 SCHEMA = 1
 
@@ -64,6 +65,7 @@ def curvature_report(
         },
         "matvecs": result.matvecs,
         "seconds": result.seconds,
+        "memory": result.memory,
     }
 
 
@@ -98,4 +100,12 @@ def format_summary(report: dict[str, Any]) -> str:
             f"({report['density']['matvecs']} HVPs)"
         )
     lines.append(f"{report['matvecs']} Hessian-vector products, {report['seconds']:.2f} s")
+    memory = report.get("memory") or {}
+    if memory.get("kept_examples") is not None:
+        size = {key: format_size(value or 0) for key, value in memory.items()}
+        budget = "no limit" if memory["budget"] is None else f"{size['budget']} budget"
+        lines.append(
+            f"gradient graphs of {memory['kept_examples']} of {data['samples']} examples kept "
+            f"({size['graph_bytes']}, {budget}), peak memory {size['peak']}"
+        )
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jacrev, jvp, vmap
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size
 from landscape.errors import LandscapeInputError
 from landscape.operators.mean_loss import (
     MeanLossOperator,
@@ -25,8 +25,43 @@ from landscape.operators.mean_loss import (
     require_finite,
     weighted_sum,
 )
+from landscape.operators.memory import format_size
 
 HVPS = ("double_backward", "forward_over_reverse", "auto")
+
+
+class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes of the tensors autograd saves inside the ``with`` block.
+
+    Each storage counts once; the parameters' own storages (saved by every layer, but no
+    new memory) do not count. What a kept gradient graph holds, on any device.
+    """
+
+    def __init__(self, params: Sequence[Tensor]) -> None:
+        self.bytes = 0
+        self._seen = {p.untyped_storage().data_ptr() for p in params}
+
+        def pack(tensor: Tensor) -> Tensor:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in self._seen:
+                self._seen.add(storage.data_ptr())
+                self.bytes += storage.nbytes()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+    def __enter__(self) -> SavedBytes:
+        super().__enter__()
+        return self
+
+
+def _too_large(examples: int, per_example: float, budget: int) -> str:
+    return (
+        f"max_memory {format_size(budget)}: one batch of {examples} examples needs "
+        f"{format_size(examples * per_example)} of gradient graph "
+        f"({format_size(per_example)} per example) even when rebuilt per product; "
+        f"raise it, or pass batch_size below {examples}"
+    )
 
 
 def double_backward_hvp(
@@ -133,6 +168,7 @@ class HessianOperator(MeanLossOperator):
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
+        max_memory: int | None = None,
     ) -> None:
         if hvp not in HVPS:
             raise LandscapeInputError(f"hvp {hvp!r}: choose one of {', '.join(HVPS)}")
@@ -144,32 +180,70 @@ class HessianOperator(MeanLossOperator):
         super().__init__(model, loss_fn, batches, params, dtype, bn_mode)
         self.hvp = "double_backward" if hvp == "auto" and bn_mode == "train" else hvp
         self.keep_graphs = len(self.batches) == 1 if keep_graphs is None else keep_graphs
-        self._graphs: list[list[Tensor]] | None = None
+        if max_memory is not None and max_memory <= 0:
+            raise LandscapeInputError(f"max_memory {max_memory}: must be a positive byte count")
+        self.max_memory = max_memory
+        self.graph_bytes = 0
+        """Bytes the kept gradient graphs hold (their saved tensors, parameters excluded)."""
+        self.kept_examples = 0
+        """Examples whose gradient graphs are kept; the rest are rebuilt per product."""
+        self._graphs: list[list[Tensor] | None] | None = None
         self.loss = self.initial_loss()
 
     @property
     def graphs_kept(self) -> bool:
         """Whether products reuse kept gradient graphs (double backward with keep_graphs)."""
-        return self._graphs is not None
+        return self._graphs is not None and any(g is not None for g in self._graphs)
 
     def initial_loss(self) -> float:
-        """Mean loss at the weights; with ``keep_graphs`` the gradient graphs are kept."""
+        """Mean loss at the weights; with ``keep_graphs`` the gradient graphs are kept.
+
+        Within ``max_memory`` only: each batch's graph is measured as it is built (the
+        bytes of the tensors autograd saves, parameters excluded); batches whose graph
+        would cross the budget (estimated from the bytes per example so far) keep none
+        and are rebuilt at every product. A single batch larger than the budget is an
+        error: even rebuilding needs one batch's graph at a time.
+        """
         if not self.keep_graphs or self.hvp == "forward_over_reverse":
             return super().initial_loss()
         losses, self._graphs = [], []
-        for k in range(len(self.batches)):
-            loss, gradient = self.batch_gradient(k, create_graph=True)
+        per_example = 0.0  # the largest bytes per example measured so far
+        for k, batch in enumerate(self.batches):
+            n = batch_size(batch)
+            if self._fits(per_example * n):
+                with SavedBytes(self.params) as saved:
+                    loss, gradient = self.batch_gradient(k, create_graph=True)
+                per_example = max(per_example, saved.bytes / n)
+                if self._fits(saved.bytes):
+                    self.graph_bytes += saved.bytes
+                    self.kept_examples += n
+                else:
+                    gradient = None  # frees the graph
+            else:
+                loss, gradient = self.batch_gradient(k)[0], None
+            if self.max_memory is not None and per_example * n > self.max_memory:
+                raise LandscapeInputError(_too_large(n, per_example, self.max_memory))
             losses.append(float(loss))
             self._graphs.append(gradient)
         value = sum(w * v for w, v in zip(self.weights, losses, strict=True))
         return require_finite(value, self.num_examples)
+
+    def _fits(self, more_bytes: float) -> bool:
+        """Whether ``more_bytes`` of graph still fit beside the kept ones."""
+        return self.max_memory is None or self.graph_bytes + more_bytes <= self.max_memory
 
     def gradient(self) -> Tensor:
         """The flat gradient of the mean loss (free with kept graphs; not counted)."""
         if self._graphs is None:
             return super().gradient()
         graphs = self._graphs
-        parts = weighted_sum(lambda k: [g.detach() for g in graphs[k]], self.weights)
+
+        def batch(k: int) -> list[Tensor]:
+            if graphs[k] is None:
+                return self.batch_gradient(k)[1]
+            return [g.detach() for g in graphs[k]]
+
+        parts = weighted_sum(batch, self.weights)
         return torch.cat([g.reshape(-1) for g in parts])
 
     # -- products ---------------------------------------------------------------------------
@@ -193,7 +267,7 @@ class HessianOperator(MeanLossOperator):
                     loss_of, primals, dict(zip(self.names, V, strict=True))
                 )
             return [out[n] for n in self.names]
-        if self._graphs is not None:
+        if self._graphs is not None and self._graphs[k] is not None:
             return double_backward_hvp(self._graphs[k], self.params, V, retain_graph=True)
         _, gradient = self.batch_gradient(k, create_graph=True)
         return double_backward_hvp(gradient, self.params, V, retain_graph=False)

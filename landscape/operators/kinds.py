@@ -28,6 +28,7 @@ def make_operator(
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     keep_graphs: bool | None = None,
+    max_memory: int | None = None,
 ) -> MeanLossOperator:
     """A :class:`HessianOperator` (``kind="hessian"``) or :class:`GGNOperator` (``"ggn"``).
 
@@ -43,6 +44,8 @@ def make_operator(
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         keep_graphs: Keep every batch's graphs for all products (default: one batch only).
+        max_memory: Bytes the Hessian's kept graphs may hold (default: no limit); batches
+            beyond it are rebuilt per product. The GGN keeps its graphs without a budget.
 
     Raises:
         LandscapeInputError: an unknown kind, or an option the kind does not take.
@@ -56,6 +59,7 @@ def make_operator(
         return GGNOperator(model, loss_fn, batches, output_hessian=output_hessian, **common)
     if output_hessian != "auto":
         raise LandscapeInputError("output_hessian chooses the GGN's; drop it for the Hessian")
+    common["max_memory"] = max_memory
     if hvp is None:
         device = next(model.parameters()).device
         hvp = "double_backward" if device.type == "cpu" else "auto"

@@ -132,3 +132,28 @@ def test_refuses_to_overwrite_without_force(mnist1d_teacher, tmp_path):
     out.write_text("{}")
     assert_one_line_error(run("hessian", mnist1d_teacher, "--json", out, *SMALL), "--force")
     assert run("hessian", mnist1d_teacher, "--json", out, "--force", *SMALL).exit_code == 0
+
+
+def test_max_memory_rebuilds_beyond_the_budget_and_reports_it(mnist1d_teacher, tmp_path):
+    runs = {}
+    for budget in ("none", "8MB"):  # cnn1d: about 5 MiB per 256-example graph
+        out = tmp_path / f"{budget}.json"
+        result = run("hessian", mnist1d_teacher, "--top-k", 2, "--samples", 600,
+                     "--max-memory", budget, "--json", out, "--threads", 1, "--quiet")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[budget] = json.loads(out.read_text())
+    free, tight = runs["none"]["memory"], runs["8MB"]["memory"]
+    assert free["budget"] is None and free["kept_examples"] == 600
+    # batches 256, 256, 88: the first and the last fit in 8 MiB, the second is rebuilt
+    assert tight["budget"] == 8 * 2**20 and tight["kept_examples"] == 256 + 88
+    assert tight["graph_bytes"] <= tight["budget"] and tight["peak"] > 0
+    assert runs["8MB"]["eigenvalues"] == pytest.approx(runs["none"]["eigenvalues"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "budget, needle",
+    [("3XB", "memory size '3XB'"), ("10KB", "one batch of 256 examples needs 5 MiB")],
+)
+def test_max_memory_errors_are_one_line_exit_2(mnist1d_teacher, budget, needle):
+    result = run("hessian", mnist1d_teacher, "--samples", 600, "--max-memory", budget, *SMALL[2:])
+    assert_one_line_error(result, needle)

@@ -1,0 +1,82 @@
+"""The graph-memory budget: measured bytes, kept and rebuilt batches, the same products."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from landscape.curvature.measure import model_curvature
+from landscape.errors import LandscapeInputError
+from landscape.operators.hessian import HessianOperator
+from landscape.operators.memory import parse_size
+
+
+def problem(examples: int, batch: int = 32):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 5)).double()
+    x = torch.randn(examples, 20, dtype=torch.float64)
+    y = torch.randint(0, 5, (examples,))
+    return model, list(zip(x.split(batch), y.split(batch), strict=True))
+
+
+def test_graph_bytes_are_linear_in_the_examples_and_cover_the_activations():
+    sizes = {}
+    for examples in (64, 128):
+        model, batches = problem(examples, batch=examples)
+        sizes[examples] = HessianOperator(model, F.cross_entropy, batches).graph_bytes
+    assert sizes[128] == pytest.approx(2 * sizes[64], rel=0.05)
+    # at least the input, the hidden pre-activation and the tanh output per example, float64
+    assert sizes[64] >= 64 * (20 + 64 + 64) * 8
+
+
+def test_budget_keeps_some_batches_and_the_products_do_not_change():
+    model, batches = problem(128)
+    unbounded = HessianOperator(model, F.cross_entropy, batches, keep_graphs=True)
+    per_batch = unbounded.graph_bytes / len(batches)
+    bounded = HessianOperator(
+        model, F.cross_entropy, batches, keep_graphs=True, max_memory=int(2.5 * per_batch)
+    )
+    assert unbounded.kept_examples == 128 and bounded.kept_examples == 64
+    assert bounded.graph_bytes <= 2.5 * per_batch and bounded.graphs_kept
+    V = torch.randn(bounded.dim, 3, dtype=torch.float64)
+    torch.testing.assert_close(bounded.matmat(V), unbounded.matmat(V), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bounded.gradient(), unbounded.gradient(), rtol=1e-12, atol=1e-12)
+    assert bounded.loss == pytest.approx(unbounded.loss, rel=1e-14)
+
+
+def test_a_batch_larger_than_the_budget_is_an_error_with_the_numbers():
+    model, batches = problem(64)
+    with pytest.raises(
+        LandscapeInputError, match=r"max_memory 1000 B: one batch of 32 examples needs 4\d KiB"
+    ):
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=1000)
+
+
+def test_model_curvature_reports_memory_and_equal_eigenvalues():
+    model, batches = problem(600)  # model_curvature batches them by 256 on a CPU
+    free = model_curvature(model, F.cross_entropy, batches, top_k=2, max_memory=None)
+    budget = int(300 * free.memory["graph_bytes"] / 600)
+    tight = model_curvature(model, F.cross_entropy, batches, top_k=2, max_memory=budget)
+    assert free.memory["kept_examples"] == 600 and free.memory["budget"] is None
+    assert tight.memory["kept_examples"] == 256 and tight.memory["budget"] == budget
+    assert tight.memory["peak"] > 0
+    assert tight.eigenvalues == pytest.approx(free.eigenvalues, rel=1e-10)
+    auto = model_curvature(model, F.cross_entropy, batches, top_k=1)
+    assert auto.memory["budget"] is None or auto.memory["budget"] > 0
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("2048", 2048), ("3GB", 3 * 2**30), ("500MB", 500 * 2**20), ("1.5GiB", 3 * 2**29),
+     ("64k", 64 * 2**10), (" 2 G ", 2 * 2**30)],
+)  # fmt: skip
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "3XB", "-1GB", "0", "GB", "1e3"])
+def test_parse_size_refuses(text):
+    with pytest.raises(LandscapeInputError, match="memory size"):
+        parse_size(text)
