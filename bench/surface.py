@@ -22,6 +22,14 @@ Every repeat runs the three in turn; the table reports medians and the ratios of
 of the process's CPU time (one torch thread, so CPU time is the work done; on a shared
 machine wall time also counts other people's jobs), with wall times printed below.
 
+Last, **the command as a user runs it** (``--cli``, on by default): ``flatscape surface
+CKPT --x -1:1:G --y -1:1:G --samples 4000`` on a cnn1d teacher trained by ``flatscape
+train``, whole process, wall time, at torch's default threads and at ``--threads 1``.
+Its start-up (imports, checkpoint, dataset, store) is the same command on one grid point
+at a fixed batch size, minus one forward pass; the bound is G*G no-grad forward passes at
+the best batch size in this process at the same thread count. Everything the command does
+beyond start-up (batch-size search, vmap trial, HDF5 writes) counts against the bound.
+
 Run: ``python bench/surface.py`` (``--repeats 3 --grid 21`` are the defaults).
 """
 
@@ -30,6 +38,8 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,15 +198,82 @@ def vmap_against_loop(widths=(32, 100, 512), batch_sizes=(16, 64, 256, 1024), po
     return rows
 
 
+def wall_of(*command: str) -> float:
+    """Wall seconds of a whole process (it must succeed)."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
+    """``flatscape surface`` as a user runs it, against the forward bound at its threads."""
+    flatscape = str(Path(sys.executable).with_name("flatscape"))
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = f"{tmp}/teacher.safetensors"
+        subprocess.run([flatscape, "train", "--epochs", "10", "--out", checkpoint, "--quiet"],
+                       check=True, capture_output=True)  # fmt: skip
+        from distill.analysis import load_for_analysis
+
+        model = load_for_analysis(checkpoint, samples=4000, batch_size=4000).model.eval()
+        axis = f"-1:1:{grid}"
+        for threads in (None, 1):
+            flags = [] if threads is None else ["--threads", str(threads)]
+            torch.set_num_threads(threads or DEFAULT_THREADS)
+            size = best_batch_size(model, inputs, targets)
+            runs = {"command": [], "startup": [], "bound": [], "pass": []}
+            for _ in range(repeats):
+                runs["command"].append(wall_of(
+                    flatscape, "surface", checkpoint, "--x", axis, "--y", axis, "--samples",
+                    "4000", "--out", f"{tmp}/s.h5", "--force", "--quiet", *flags,
+                ))  # fmt: skip
+                runs["startup"].append(wall_of(
+                    flatscape, "surface", checkpoint, "--x", "0:0:1", "--samples", "4000",
+                    "--batch-size", str(size), "--out", f"{tmp}/one.h5", "--force", "--quiet",
+                    *flags,
+                ))  # fmt: skip
+                start = time.perf_counter()
+                passes_seconds(model, inputs, targets, size, grid * grid, False)
+                runs["bound"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                passes_seconds(model, inputs, targets, size, 1, False)
+                runs["pass"].append(time.perf_counter() - start)
+            m = {k: statistics.median(v) for k, v in runs.items()}
+            startup = m["startup"] - m["pass"]
+            label = f"{threads} thread" if threads else f"default ({DEFAULT_THREADS} threads)"
+            lines.append(
+                f"| {label} | {m['command']:.2f} | {startup:.2f} | {m['command'] - startup:.2f} "
+                f"| {m['bound']:.2f} | {(m['command'] - startup) / m['bound']:.2f} | {size} |"
+            )
+    torch.set_num_threads(1)
+    return lines
+
+
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=21, help="points per axis")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10, help="teacher training epochs")
+    parser.add_argument("--no-cli", dest="cli", action="store_false",
+                        help="skip the whole-command rows")  # fmt: skip
+    parser.add_argument("--only-cli", action="store_true", help="only the whole-command rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     bundle = load_dataset("mnist1d")
     inputs, targets = bundle.train_eval.tensors
+    if args.cli:
+        cli = cli_rows(args.grid, args.repeats, inputs, targets)
+        print(f"flatscape surface CKPT --x -1:1:{args.grid} --y -1:1:{args.grid} --samples 4000 "
+              f"(cnn1d), whole process, wall seconds, median of {args.repeats}\n")  # fmt: skip
+        print("| threads | command (s) | start-up (s) | command - start-up (s) | "
+              "bound: forward (s) | (command - start-up) / bound | best batch |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(cli) + "\n")
+    if args.only_cli:
+        return
     rows = []
     for arch in ("cnn1d", "mlp"):
         model, meta = train_teacher(bundle, arch=arch, recipe=Recipe(epochs=args.epochs), seed=0)

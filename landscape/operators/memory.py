@@ -8,6 +8,7 @@ graph of each batch as it builds it and rebuilds the rest per product.
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import sys
@@ -55,9 +56,16 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def default_budget(device: torch.device) -> int | None:
-    """:data:`DEFAULT_FRACTION` of :func:`available_bytes`, or None if unknown."""
+    """:data:`DEFAULT_FRACTION` of :func:`available_bytes`, or None if unknown.
+
+    On a CPU under torchrun the machine's memory is shared by its processes
+    (``LOCAL_WORLD_SIZE``), so each gets its share; each GPU process has its own device.
+    """
     available = available_bytes(device)
-    return None if available is None else int(DEFAULT_FRACTION * available)
+    if available is None:
+        return None
+    sharing = 1 if device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return int(DEFAULT_FRACTION * available / max(sharing, 1))
 
 
 def peak_bytes(device: torch.device) -> int:

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from landscape.curvature.measure import model_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.hessian import HessianOperator
-from landscape.operators.memory import parse_size
+from landscape.operators.memory import available_bytes, default_budget, format_size, parse_size
 
 
 def problem(examples: int, batch: int = 32):
@@ -80,3 +80,18 @@ def test_parse_size(text, size):
 def test_parse_size_refuses(text):
     with pytest.raises(LandscapeInputError, match="memory size"):
         parse_size(text)
+
+
+def test_default_budget_is_half_the_available_memory_shared_by_local_processes(monkeypatch):
+    cpu = torch.device("cpu")
+    available = available_bytes(cpu)
+    if available is None:
+        pytest.skip("no /proc/meminfo here")
+    assert 0.4 * available <= default_budget(cpu) <= 0.6 * available
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert 0.1 * available <= default_budget(cpu) <= 0.15 * available
+
+
+def test_format_size_reads_back():
+    assert format_size(742 * 2**20) == "742 MiB" and format_size(3 * 2**30) == "3.0 GiB"
+    assert format_size(1000) == "1000 B" and parse_size(format_size(600 * 2**10)) == 600 * 2**10
