@@ -85,7 +85,13 @@ from cli._common import (
     help="Hessian-vector product engine [default: double-backward on cpu, auto on cuda].",
 )
 @click.option(
-    "--tol", type=float, default=1e-3, show_default=True, help="Relative eigenvalue tolerance."
+    "--tol",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Relative eigenvalue tolerance. lanczos: every residual <= tol * |eigenvalue|, "
+    "which bounds the relative error; power and pyhessian: relative change between "
+    "iterations (PyHessian's rule, no bound).",
 )
 @click.option(
     "--max-matvecs",
