@@ -31,7 +31,7 @@ from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import ParameterSelection
-from landscape.operators.memory import default_budget, peak_bytes
+from landscape.operators.memory import default_budget, format_size, peak_bytes, resident_bytes
 
 ENGINES = ("lanczos", "power", "pyhessian")
 TRACE_METHODS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
@@ -350,11 +350,24 @@ def model_curvature(
 
 
 def _graph_budget(max_memory: int | str | None, device: torch.device) -> int | None:
+    """The kept graphs' budget from ``max_memory``.
+
+    ``"auto"`` is a share of the free memory; bytes are for the whole process, so what it
+    already holds (model, data, libraries) is taken off.
+    """
     if max_memory == "auto":
         return default_budget(device)
-    if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
+    if max_memory is None:
+        return None
+    if not isinstance(max_memory, int) or max_memory <= 0:
         raise LandscapeInputError(f"max_memory {max_memory!r}: 'auto', None or bytes > 0")
-    return max_memory
+    held = resident_bytes(device)
+    if held >= max_memory:
+        raise LandscapeInputError(
+            f"max_memory {format_size(max_memory)}: this process already holds "
+            f"{format_size(held)} (model, data, libraries) before any gradient graph"
+        )
+    return max_memory - held
 
 
 def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:

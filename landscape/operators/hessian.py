@@ -30,6 +30,15 @@ from landscape.operators.memory import format_size
 HVPS = ("double_backward", "forward_over_reverse", "auto")
 
 
+PRODUCT_RESERVE = 3.0
+"""Working memory of one product beside the kept graphs, in graphs of the largest batch
+(rebuilding a batch's graph and back-propagating through it). Measured by
+``bench/memory.py``: resnet20 at 2048 examples peaked at 8.34 GiB RSS with 5.94 GiB of
+kept graphs in 256-example batches of 0.74 GiB, and at 5.36 GiB with 2.97 GiB kept: about
+2.4 GiB beyond the graphs, of which some 0.5 GiB is the process before any graph, so
+about 2.6 batch graphs; 3 leaves a margin."""
+
+
 class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
     """Counts the bytes of the tensors autograd saves inside the ``with`` block.
 
@@ -59,7 +68,8 @@ def _too_large(examples: int, per_example: float, budget: int) -> str:
     return (
         f"max_memory {format_size(budget)}: one batch of {examples} examples needs "
         f"{format_size(examples * per_example)} of gradient graph "
-        f"({format_size(per_example)} per example) even when rebuilt per product; "
+        f"({format_size(per_example)} per example) and a product {PRODUCT_RESERVE:g} times "
+        "that beside it, even when rebuilt per product; "
         f"raise it, or pass batch_size below {examples}"
     )
 
@@ -199,38 +209,45 @@ class HessianOperator(MeanLossOperator):
         """Mean loss at the weights; with ``keep_graphs`` the gradient graphs are kept.
 
         Within ``max_memory`` only: each batch's graph is measured as it is built (the
-        bytes of the tensors autograd saves, parameters excluded); batches whose graph
-        would cross the budget (estimated from the bytes per example so far) keep none
-        and are rebuilt at every product. A single batch larger than the budget is an
-        error: even rebuilding needs one batch's graph at a time.
+        bytes of the tensors autograd saves, parameters excluded); the kept graphs plus
+        a product's working memory (:data:`PRODUCT_RESERVE` graphs of the largest batch)
+        stay within it. Batches that would cross it keep none and are rebuilt at every
+        product. A budget below the working memory alone is an error.
         """
         if not self.keep_graphs or self.hvp == "forward_over_reverse":
             return super().initial_loss()
         losses, self._graphs = [], []
+        largest = max(batch_size(batch) for batch in self.batches)
         per_example = 0.0  # the largest bytes per example measured so far
         for k, batch in enumerate(self.batches):
             n = batch_size(batch)
-            if self._fits(per_example * n):
+            if self._fits(per_example * n, per_example * largest):
                 with SavedBytes(self.params) as saved:
                     loss, gradient = self.batch_gradient(k, create_graph=True)
                 per_example = max(per_example, saved.bytes / n)
-                if self._fits(saved.bytes):
+                if self._fits(saved.bytes, per_example * largest):
                     self.graph_bytes += saved.bytes
                     self.kept_examples += n
                 else:
                     gradient = None  # frees the graph
             else:
                 loss, gradient = self.batch_gradient(k)[0], None
-            if self.max_memory is not None and per_example * n > self.max_memory:
-                raise LandscapeInputError(_too_large(n, per_example, self.max_memory))
+            if self.max_memory is not None and not self._fits(0, per_example * largest, 0):
+                raise LandscapeInputError(_too_large(largest, per_example, self.max_memory))
             losses.append(float(loss))
             self._graphs.append(gradient)
         value = sum(w * v for w, v in zip(self.weights, losses, strict=True))
         return require_finite(value, self.num_examples)
 
-    def _fits(self, more_bytes: float) -> bool:
-        """Whether ``more_bytes`` of graph still fit beside the kept ones."""
-        return self.max_memory is None or self.graph_bytes + more_bytes <= self.max_memory
+    def _fits(self, more_bytes: float, batch_graph: float, kept: float | None = None) -> bool:
+        """Whether ``more_bytes`` of graph fit in ``max_memory`` beside the rest.
+
+        The rest: the kept graphs and a product's working memory
+        (:data:`PRODUCT_RESERVE` graphs of the largest batch).
+        """
+        kept = self.graph_bytes if kept is None else kept
+        needed = kept + more_bytes + PRODUCT_RESERVE * batch_graph
+        return self.max_memory is None or needed <= self.max_memory
 
     def gradient(self) -> Tensor:
         """The flat gradient of the mean loss (free with kept graphs; not counted)."""

@@ -68,6 +68,20 @@ def default_budget(device: torch.device) -> int | None:
     return int(DEFAULT_FRACTION * available / max(sharing, 1))
 
 
+def resident_bytes(device: torch.device) -> int:
+    """Memory this process holds now: resident set (Linux), or allocated on the GPU.
+
+    0 where it cannot be read.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def peak_bytes(device: torch.device) -> int:
     """The process's peak resident memory (CPU), or the peak allocated on the GPU."""
     if device.type == "cuda":
