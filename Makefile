@@ -35,6 +35,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/curvature.py
 	$(BIN)/python bench/tolerance.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/surface.py
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/startup.py
