@@ -12,14 +12,21 @@ def test_split_batches_keeps_order_and_sizes():
     assert torch.equal(torch.cat([b[1] for b in batches]), y)
 
 
-def test_fastest_batch_size_takes_the_best_repeat_of_the_fastest_candidate(monkeypatch):
-    fake = {64: [3.0, 1.0], 128: [0.9, 0.95], 200: [2.0, 2.0]}
+def test_fastest_batch_size_takes_the_best_round_of_the_fastest_candidate(monkeypatch):
+    fake = {64: [3.0, 1.0, 2.0], 128: [0.9, 0.95, 5.0], 200: [2.0, 2.0, 2.5]}
     calls = {size: iter(times) for size, times in fake.items()}
-    monkeypatch.setattr(batching, "_pass_seconds", lambda model, inputs, size: next(calls[size]))
+    order = []
+
+    def timed(model, inputs, size):
+        order.append(size)
+        return next(calls[size])
+
+    monkeypatch.setattr(batching, "_pass_seconds", timed)
     model = nn.Linear(3, 2)
     best, seconds = fastest_batch_size(model, torch.randn(200, 3), candidates=(64, 128, 256, 4096))
     assert best == 128
     assert seconds == {64: 1.0 / 200, 128: 0.9 / 200, 200: 2.0 / 200}  # 256, 4096 -> all 200
+    assert order == [64, 128, 200] * 3  # interleaved rounds, not one candidate's repeats
 
 
 def test_fastest_batch_size_runs_for_real_and_returns_the_measured_minimum():
