@@ -29,6 +29,8 @@ Its start-up (imports, checkpoint, dataset, store) is the same command on one gr
 at a fixed batch size, minus one forward pass; the bound is G*G no-grad forward passes at
 the best batch size in this process at the same thread count. Everything the command does
 beyond start-up (batch-size search, vmap trial, HDF5 writes) counts against the bound.
+Beside it, the loss-landscape loop above as a whole process (load the checkpoint and the
+same 4000 examples, then perturb and evaluate in batches of 128), at the same threads.
 
 Run: ``python bench/surface.py`` (``--repeats 3 --grid 21`` are the defaults).
 """
@@ -205,6 +207,18 @@ def wall_of(*command: str) -> float:
     return time.perf_counter() - start
 
 
+def loop_child(checkpoint: str, grid: int) -> None:
+    """A whole process that does what loss-landscape does: load, then the plain loop."""
+    from distill.analysis import load_for_analysis
+
+    loaded = load_for_analysis(checkpoint, samples=4000, batch_size=4000)
+    model = loaded.model.eval()
+    generator = torch.Generator().manual_seed(0)
+    directions = [random_direction(model, generator) for _ in range(2)]
+    x = np.linspace(-1, 1, grid)
+    loss_landscape_loop(model, directions, grid_points(x, x), TensorDataset(*loaded.batches[0]))
+
+
 def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
     """``flatscape surface`` as a user runs it, against the forward bound at its threads."""
     flatscape = str(Path(sys.executable).with_name("flatscape"))
@@ -221,7 +235,7 @@ def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
             flags = [] if threads is None else ["--threads", str(threads)]
             torch.set_num_threads(threads or DEFAULT_THREADS)
             size = best_batch_size(model, inputs, targets)
-            runs = {"command": [], "startup": [], "bound": [], "pass": []}
+            runs = {"command": [], "startup": [], "bound": [], "pass": [], "loop": []}
             for _ in range(repeats):
                 runs["command"].append(wall_of(
                     flatscape, "surface", checkpoint, "--x", axis, "--y", axis, "--samples",
@@ -232,6 +246,9 @@ def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
                     "--batch-size", str(size), "--out", f"{tmp}/one.h5", "--force", "--quiet",
                     *flags,
                 ))  # fmt: skip
+                loop = [sys.executable, __file__, "--loop-child", checkpoint, "--grid", str(grid)]
+                runs["loop"].append(wall_of(*loop, *(["--child-threads", str(threads)]
+                                                     if threads else [])))  # fmt: skip
                 start = time.perf_counter()
                 passes_seconds(model, inputs, targets, size, grid * grid, False)
                 runs["bound"].append(time.perf_counter() - start)
@@ -243,7 +260,8 @@ def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
             label = f"{threads} thread" if threads else f"default ({DEFAULT_THREADS} threads)"
             lines.append(
                 f"| {label} | {m['command']:.2f} | {startup:.2f} | {m['command'] - startup:.2f} "
-                f"| {m['bound']:.2f} | {(m['command'] - startup) / m['bound']:.2f} | {size} |"
+                f"| {m['bound']:.2f} | {(m['command'] - startup) / m['bound']:.2f} | {size} "
+                f"| {m['loop']:.2f} | {m['loop'] / m['command']:.2f}x |"
             )
     torch.set_num_threads(1)
     return lines
@@ -260,7 +278,14 @@ def main() -> None:
     parser.add_argument("--no-cli", dest="cli", action="store_false",
                         help="skip the whole-command rows")  # fmt: skip
     parser.add_argument("--only-cli", action="store_true", help="only the whole-command rows")
+    parser.add_argument("--loop-child", metavar="CKPT", help=argparse.SUPPRESS)
+    parser.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop_child:
+        if args.child_threads:
+            torch.set_num_threads(args.child_threads)
+        loop_child(args.loop_child, args.grid)
+        return
     torch.set_num_threads(1)
     bundle = load_dataset("mnist1d")
     inputs, targets = bundle.train_eval.tensors
@@ -269,8 +294,9 @@ def main() -> None:
         print(f"flatscape surface CKPT --x -1:1:{args.grid} --y -1:1:{args.grid} --samples 4000 "
               f"(cnn1d), whole process, wall seconds, median of {args.repeats}\n")  # fmt: skip
         print("| threads | command (s) | start-up (s) | command - start-up (s) | "
-              "bound: forward (s) | (command - start-up) / bound | best batch |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|")
+              "bound: forward (s) | (command - start-up) / bound | best batch | "
+              "plain loop, whole process (s) | loop / command |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(cli) + "\n")
     if args.only_cli:
         return
