@@ -65,7 +65,8 @@ from cli._common import (
     "--max-memory",
     default="auto",
     show_default=True,
-    help="Memory the kept gradient graphs may hold, e.g. 3GB or 500MB; auto = half the "
+    help="Memory the kept gradient graphs (GGN: linearizations) may hold, e.g. 3GB or "
+    "500MB, for the whole process; auto = half the "
     "memory available at the start (RAM, or the GPU's), none = no limit. Batches beyond "
     "it are rebuilt for every product; the JSON report records the budget, the graph "
     "bytes, the examples kept and the peak.",

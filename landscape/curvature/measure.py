@@ -31,7 +31,7 @@ from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import ParameterSelection
-from landscape.operators.memory import default_budget, format_size, peak_bytes, resident_bytes
+from landscape.operators.memory import peak_bytes, resolve_budget
 
 ENGINES = ("lanczos", "power", "pyhessian")
 TRACE_METHODS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
@@ -302,10 +302,11 @@ def model_curvature(
         samples: How many examples (default: all of ``data``).
         batch_size: Examples per batch with graphs rebuilt per product (bounded memory);
             default: cache-sized batches with their graphs kept (fastest).
-        max_memory: Bytes the kept gradient graphs may hold (Hessian): ``"auto"`` (half
-            the memory available at the start, RAM or the GPU's), None (no limit) or a
-            byte count. Batches beyond it are rebuilt per product; a single batch larger
-            than the budget raises :class:`LandscapeInputError` with the numbers.
+        max_memory: Bytes the kept gradient graphs (Hessian) or linearizations (GGN) may
+            hold: ``"auto"`` (half the memory available at the start, RAM or the GPU's),
+            None (no limit) or a byte count for the whole process. Batches beyond it are
+            rebuilt per product; a single batch larger than the budget raises
+            :class:`LandscapeInputError` with the numbers.
         params: Parameter names or tensors (default: all trainable).
         hvp: Hessian-vector product engine (default: double backward on a CPU).
         dtype: Compute dtype, e.g. ``torch.float64`` (default: the model's).
@@ -331,11 +332,10 @@ def model_curvature(
     inputs, targets = gather_examples(data, samples)
     batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
     keep_graphs = keep_graphs and request.engine != "pyhessian"
-    budget = _graph_budget(max_memory, targets.device) if keep_graphs else None
-    options = {} if operator == "ggn" else {"max_memory": budget}
+    budget = resolve_budget(max_memory, targets.device) if keep_graphs else None
     built = operator_factory(
         operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
-        bn_mode=bn_mode, keep_graphs=keep_graphs, **options,
+        bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
     )  # fmt: skip
     result = measure_curvature(built, request, progress)
     result.seconds = time.perf_counter() - start
@@ -347,27 +347,6 @@ def model_curvature(
         "peak": peak_bytes(built.device),
     }
     return result
-
-
-def _graph_budget(max_memory: int | str | None, device: torch.device) -> int | None:
-    """The kept graphs' budget from ``max_memory``.
-
-    ``"auto"`` is a share of the free memory; bytes are for the whole process, so what it
-    already holds (model, data, libraries) is taken off.
-    """
-    if max_memory == "auto":
-        return default_budget(device)
-    if max_memory is None:
-        return None
-    if not isinstance(max_memory, int) or max_memory <= 0:
-        raise LandscapeInputError(f"max_memory {max_memory!r}: 'auto', None or bytes > 0")
-    held = resident_bytes(device)
-    if held >= max_memory:
-        raise LandscapeInputError(
-            f"max_memory {format_size(max_memory)}: this process already holds "
-            f"{format_size(held)} (model, data, libraries) before any gradient graph"
-        )
-    return max_memory - held
 
 
 def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:

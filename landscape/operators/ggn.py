@@ -37,14 +37,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import DifferenceOperator
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import MeanLossOperator, ParameterSelection
+from landscape.operators.memory import GraphBudget, SavedBytes
 
 OutputHessian = Callable[[Tensor, Tensor, Tensor], Tensor]
 OUTPUT_HESSIANS = ("auto", "cross_entropy", "autograd")
+
+PRODUCT_RESERVE = 3.0
+"""Working memory of one GGN product beside the kept linearizations, in linearizations of
+the largest batch (rebuilding one and back-propagating through it twice); see
+:data:`landscape.operators.hessian.PRODUCT_RESERVE` and ``bench/memory.py --operator ggn``."""
 
 
 def cross_entropy_output_hessian(logits: Tensor, targets: Tensor, U: Tensor) -> Tensor:
@@ -191,6 +197,11 @@ class GGNOperator(MeanLossOperator):
         bn_mode: ``"eval"`` or ``"train"``, as for the Hessian.
         keep_graphs: Keep every batch's linearization (outputs and the graphs for
             :math:`J v`, :math:`J^\top w`) for all products; default: only with one batch.
+        max_memory: Bytes the kept linearizations may hold (default: no limit). Each is
+            measured as it is built; those beyond the budget, beside a product's working
+            memory (:data:`PRODUCT_RESERVE` of the largest batch's), are rebuilt at every
+            product. A budget too small for one product raises
+            :class:`~landscape.errors.LandscapeInputError` with the numbers.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -213,6 +224,7 @@ class GGNOperator(MeanLossOperator):
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
+        max_memory: int | None = None,
     ) -> None:
         super().__init__(model, loss_fn, batches, params, dtype, bn_mode)
         self.output_hessian, self.output_hessian_name = resolve_output_hessian(
@@ -220,13 +232,46 @@ class GGNOperator(MeanLossOperator):
         )
         self.hvp = f"ggn/{self.output_hessian_name}"
         keep = len(self.batches) == 1 if keep_graphs is None else keep_graphs
-        self._kept = [self._linearize(b) for b in self.batches] if keep else None
+        self.max_memory = max_memory
+        largest = max(batch_size(b) for b in self.batches)
+        self.budget = GraphBudget(
+            max_memory, largest, PRODUCT_RESERVE, "linearization", self._small_graph_bytes
+        )
+        """Which batches keep their linearizations (:class:`GraphBudget`)."""
+        self._kept = [self._kept_linearization(b) for b in self.batches] if keep else None
         self.loss = self.initial_loss()
 
     @property
     def graphs_kept(self) -> bool:
-        """Whether every batch's linearization is kept for all products."""
-        return self._kept is not None
+        """Whether products reuse kept linearizations (all or some of the batches')."""
+        return self._kept is not None and any(k is not None for k in self._kept)
+
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes the kept linearizations hold (saved tensors, parameters excluded)."""
+        return self.budget.kept_bytes
+
+    @property
+    def kept_examples(self) -> int:
+        """Examples whose linearizations are kept; the rest are rebuilt per product."""
+        return self.budget.kept_examples
+
+    def _small_graph_bytes(self) -> tuple[int, int]:
+        """Examples and bytes of the linearization of the first two examples (then freed)."""
+        inputs, targets = self.batches[0]
+        small = (inputs[:2], targets[:2])
+        with SavedBytes(self.params) as saved:
+            self._linearize(small)
+        return batch_size(small), saved.bytes
+
+    def _kept_linearization(self, batch: Batch) -> _Linearization | None:
+        """The batch's linearization if the budget has room for it, else None."""
+        n = batch_size(batch)
+        if not self.budget.room_for(n):
+            return None
+        with SavedBytes(self.params) as saved:
+            linear = self._linearize(batch)
+        return linear if self.budget.admit(saved.bytes, n) else None
 
     def _linearize(self, batch: Batch) -> _Linearization:
         with torch.enable_grad(), analysis_mode(self.model, self.bn_mode):
@@ -238,7 +283,8 @@ class GGNOperator(MeanLossOperator):
             return _Linearization(outputs, self.params)
 
     def _linearization(self, k: int) -> _Linearization:
-        return self._kept[k] if self._kept is not None else self._linearize(self.batches[k])
+        kept = self._kept[k] if self._kept is not None else None
+        return kept if kept is not None else self._linearize(self.batches[k])
 
     def batch_product(self, k: int, V: list[Tensor]) -> list[Tensor]:
         r""":math:`J_k^\top \nabla^2_z \ell_k J_k V` of batch ``k`` (unweighted)."""

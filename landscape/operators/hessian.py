@@ -25,7 +25,7 @@ from landscape.operators.mean_loss import (
     require_finite,
     weighted_sum,
 )
-from landscape.operators.memory import format_size
+from landscape.operators.memory import GraphBudget, SavedBytes
 
 HVPS = ("double_backward", "forward_over_reverse", "auto")
 
@@ -37,41 +37,6 @@ PRODUCT_RESERVE = 3.0
 kept graphs in 256-example batches of 0.74 GiB, and at 5.36 GiB with 2.97 GiB kept: about
 2.4 GiB beyond the graphs, of which some 0.5 GiB is the process before any graph, so
 about 2.6 batch graphs; 3 leaves a margin."""
-
-
-class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
-    """Counts the bytes of the tensors autograd saves inside the ``with`` block.
-
-    Each storage counts once; the parameters' own storages (saved by every layer, but no
-    new memory) do not count. What a kept gradient graph holds, on any device.
-    """
-
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        self.bytes = 0
-        self._seen = {p.untyped_storage().data_ptr() for p in params}
-
-        def pack(tensor: Tensor) -> Tensor:
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in self._seen:
-                self._seen.add(storage.data_ptr())
-                self.bytes += storage.nbytes()
-            return tensor
-
-        super().__init__(pack, lambda tensor: tensor)
-
-    def __enter__(self) -> SavedBytes:
-        super().__enter__()
-        return self
-
-
-def _too_large(examples: int, per_example: float, budget: int) -> str:
-    return (
-        f"max_memory {format_size(budget)}: one batch of {examples} examples needs "
-        f"{format_size(examples * per_example)} of gradient graph "
-        f"({format_size(per_example)} per example) and a product {PRODUCT_RESERVE:g} times "
-        "that beside it, even when rebuilt per product; "
-        f"raise it, or pass batch_size below {examples}"
-    )
 
 
 def double_backward_hvp(
@@ -190,13 +155,12 @@ class HessianOperator(MeanLossOperator):
         super().__init__(model, loss_fn, batches, params, dtype, bn_mode)
         self.hvp = "double_backward" if hvp == "auto" and bn_mode == "train" else hvp
         self.keep_graphs = len(self.batches) == 1 if keep_graphs is None else keep_graphs
-        if max_memory is not None and max_memory <= 0:
-            raise LandscapeInputError(f"max_memory {max_memory}: must be a positive byte count")
         self.max_memory = max_memory
-        self.graph_bytes = 0
-        """Bytes the kept gradient graphs hold (their saved tensors, parameters excluded)."""
-        self.kept_examples = 0
-        """Examples whose gradient graphs are kept; the rest are rebuilt per product."""
+        largest = max(batch_size(batch) for batch in self.batches)
+        self.budget = GraphBudget(
+            max_memory, largest, PRODUCT_RESERVE, "gradient graph", self._small_graph_bytes
+        )
+        """Which batches keep their gradient graphs (:class:`GraphBudget`)."""
         self._graphs: list[list[Tensor] | None] | None = None
         self.loss = self.initial_loss()
 
@@ -217,37 +181,39 @@ class HessianOperator(MeanLossOperator):
         if not self.keep_graphs or self.hvp == "forward_over_reverse":
             return super().initial_loss()
         losses, self._graphs = [], []
-        largest = max(batch_size(batch) for batch in self.batches)
-        per_example = 0.0  # the largest bytes per example measured so far
         for k, batch in enumerate(self.batches):
             n = batch_size(batch)
-            if self._fits(per_example * n, per_example * largest):
+            if self.budget.room_for(n):
                 with SavedBytes(self.params) as saved:
                     loss, gradient = self.batch_gradient(k, create_graph=True)
-                per_example = max(per_example, saved.bytes / n)
-                if self._fits(saved.bytes, per_example * largest):
-                    self.graph_bytes += saved.bytes
-                    self.kept_examples += n
-                else:
+                if not self.budget.admit(saved.bytes, n):
                     gradient = None  # frees the graph
             else:
                 loss, gradient = self.batch_gradient(k)[0], None
-            if self.max_memory is not None and not self._fits(0, per_example * largest, 0):
-                raise LandscapeInputError(_too_large(largest, per_example, self.max_memory))
             losses.append(float(loss))
             self._graphs.append(gradient)
         value = sum(w * v for w, v in zip(self.weights, losses, strict=True))
         return require_finite(value, self.num_examples)
 
-    def _fits(self, more_bytes: float, batch_graph: float, kept: float | None = None) -> bool:
-        """Whether ``more_bytes`` of graph fit in ``max_memory`` beside the rest.
+    def _small_graph_bytes(self) -> tuple[int, int]:
+        """Examples and bytes of the gradient graph of the first two examples (then freed)."""
+        inputs, targets = self.batches[0]
+        small = (inputs[:2], targets[:2])
+        mode = analysis_mode(self.model, self.bn_mode)
+        with SavedBytes(self.params) as saved, torch.enable_grad(), mode:
+            loss = batch_loss(self.model, self.loss_fn, self.functional_tensors(), small)
+            torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        return batch_size(small), saved.bytes
 
-        The rest: the kept graphs and a product's working memory
-        (:data:`PRODUCT_RESERVE` graphs of the largest batch).
-        """
-        kept = self.graph_bytes if kept is None else kept
-        needed = kept + more_bytes + PRODUCT_RESERVE * batch_graph
-        return self.max_memory is None or needed <= self.max_memory
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes the kept gradient graphs hold (their saved tensors, parameters excluded)."""
+        return self.budget.kept_bytes
+
+    @property
+    def kept_examples(self) -> int:
+        """Examples whose gradient graphs are kept; the rest are rebuilt per product."""
+        return self.budget.kept_examples
 
     def gradient(self) -> Tensor:
         """The flat gradient of the mean loss (free with kept graphs; not counted)."""

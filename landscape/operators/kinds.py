@@ -44,22 +44,24 @@ def make_operator(
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         keep_graphs: Keep every batch's graphs for all products (default: one batch only).
-        max_memory: Bytes the Hessian's kept graphs may hold (default: no limit); batches
-            beyond it are rebuilt per product. The GGN keeps its graphs without a budget.
+        max_memory: Bytes the kept graphs (Hessian) or linearizations (GGN) may hold
+            (default: no limit); batches beyond it are rebuilt per product.
 
     Raises:
         LandscapeInputError: an unknown kind, or an option the kind does not take.
     """
     if kind not in OPERATORS:
         raise LandscapeInputError(f"operator {kind!r}: choose one of {', '.join(OPERATORS)}")
-    common = {"params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep_graphs}
+    common = {
+        "params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep_graphs,
+        "max_memory": max_memory,
+    }  # fmt: skip
     if kind == "ggn":
         if hvp is not None:
             raise LandscapeInputError("hvp chooses Hessian-vector products; drop it for the GGN")
         return GGNOperator(model, loss_fn, batches, output_hessian=output_hessian, **common)
     if output_hessian != "auto":
         raise LandscapeInputError("output_hessian chooses the GGN's; drop it for the Hessian")
-    common["max_memory"] = max_memory
     if hvp is None:
         device = next(model.parameters()).device
         hvp = "double_backward" if device.type == "cpu" else "auto"

@@ -12,8 +12,10 @@ import os
 import re
 import resource
 import sys
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from landscape.errors import LandscapeInputError
 
@@ -90,9 +92,152 @@ def peak_bytes(device: torch.device) -> int:
     return int(peak if sys.platform == "darwin" else peak * 2**10)
 
 
+def resolve_budget(max_memory: int | str | None, device: torch.device) -> int | None:
+    """The bytes graphs may hold, from a ``max_memory`` argument.
+
+    ``"auto"`` is :func:`default_budget`; None is no limit; a byte count is for the whole
+    process, so what it already holds (model, data, libraries) is taken off.
+
+    Raises:
+        LandscapeInputError: anything else, or a size the process already exceeds.
+    """
+    if max_memory == "auto":
+        return default_budget(device)
+    if max_memory is None:
+        return None
+    if not isinstance(max_memory, int) or max_memory <= 0:
+        raise LandscapeInputError(f"max_memory {max_memory!r}: 'auto', None or bytes > 0")
+    held = resident_bytes(device)
+    if held >= max_memory:
+        raise LandscapeInputError(
+            f"max_memory {format_size(max_memory)}: this process already holds "
+            f"{format_size(held)} (model, data, libraries) before any graph"
+        )
+    return max_memory - held
+
+
 def format_size(size: float) -> str:
     """``"742 MiB"``, ``"3.0 GiB"``, ``"600 KiB"``: binary units, as parse_size reads them."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}" if unit == "GiB" else f"{size / scale:.0f} {unit}"
     return f"{size:.0f} B"
+
+
+class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes of the tensors autograd saves inside the ``with`` block.
+
+    Each storage counts once; the parameters' own storages (saved by every layer, but no
+    new memory) do not count. What a kept gradient graph holds, on any device.
+    """
+
+    def __init__(self, params: Sequence[Tensor]) -> None:
+        self.bytes = 0
+        self._seen = {p.untyped_storage().data_ptr() for p in params}
+
+        def pack(tensor: Tensor) -> Tensor:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in self._seen:
+                self._seen.add(storage.data_ptr())
+                self.bytes += storage.nbytes()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+    def __enter__(self) -> SavedBytes:
+        super().__enter__()
+        return self
+
+
+class GraphBudget:
+    """Which batches may keep their graphs within ``max_memory`` bytes.
+
+    Graphs are admitted in batch order while the kept bytes, the next graph and a
+    product's working memory (``reserve`` graphs of the largest batch, at the largest
+    bytes per example measured so far) stay within the budget; the others are rebuilt
+    at every use. Without a budget (None) every graph is kept.
+
+    Args:
+        max_memory: Bytes, or None for no limit.
+        largest: Examples in the largest batch.
+        reserve: Working memory of one use beside the kept graphs, in graphs of the
+            largest batch (measured per operator by ``bench/memory.py``).
+        what: What a graph is, for the error message ("gradient graph").
+        small_graph: Measures the graph of a few examples: ``(examples, bytes)``; called
+            only to say in the error which batch size would fit, since a graph's fixed
+            part (e.g. weight-shaped tensors) makes small batches cost more per example.
+    """
+
+    def __init__(
+        self,
+        max_memory: int | None,
+        largest: int,
+        reserve: float,
+        what: str,
+        small_graph: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        if max_memory is not None and max_memory <= 0:
+            raise LandscapeInputError(f"max_memory {max_memory}: must be a positive byte count")
+        self.max_memory, self.largest, self.reserve, self.what = max_memory, largest, reserve, what
+        self.small_graph = small_graph
+        self.per_example = 0.0
+        """The largest graph bytes per example measured so far."""
+        self.kept_bytes = 0
+        """Bytes the kept graphs hold (their saved tensors, parameters excluded)."""
+        self.kept_examples = 0
+        """Examples whose graphs are kept."""
+
+    def room_for(self, examples: int) -> bool:
+        """Whether a graph of ``examples``, at the bytes per example seen so far, fits."""
+        return self._fits(self.per_example * examples)
+
+    def admit(self, saved_bytes: int, examples: int) -> bool:
+        """Record a measured graph; whether it may be kept (else the caller frees it).
+
+        Raises:
+            LandscapeInputError: the budget cannot hold even one use of the largest batch,
+                with its graph rebuilt (the numbers, and the batch size that would fit).
+        """
+        self.per_example = max(self.per_example, saved_bytes / max(examples, 1))
+        keep = self._fits(saved_bytes)
+        if keep:
+            self.kept_bytes += saved_bytes
+            self.kept_examples += examples
+        self.check()
+        return keep
+
+    def check(self) -> None:
+        """Raise if one use of the largest batch does not fit beside the kept graphs."""
+        if self.max_memory is None or self._fits(0, kept=0):
+            return
+        fitting = self._fitting()
+        hint = f", or pass a batch size of at most {fitting}" if fitting else ""
+        raise LandscapeInputError(
+            f"max_memory {format_size(self.max_memory)}: one batch of {self.largest} examples "
+            f"holds {format_size(self.largest * self.per_example)} of {self.what} "
+            f"({format_size(self.per_example)} per example) and using it takes "
+            f"{self.reserve:g} times that, even rebuilt at every use; raise max_memory{hint}"
+        )
+
+    def _fitting(self) -> int:
+        """The largest batch whose use fits, from a graph linear in the examples."""
+        total = self.per_example * self.largest
+        n, small = self.small_graph() if self.small_graph is not None else (0, 0.0)
+        slope = (total - small) / (self.largest - n) if self.largest > n else self.per_example
+        fixed = max(small - slope * n, 0.0)
+        if slope <= 0:
+            return 0
+        return max(int((self.max_memory / self.reserve - fixed) // slope), 0)
+
+    def _fits(self, more_bytes: float, kept: float | None = None) -> bool:
+        kept = self.kept_bytes if kept is None else kept
+        needed = kept + more_bytes + self.reserve * self.per_example * self.largest
+        return self.max_memory is None or needed <= self.max_memory
+
+    def to_dict(self) -> dict[str, int | None]:
+        """``{"budget", "graph_bytes", "kept_examples"}`` for a report."""
+        return {
+            "budget": self.max_memory,
+            "graph_bytes": self.kept_bytes,
+            "kept_examples": self.kept_examples,
+        }

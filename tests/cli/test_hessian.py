@@ -138,7 +138,7 @@ def test_max_memory_rebuilds_beyond_the_budget_and_reports_it(
     mnist1d_teacher, tmp_path, monkeypatch
 ):
     # the test process's own memory is not the point (and varies): count it as nothing
-    monkeypatch.setattr("landscape.curvature.measure.resident_bytes", lambda device: 0)
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
 
     def hessian(budget):
         out = tmp_path / f"{budget}.json"
@@ -180,9 +180,9 @@ def test_max_memory_rebuilds_beyond_the_budget_and_reports_it(
 
 @pytest.mark.parametrize(
     "budget, needle",
-    [("3XB", "memory size '3XB'"), ("10KB", "one batch of 256 examples needs 5 MiB")],
+    [("3XB", "memory size '3XB'"), ("10KB", "one batch of 256 examples holds 5 MiB")],
 )
 def test_max_memory_errors_are_one_line_exit_2(mnist1d_teacher, budget, needle, monkeypatch):
-    monkeypatch.setattr("landscape.curvature.measure.resident_bytes", lambda device: 0)
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
     result = run("hessian", mnist1d_teacher, "--samples", 600, "--max-memory", budget, *SMALL[2:])
     assert_one_line_error(result, needle)

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 
 from landscape.curvature.measure import model_curvature
 from landscape.errors import LandscapeInputError
+from landscape.operators.ggn import PRODUCT_RESERVE as GGN_RESERVE
+from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import PRODUCT_RESERVE, HessianOperator
 from landscape.operators.memory import available_bytes, default_budget, format_size, parse_size
 
@@ -48,14 +50,45 @@ def test_budget_keeps_some_batches_and_the_products_do_not_change():
 def test_a_batch_larger_than_the_budget_is_an_error_with_the_numbers():
     model, batches = problem(64)
     with pytest.raises(
-        LandscapeInputError, match=r"max_memory 1000 B: one batch of 32 examples needs 4\d KiB"
-    ):
+        LandscapeInputError, match=r"max_memory 1000 B: one batch of 32 examples holds 4\d KiB"
+    ) as error:
         HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=1000)
+    assert "batch size of at most" not in str(error.value)  # not even one example fits
+    per_example = HessianOperator(model, F.cross_entropy, batches[:1]).graph_bytes / 32
+    budget = int(PRODUCT_RESERVE * per_example * 10.5)
+    with pytest.raises(LandscapeInputError, match=r"pass a batch size of at most (\d+)$") as error:
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=budget)
+    fitting = int(str(error.value).rsplit(" ", 1)[1])
+    assert 1 <= fitting < 10  # a graph's fixed part makes small batches dearer per example
+    smaller = problem(64, batch=fitting)[1]  # what the message says fits: rebuilt per product
+    H = HessianOperator(model, F.cross_entropy, smaller, keep_graphs=True, max_memory=budget)
+    assert H.kept_examples == 0 and not H.graphs_kept
+
+
+@pytest.mark.parametrize("output_hessian", ["cross_entropy", "autograd"])
+def test_ggn_budget_keeps_some_linearizations_and_the_products_do_not_change(output_hessian):
+    model, batches = problem(128)
+    unbounded = GGNOperator(
+        model, F.cross_entropy, batches, output_hessian=output_hessian, keep_graphs=True
+    )
+    per_batch = unbounded.graph_bytes / len(batches)
+    assert unbounded.kept_examples == 128 and per_batch >= 32 * (20 + 64 + 64) * 8
+    budget = int((GGN_RESERVE + 2.5) * per_batch)  # room for 2 of the 4 batches
+    bounded = GGNOperator(
+        model, F.cross_entropy, batches, output_hessian=output_hessian, keep_graphs=True,
+        max_memory=budget,
+    )  # fmt: skip
+    assert bounded.kept_examples == 64 and bounded.graphs_kept
+    assert bounded.graph_bytes + GGN_RESERVE * per_batch <= budget
+    V = torch.randn(bounded.dim, 3, dtype=torch.float64)
+    torch.testing.assert_close(bounded.matmat(V), unbounded.matmat(V), rtol=1e-12, atol=1e-12)
+    with pytest.raises(LandscapeInputError, match="of linearization"):
+        GGNOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=1000)
 
 
 def test_model_curvature_reports_memory_and_equal_eigenvalues(monkeypatch):
     held = 10 * 2**20  # what the process holds already, fixed: RSS would make this flaky
-    monkeypatch.setattr("landscape.curvature.measure.resident_bytes", lambda device: held)
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: held)
     model, batches = problem(600)  # model_curvature batches them by 256 on a CPU
     free = model_curvature(model, F.cross_entropy, batches, top_k=2, max_memory=None)
     per_example = free.memory["graph_bytes"] / 600
@@ -69,6 +102,13 @@ def test_model_curvature_reports_memory_and_equal_eigenvalues(monkeypatch):
     assert auto.memory["budget"] is None or auto.memory["budget"] > 0
     with pytest.raises(LandscapeInputError, match="already holds 10 MiB"):
         model_curvature(model, F.cross_entropy, batches, top_k=1, max_memory=held // 2)
+    ggn_free = model_curvature(model, F.cross_entropy, batches, operator="ggn", top_k=2,
+                               max_memory=None)  # fmt: skip
+    ggn_tight = model_curvature(model, F.cross_entropy, batches, operator="ggn", top_k=2,
+                                max_memory=held + (ggn_free.memory["graph_bytes"] * 256) // 600
+                                * 4)  # fmt: skip
+    assert ggn_free.memory["kept_examples"] == 600 and ggn_tight.memory["kept_examples"] == 256
+    assert ggn_tight.eigenvalues == pytest.approx(ggn_free.eigenvalues, rel=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +139,18 @@ def test_default_budget_is_half_the_available_memory_shared_by_local_processes(m
 def test_format_size_reads_back():
     assert format_size(742 * 2**20) == "742 MiB" and format_size(3 * 2**30) == "3.0 GiB"
     assert format_size(1000) == "1000 B" and parse_size(format_size(600 * 2**10)) == 600 * 2**10
+
+
+def test_the_suggested_batch_size_is_measured_with_batchnorm_in_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.Tanh(), nn.Linear(64, 5))
+    x, y = torch.randn(64, 20), torch.randint(0, 5, (64,))
+    free = HessianOperator(model, F.cross_entropy, [(x, y)], bn_mode="train")
+    budget = int(PRODUCT_RESERVE * free.graph_bytes / 3)
+    with pytest.raises(LandscapeInputError, match=r"at most (\d+)$") as error:
+        HessianOperator(model, F.cross_entropy, [(x, y)], bn_mode="train", max_memory=budget)
+    fitting = int(str(error.value).rsplit(" ", 1)[1])
+    assert 2 <= fitting <= 64 // 3
+    batches = list(zip(x.split(fitting), y.split(fitting), strict=True))
+    batches = [b for b in batches if b[1].shape[0] > 1]  # BatchNorm needs two examples
+    HessianOperator(model, F.cross_entropy, batches, bn_mode="train", max_memory=budget)
