@@ -70,6 +70,26 @@ def json_option(what: str, stdout: bool = False):
     )
 
 
+def max_memory_option(what: str, effect: str):
+    return click.option(
+        "--max-memory",
+        default="auto",
+        show_default=True,
+        help=f"Memory {what} may hold, e.g. 3GB or 500MB, for the whole process; auto = "
+        "half the memory available at the start (RAM, or the GPU's), none = no limit. " + effect,
+    )
+
+
+def memory_budget(text: str) -> int | str | None:
+    """``--max-memory``: ``"auto"``, None for ``none``, or bytes."""
+    from landscape.operators.memory import parse_size
+
+    lowered = text.strip().lower()
+    if lowered in ("auto", "none"):
+        return None if lowered == "none" else "auto"
+    return parse_size(text)
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
     import torch

@@ -10,6 +10,8 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    max_memory_option,
+    memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -61,15 +63,11 @@ from cli._common import (
     "memory) [default: on a CPU batches of 256, on a GPU one batch, every gradient graph "
     "built once and reused by every product].",
 )
-@click.option(
-    "--max-memory",
-    default="auto",
-    show_default=True,
-    help="Memory the kept gradient graphs (GGN: linearizations) may hold, e.g. 3GB or "
-    "500MB, for the whole process; auto = half the "
-    "memory available at the start (RAM, or the GPU's), none = no limit. Batches beyond "
-    "it are rebuilt for every product; the JSON report records the budget, the graph "
-    "bytes, the examples kept and the peak.",
+@max_memory_option(
+    "the kept gradient graphs (GGN: linearizations)",
+    "Batches beyond it are rebuilt for "
+    "every product; the JSON report records the budget, the graph bytes, the examples kept "
+    "and the peak.",
 )
 @click.option(
     "--engine",
@@ -195,13 +193,3 @@ def hessian_command(
         return
     write_json(json_out, report)
     click.echo(format_summary(report), err=str(json_path) == "-")
-
-
-def memory_budget(text: str) -> int | str | None:
-    """``--max-memory``: ``"auto"``, None for ``none``, or bytes."""
-    from landscape.operators.memory import parse_size
-
-    lowered = text.strip().lower()
-    if lowered in ("auto", "none"):
-        return None if lowered == "none" else "auto"
-    return parse_size(text)

@@ -14,6 +14,8 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    max_memory_option,
+    memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -43,8 +45,11 @@ def _target_loss(match_loss: float | None, match_teacher: str | None, loaded, sa
     return mean_cross_entropy(teacher.model, teacher.batches), teacher.sha256
 
 
-def _measure(model, batches, measures, geometries, rho, options, bar) -> list[dict[str, Any]]:
-    """One sharpness report per measure (each with its own default radius)."""
+def _measure(model, batches, measures, geometries, rho, options, bar, memory: dict):
+    """One sharpness report per measure (each with its own default radius).
+
+    The memory record of the last report goes into ``memory``.
+    """
     from torch.nn.functional import cross_entropy
 
     from landscape.sharpness import sharpness_report
@@ -56,6 +61,7 @@ def _measure(model, batches, measures, geometries, rho, options, bar) -> list[di
             progress=bar.update, **options,
         )  # fmt: skip
         results.extend(report["results"])
+        memory.update(report["memory"])
     return results
 
 
@@ -118,14 +124,20 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     type=click.Path(dir_okay=False),
     help="Also measure at the temperature where the train loss equals this checkpoint's.",
 )
+@max_memory_option(
+    "one batch's gradient graph",
+    "The gradient is taken batch by batch; a batch too large for the budget exits 2 "
+    "before the run, naming the batch size that fits. The JSON report records the budget, "
+    "the graph bytes and the peak.",
+)
 @json_option("the report")
 @force_option
 @quiet_option
 @device_option
 @threads_option
 def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, steps,
-              restarts, seed, match_loss, match_teacher, json_path, force, quiet, device,
-              threads):  # fmt: skip
+              restarts, seed, match_loss, match_teacher, max_memory, json_path, force, quiet,
+              device, threads):  # fmt: skip
     """Average- and worst-case sharpness of CHECKPOINT, beside its train loss.
 
     Loss increase on the first --samples train examples when the weights move within a
@@ -150,6 +162,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     if match_loss is not None and match_teacher is not None:
         raise DistillInputError("give either --match-loss or --match-teacher, not both")
     torch_device = resolve_device(device)
+    max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
     loaded = load_for_analysis(
         checkpoint, samples=samples, batch_size=batch_size, device=torch_device
     )
@@ -157,6 +170,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     measures = ["average", "worst"] if measure == "both" else [measure]
     geometries = list(GEOMETRIES) if geometry == "all" else [geometry]
     options = {"samples": draws, "steps": steps, "restarts": restarts, "seed": seed}
+    memory: dict[str, Any] = {}
     models = {"raw": loaded.model}
     matched = None
     if target is not None:
@@ -166,7 +180,10 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     results = {}
     with progress_bar(total, "sharpness", quiet, unit="pass") as bar:
         for name, model in models.items():
-            results[name] = _measure(model, loaded.batches, measures, geometries, rho, options, bar)
+            results[name] = _measure(
+                model, loaded.batches, measures, geometries, rho,
+                {**options, "max_memory": max_memory}, bar, memory,
+            )  # fmt: skip
     click.echo(f"{loaded.path}: {loaded.samples} train examples")
     if matched is not None:
         raw, scaled = matched["raw"], matched["matched"]
@@ -185,5 +202,6 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         "temperature_matched": None if matched is None else {
             **matched, "teacher_sha256": teacher_sha, "sharpness": results["matched"],
         },
+        "memory": memory,
         "seconds": time.perf_counter() - start,
     })  # fmt: skip

@@ -206,6 +206,11 @@ class GraphBudget:
         self.check()
         return keep
 
+    def measure(self, examples: int, saved_bytes: int) -> None:
+        """Record a graph that is not kept (one batch at a time), then :meth:`check`."""
+        self.per_example = max(self.per_example, saved_bytes / max(examples, 1))
+        self.check()
+
     def check(self) -> None:
         """Raise if one use of the largest batch does not fit beside the kept graphs."""
         if self.max_memory is None or self._fits(0, kept=0):

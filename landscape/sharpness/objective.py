@@ -30,6 +30,11 @@ from landscape.operators.mean_loss import (
     require_finite,
     select_parameters,
 )
+from landscape.operators.memory import GraphBudget, SavedBytes
+
+GRADIENT_RESERVE = 2.0
+"""Memory of one gradient in graphs of its batch: the graph, and the backward pass's
+temporaries beside it (freed as it goes)."""
 
 
 class PerturbedLoss:
@@ -42,6 +47,11 @@ class PerturbedLoss:
         params: Names or tensors of the parameters to perturb (default: all trainable).
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
+        max_memory: Bytes one batch's gradient graph may take (default: no limit). The
+            gradient is taken batch by batch, so one graph is alive at a time; the first
+            batch's is measured at construction, and a batch whose backward pass
+            (:data:`GRADIENT_RESERVE` graphs) would not fit raises
+            :class:`~landscape.errors.LandscapeInputError` with the batch size that does.
 
     Attributes:
         names: Perturbed parameter names, in model order.
@@ -50,6 +60,7 @@ class PerturbedLoss:
         evaluations: Passes over the data so far (a gradient counts one).
         progress: Optional callback, called with 1 after each pass (a progress bar's
             ``update``).
+        budget: The measured graph bytes and the budget (:class:`GraphBudget`).
     """
 
     def __init__(
@@ -60,6 +71,7 @@ class PerturbedLoss:
         params: ParameterSelection = None,
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
+        max_memory: int | None = None,
     ) -> None:
         check_bn_mode(bn_mode)
         self.names = select_parameters(model, params)
@@ -74,19 +86,44 @@ class PerturbedLoss:
         with torch.no_grad():
             examples = sum(batch_size(b) for b in self.batches)
             self.loss = require_finite(float(self.at(self.weights)), examples)
+        largest = max(batch_size(b) for b in self.batches)
+        self.budget = GraphBudget(
+            max_memory, largest, GRADIENT_RESERVE, "gradient graph", self._small_graph_bytes
+        )
+        if max_memory is not None:  # before any long run: one gradient of the first batch
+            self.budget.measure(*self._graph_bytes(self.batches[0]))
 
     def at(self, tensors: dict[str, Tensor]) -> Tensor:
         """Mean loss with the perturbed parameters replaced by ``tensors`` (by name)."""
         full = functional_tensors(self.model, self.bn_mode, tensors)
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         with analysis_mode(self.model, self.bn_mode):
-            for weight, (inputs, targets) in zip(self.batch_weights, self.batches, strict=True):
-                outputs = functional_call(self.model, full, (inputs,))
-                total = total + weight * self.loss_fn(outputs, targets)
+            for weight, batch in zip(self.batch_weights, self.batches, strict=True):
+                total = total + weight * self._batch_loss(full, batch)
+        self._counted()
+        return total
+
+    def _batch_loss(self, full: dict[str, Tensor], batch: Batch) -> Tensor:
+        inputs, targets = batch
+        return self.loss_fn(functional_call(self.model, full, (inputs,)), targets)
+
+    def _counted(self) -> None:
         self.evaluations += 1
         if self.progress is not None:
             self.progress(1)
-        return total
+
+    def _graph_bytes(self, batch: Batch) -> tuple[int, int]:
+        """Examples and bytes of the gradient graph of ``batch`` at :math:`u = 0`."""
+        leaves = {n: torch.zeros_like(w, requires_grad=True) for n, w in self.weights.items()}
+        mode = analysis_mode(self.model, self.bn_mode)
+        with SavedBytes(list(leaves.values())) as saved, torch.enable_grad(), mode:
+            moved = {n: self.weights[n] + leaves[n] for n in self.names}  # as gradient() does
+            self._batch_loss(functional_tensors(self.model, self.bn_mode, moved), batch)
+        return batch_size(batch), saved.bytes
+
+    def _small_graph_bytes(self) -> tuple[int, int]:
+        inputs, targets = self.batches[0]
+        return self._graph_bytes((inputs[:2], targets[:2]))
 
     def perturbed(self, scales: dict[str, Tensor], u: dict[str, Tensor]) -> dict[str, Tensor]:
         r"""The weights :math:`w + c \odot u`, by name."""
@@ -100,15 +137,26 @@ class PerturbedLoss:
     def gradient(
         self, scales: dict[str, Tensor], u: dict[str, Tensor]
     ) -> tuple[float, dict[str, Tensor]]:
-        r""":math:`L(w + c \odot u)` and its gradient with respect to :math:`u`."""
-        leaves = {n: t.detach().requires_grad_(True) for n, t in u.items()}
-        with torch.enable_grad():
-            value = self.at(self.perturbed(scales, leaves))
-            grads = torch.autograd.grad(value, [leaves[n] for n in self.names], allow_unused=True)
-        return float(value.detach()), {
-            n: torch.zeros_like(leaves[n]) if g is None else g
-            for n, g in zip(self.names, grads, strict=True)
-        }
+        r""":math:`L(w + c \odot u)` and its gradient with respect to :math:`u`.
+
+        Batch by batch: one batch's graph is alive at a time, whatever the examples.
+        """
+        value = 0.0
+        grads = {n: torch.zeros_like(u[n]) for n in self.names}
+        for weight, batch in zip(self.batch_weights, self.batches, strict=True):
+            leaves = {n: t.detach().requires_grad_(True) for n, t in u.items()}
+            with torch.enable_grad(), analysis_mode(self.model, self.bn_mode):
+                full = functional_tensors(self.model, self.bn_mode, self.perturbed(scales, leaves))
+                loss = weight * self._batch_loss(full, batch)
+                parts = torch.autograd.grad(
+                    loss, [leaves[n] for n in self.names], allow_unused=True
+                )
+            value += float(loss.detach())
+            for n, g in zip(self.names, parts, strict=True):
+                if g is not None:
+                    grads[n] += g
+        self._counted()
+        return value, grads
 
 
 def gaussian_direction(weights: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:

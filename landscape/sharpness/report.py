@@ -10,6 +10,7 @@ from torch import nn
 
 from landscape._types import Batch, LossFunction
 from landscape.errors import LandscapeInputError
+from landscape.operators.memory import peak_bytes, resolve_budget
 from landscape.sharpness.average import average_sharpness
 from landscape.sharpness.geometry import GEOMETRIES
 from landscape.sharpness.objective import PerturbedLoss
@@ -52,6 +53,7 @@ def sharpness_report(
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
+    max_memory: int | str | None = "auto",
 ) -> dict[str, Any]:
     """Average- and worst-case sharpness in each geometry, beside the unperturbed loss.
 
@@ -76,14 +78,21 @@ def sharpness_report(
         bn_mode: ``"eval"`` or ``"train"``.
         progress: Called with the number of passes over the data after each one; the
             total is :func:`planned_evaluations`.
+        max_memory: Bytes one batch's gradient graph may take: ``"auto"`` (half the
+            memory available at the start), None (no limit) or bytes for the whole
+            process (:class:`~landscape.sharpness.objective.PerturbedLoss`).
 
     Returns:
-        ``{"loss", "examples", "rho", "results": [SharpnessResult.to_dict(), ...]}``,
-        one result per (measure, geometry), measures outermost.
+        ``{"loss", "examples", "rho", "results": [SharpnessResult.to_dict(), ...],
+        "memory": {"budget", "graph_bytes", "peak"}}``, one result per (measure,
+        geometry), measures outermost; ``graph_bytes`` is the largest batch's gradient
+        graph (measured under a budget, else None).
     """
     measures = _check_choices(measures, MEASURES, "measure")
     geometries = _check_choices(geometries, GEOMETRIES, "geometry")
-    objective = PerturbedLoss(model, loss_fn, batches, params, dtype, bn_mode)
+    device = next(model.parameters()).device
+    budget = resolve_budget(max_memory, device)
+    objective = PerturbedLoss(model, loss_fn, batches, params, dtype, bn_mode, budget)
     objective.progress = progress
     results = []
     for measure in measures:
@@ -96,4 +105,9 @@ def sharpness_report(
                 )
             results.append(result.to_dict())
     examples = sum(int(b[1].shape[0]) for b in objective.batches)
-    return {"loss": objective.loss, "examples": examples, "rho": rho, "results": results}
+    graph = objective.budget.per_example * objective.budget.largest if budget else None
+    memory = {"budget": budget, "graph_bytes": graph, "peak": peak_bytes(device)}
+    return {
+        "loss": objective.loss, "examples": examples, "rho": rho, "results": results,
+        "memory": memory,
+    }  # fmt: skip

@@ -57,6 +57,9 @@ def test_report_matches_the_library_and_prints_train_loss(mnist1d_teacher, loade
         assert row["values"] == expected[row["measure"]]["values"]
         assert f"{row['loss']:.6f}" in result.output and f"{row['increase']:.6f}" in result.output
     assert report["data"]["samples"] == 64 and report["temperature_matched"] is None
+    memory = report["memory"]
+    assert memory["budget"] is None or memory["budget"] > memory["graph_bytes"] > 0
+    assert memory["peak"] > 0
 
 
 def test_match_loss_adds_matched_rows(mnist1d_student, loaded, tmp_path):
@@ -94,9 +97,12 @@ def test_match_teacher_uses_the_teacher_loss(mnist1d_teacher, mnist1d_student):
         (["--geometry", "spectral"], "--geometry"),
         (["--match-loss", "0.1", "--match-teacher", "x.safetensors"], "not both"),
         (["--match-loss", "5.0"], "cannot be reached"),
+        (["--max-memory", "3XB"], "memory size '3XB'"),
+        (["--max-memory", "1KB"], "one batch of 64 examples holds"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(mnist1d_teacher, args, needle):
+def test_bad_input_is_one_line_and_exit_2(mnist1d_teacher, args, needle, monkeypatch):
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
     assert_one_line_error(run("sharpness", mnist1d_teacher, *args, *SMALL), needle)
 
 

@@ -195,3 +195,42 @@ def test_progress_counts_the_planned_passes():
     options = {"samples": 3, "steps": 2, "restarts": 2}
     sharpness_report(model, LOSS, batches, 0.1, progress=seen.append, **options)
     assert sum(seen) == planned_evaluations(["average", "worst"], GEOMETRIES, **options)
+
+
+def test_the_gradient_batch_by_batch_equals_one_batch_and_autograd():
+    model, batches = _relu_net()
+    whole = [(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))]
+    split, one = PerturbedLoss(model, LOSS, batches), PerturbedLoss(model, LOSS, whole)
+    scales = perturbation_scales(split.weights, "elementwise")
+    u = gaussian_direction(split.weights, torch.Generator().manual_seed(1))
+    value, grads = split.gradient(scales, u)
+    value_one, grads_one = one.gradient(scales, u)
+    assert value == pytest.approx(value_one, rel=1e-13)
+    for name in split.names:
+        torch.testing.assert_close(grads[name], grads_one[name], rtol=1e-12, atol=1e-14)
+    leaves = {n: t.clone().requires_grad_(True) for n, t in u.items()}
+    loss = split.at(split.perturbed(scales, leaves))
+    reference = torch.autograd.grad(loss, [leaves[n] for n in split.names])
+    for name, g in zip(split.names, reference, strict=True):
+        torch.testing.assert_close(grads[name], g, rtol=1e-12, atol=1e-14)
+
+
+def test_memory_budget_is_checked_before_the_run_and_reported(monkeypatch):
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
+    model, batches = _relu_net()
+    free = sharpness_report(model, LOSS, batches, 0.05, ["average"], ["plain"], samples=2,
+                            max_memory=None)  # fmt: skip
+    assert free["memory"]["budget"] is None and free["memory"]["graph_bytes"] is None
+    roomy = sharpness_report(model, LOSS, batches, 0.05, ["average"], ["plain"], samples=2,
+                             max_memory=2**30)  # fmt: skip
+    graph = roomy["memory"]["graph_bytes"]
+    assert (
+        roomy["memory"]["budget"] == 2**30 and graph >= 25 * (6 + 12 + 10 + 4) * 8
+    )  # input, ReLU outputs, log-softmax
+    assert roomy["results"][0]["values"] == free["results"][0]["values"]
+    assert roomy["memory"]["peak"] > 0
+    passes = []
+    with pytest.raises(LandscapeInputError, match=r"one batch of 25 examples holds .* at most"):
+        sharpness_report(model, LOSS, batches, 0.05, ["worst"], ["plain"],
+                         progress=passes.append, max_memory=int(graph))  # fmt: skip
+    assert passes == []  # stopped before the first perturbed pass
