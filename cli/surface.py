@@ -14,6 +14,8 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    max_memory_option,
+    memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -81,6 +83,11 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
     help="Evaluate several grid points at once with torch.func.vmap: auto times it "
     "against a loop on MLPs and never uses it on convolutions.",
 )
+@max_memory_option(
+    "a forward pass and a block of grid points",
+    "Batch sizes that do not fit are not tried (a given one exits 2 naming one that fits) "
+    "and blocks shrink to fit; the JSON summary records the budget and the peak.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
 @click.option("--resume", is_flag=True, help="Continue OUT where a killed run stopped.")
 @json_option("a summary")
@@ -89,8 +96,8 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 @device_option
 @threads_option
 def surface(checkpoint, x_range, y_range, direction, normalization, ignore, split, samples,
-            batch_size, seed, vectorize, out, resume, json_path, force, quiet, device,
-            threads):  # fmt: skip
+            batch_size, seed, vectorize, max_memory, out, resume, json_path, force, quiet,
+            device, threads):  # fmt: skip
     """Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file.
 
     The value at (a, b) is the mean cross-entropy (and accuracy, in percent) of the
@@ -115,6 +122,7 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
     from landscape.surface.store import SPLITS
 
     apply_threads(threads)
+    max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
     kind, target = _parse_direction(direction)
     normalization, ignore = _direction_options(kind, normalization, ignore)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
@@ -142,7 +150,8 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
                 model, cross_entropy, data, out, x_range=x_range, y_range=y_range,
                 directions=specs, split=split, samples=samples, normalization=normalization,
                 ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
-                vectorize=vectorize, hessian_data=hessian_data, resume=resume,
+                vectorize=vectorize, max_memory=max_memory, hessian_data=hessian_data,
+                resume=resume,
                 force=force, settings=settings, info=info, progress=bar.update,
                 processes=surface_processes(),
             )  # fmt: skip

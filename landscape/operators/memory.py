@@ -12,10 +12,13 @@ import os
 import re
 import resource
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from landscape.errors import LandscapeInputError
 
@@ -246,3 +249,56 @@ class GraphBudget:
             "graph_bytes": self.kept_bytes,
             "kept_examples": self.kept_examples,
         }
+
+
+class LiveBytes(TorchDispatchMode):
+    """The most bytes of new tensors alive at once inside the ``with`` block (:attr:`peak`).
+
+    Every tensor an operator returns counts until its last reference in the block dies
+    (storages shared by views count once); tensors made before the block (the weights,
+    the inputs) do not. For a no-grad forward pass this is its working memory, on any
+    device, measured without the allocator's caching in the way.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._storages: dict[int, list[int]] = {}  # data_ptr -> [bytes, live tensors]
+
+    def _release(self, pointer: int) -> None:
+        entry = self._storages.get(pointer)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self._storages[pointer]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, Tensor):
+                storage = tensor.untyped_storage()
+                pointer = storage.data_ptr()
+                entry = self._storages.get(pointer)
+                if entry is None:
+                    entry = self._storages[pointer] = [storage.nbytes(), 0]
+                    self.live += entry[0]
+                    self.peak = max(self.peak, self.live)
+                entry[1] += 1
+                weakref.finalize(tensor, self._release, pointer)
+        return out
+
+
+def forward_bytes(model: torch.nn.Module, inputs: Tensor, examples: int = 64) -> float:
+    """Working memory of a no-grad forward pass per example, measured on ``examples``.
+
+    Measured with :class:`LiveBytes` in inference mode (the model's train/eval mode is
+    left as it is); the per-batch constant part is included, so it errs high for larger
+    batches.
+    """
+    sample = inputs[:examples]
+    with torch.inference_mode(), LiveBytes() as live:
+        model(sample)
+    return live.peak / max(int(sample.shape[0]), 1)

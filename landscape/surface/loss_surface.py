@@ -22,11 +22,25 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, analysis_mode
 from landscape.errors import LandscapeInputError
-from landscape.operators.batching import fastest_batch_size, gather_examples, split_batches
+from landscape.operators.batching import (
+    CANDIDATES,
+    fastest_batch_size,
+    gather_examples,
+    split_batches,
+)
+from landscape.operators.memory import format_size, forward_bytes, peak_bytes, resolve_budget
 from landscape.surface.directions import Direction, hessian_directions, random_direction
-from landscape.surface.evaluate import VECTORIZE, SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.evaluate import (
+    VECTORIZE,
+    VMAP_MAX_BATCH,
+    VMAP_WIDTH,
+    SurfaceEvaluator,
+    compute_surface,
+    grid_points,
+    has_convolutions,
+)
 from landscape.surface.grid import check_grid_size, parse_axis
 from landscape.surface.store import SPLITS, SurfaceSpec, SurfaceStore
 
@@ -34,6 +48,8 @@ DirectionSpec = str | Mapping[str, Tensor]
 """``"random"``, ``"eigen"``, or a direction itself (parameter name -> tensor)."""
 AxisRange = str | tuple[float, float, int] | Sequence[float] | np.ndarray
 DEFAULT_NON_TENSOR_BATCH = 256
+BLOCK_BYTES = 256 * 2**20
+"""Most bytes a block's stacked weights take (fewer when the memory budget is tight)."""
 
 
 class SingleProcess:
@@ -69,6 +85,9 @@ class SurfaceResult:
         batch_size: Examples per forward pass.
         vectorize: Whether grid points went through ``vmap`` (``"always"``/``"never"``).
         origin: Every stored value at the origin, when the grid contains it.
+        memory: ``{"budget", "forward_bytes", "block_bytes", "block_points", "peak"}``:
+            the budget, what one forward pass and a block's stacked weights may work in,
+            the most points per block, and the process's peak (bytes).
     """
 
     out: str
@@ -79,6 +98,7 @@ class SurfaceResult:
     batch_size: int
     vectorize: str
     origin: dict[str, float] | None
+    memory: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary of ``flatscape surface --json``."""
@@ -129,12 +149,14 @@ def build_directions(
     seed: int = 0,
     loss_fn: LossFunction | None = None,
     hessian_batches: Sequence[Batch] | None = None,
+    max_memory: int | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """One direction per axis from ``"random"``, ``"eigen"`` or a given direction.
 
     Random directions are drawn in axis order from one generator seeded with ``seed``;
     ``"eigen"`` axes take the top Hessian eigenvectors of ``loss_fn`` over
-    ``hessian_batches`` (the first for the first such axis).
+    ``hessian_batches`` (the first for the first such axis), its gradient graphs kept
+    within ``max_memory`` bytes (default: no limit).
 
     Returns:
         The directions and information to record (the eigenvalues, for eigen axes).
@@ -146,7 +168,9 @@ def build_directions(
     if count:
         if loss_fn is None or not hessian_batches:
             raise LandscapeInputError("directions 'eigen' need the loss and hessian_batches")
-        eigen, values = hessian_directions(model, loss_fn, hessian_batches, count, seed)
+        eigen, values = hessian_directions(
+            model, loss_fn, hessian_batches, count, seed, max_memory=max_memory
+        )
         info["eigenvalues"] = values.double().cpu().numpy()
     directions = []
     for spec in specs:
@@ -183,22 +207,112 @@ def _split_data(data: Mapping[str, Iterable[Batch]] | Iterable[Batch], split: st
     return {"train": data}, "train"
 
 
+@dataclass
+class ForwardPlan:
+    """How one forward pass and one block of points fit the memory budget.
+
+    Attributes:
+        budget: Bytes (None: no limit).
+        per_example: Working memory of a no-grad forward pass per example
+            (:func:`~landscape.operators.memory.forward_bytes`); None for non-tensor inputs.
+        point_bytes: The weights of one grid point (every parameter and buffer: an upper
+            bound of what a block stacks per point).
+        widths: Points evaluated at once by ``vmap`` on batches up to ``VMAP_MAX_BATCH``
+            (1 when the evaluator loops).
+    """
+
+    budget: int | None
+    per_example: float | None
+    point_bytes: int
+    widths: int
+
+    def forward(self, size: int) -> float:
+        """Bytes a forward pass of ``size`` examples works in (times the vmap width)."""
+        if self.per_example is None:
+            return 0.0
+        width = self.widths if size <= VMAP_MAX_BATCH else 1
+        return self.per_example * size * width
+
+    def fits(self, size: int) -> bool:
+        """Whether a forward of ``size`` examples and one point's weights fit."""
+        return self.budget is None or self.forward(size) + self.point_bytes <= self.budget
+
+    def largest(self) -> int:
+        """The most examples per forward pass that fit (0: not even one)."""
+        low, high = 0, 1
+        while self.fits(high) and high < 2**24:
+            low, high = high, 2 * high
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if self.fits(middle) else (low, middle)
+        return low
+
+    def block_bytes(self, size: int) -> int:
+        """What a block's stacked weights may take beside a forward of ``size`` examples."""
+        if self.budget is None:
+            return BLOCK_BYTES
+        return int(min(BLOCK_BYTES, self.budget - self.forward(size)))
+
+    def check(self, size: int) -> None:
+        """Raise, with the numbers, if a forward of ``size`` examples does not fit."""
+        if self.fits(size):
+            return
+        largest = self.largest()
+        hint = f"pass a batch size of at most {largest} or " if largest else ""
+        width = self.widths if size <= VMAP_MAX_BATCH else 1
+        at_once = f", {width} points at once" if width > 1 else ""
+        raise LandscapeInputError(
+            f"max_memory {format_size(self.budget)}: a forward pass of {size} example"
+            f"{'' if size == 1 else 's'} works "
+            f"in {format_size(self.forward(size))} ({format_size(self.per_example or 0)} per "
+            f"example{at_once}) beside {format_size(self.point_bytes)} of weights per grid "
+            f"point; {hint}raise max_memory"
+        )
+
+    def to_dict(self, size: int) -> dict[str, Any]:
+        """The memory record of the JSON summary, at batch size ``size``."""
+        return {
+            "budget": self.budget,
+            "forward_bytes": self.forward(size),
+            "block_bytes": self.block_bytes(size),
+        }
+
+
+def forward_plan(model: nn.Module, inputs: Any, budget: int | None, vectorize: str) -> ForwardPlan:
+    """Measure a forward pass per example and the weights per point, against ``budget``."""
+    per_example = None
+    if isinstance(inputs, Tensor):
+        with analysis_mode(model, "eval"):
+            per_example = forward_bytes(model, inputs)
+    point = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    vectorized = vectorize == "always" or (vectorize == "auto" and not has_convolutions(model))
+    return ForwardPlan(budget, per_example, point, VMAP_WIDTH if vectorized else 1)
+
+
 def _batch_size(
     model: nn.Module,
     examples: dict[str, tuple[Any, Tensor]],
     given: int | str,
     processes: SingleProcess,
+    plan: ForwardPlan,
 ) -> int:
-    """The forward batch size: given, or the fastest (measured on rank 0, sent to all)."""
+    """The forward batch size: given, or the fastest within the memory budget.
+
+    Timed on rank 0 and sent to all.
+    """
     if given != "auto":
         if not isinstance(given, int) or given < 1:
             raise LandscapeInputError(f"batch_size {given!r}: give a positive integer or 'auto'")
+        plan.check(given)
         return given
+    plan.check(1)
     size = None
     if processes.is_main:
         inputs = next(iter(examples.values()))[0]
         if isinstance(inputs, Tensor):
-            size, _ = fastest_batch_size(model, inputs)
+            n = int(inputs.shape[0])  # candidates above it collapse to it
+            fitting = [c for c in CANDIDATES if plan.fits(min(c, n))] or [plan.largest()]
+            size, _ = fastest_batch_size(model, inputs, fitting)
         else:
             size = DEFAULT_NON_TENSOR_BATCH
     return processes.broadcast(size)
@@ -242,6 +356,7 @@ def loss_surface(
     seed: int = 0,
     batch_size: int | str = "auto",
     vectorize: str = "auto",
+    max_memory: int | str | None = "auto",
     hessian_data: Iterable[Batch] | None = None,
     resume: bool = False,
     force: bool = False,
@@ -275,6 +390,12 @@ def loss_surface(
         seed: Seed of the random directions (and of Lanczos for eigen directions).
         batch_size: Examples per forward pass, or ``"auto"`` (the fastest, measured).
         vectorize: ``"auto"``, ``"always"`` or ``"never"`` (``torch.func.vmap`` over points).
+        max_memory: Bytes a forward pass and a block of points may work in: ``"auto"``
+            (half the memory available at the start), None (no limit) or bytes for the
+            whole process. The forward pass is measured per example
+            (:func:`~landscape.operators.memory.forward_bytes`); automatic batch sizes
+            above the budget are not tried, blocks shrink to fit, and a given batch size
+            that does not fit raises with the one that does.
         hessian_data: Batches the eigen directions' Hessian is taken over (default: the
             train split).
         resume: Continue ``out`` where a killed run stopped.
@@ -303,7 +424,10 @@ def loss_surface(
         raise LandscapeInputError("resume and force contradict; choose one")
     splits, split = _split_data(data, split)
     examples = {name: gather_examples(batches, samples) for name, batches in splits.items()}
-    size = _batch_size(model, examples, batch_size, processes)
+    first = next(iter(examples.values()))[0]
+    device = first.device if isinstance(first, Tensor) else torch.device("cpu")
+    plan = forward_plan(model, first, resolve_budget(max_memory, device), vectorize)
+    size = _batch_size(model, examples, batch_size, processes, plan)
     batched = {name: split_batches(*pair, size) for name, pair in examples.items()}
     kinds = _kinds(specs)
     recorded: dict[str, Any] = {
@@ -319,14 +443,17 @@ def loss_surface(
         if hessian_data is not None:
             hessian_batches = split_batches(*gather_examples(hessian_data, samples), size)
         made, made_info = _directions_for(out, resume, model, specs, kinds, normalization,
-                                          ignore, seed, loss_fn, hessian_batches)  # fmt: skip
+                                          ignore, seed, loss_fn, hessian_batches,
+                                          plan.budget)  # fmt: skip
         spec = SurfaceSpec(x, y, made, split, recorded, {**extra, **made_info})
         return SurfaceStore.open_for_writing(out, spec, resume=resume, force=force)
 
     start = time.perf_counter()
     with processes.open_store(open_store) as store:
         already = int(store.done.sum())
-        evaluator = SurfaceEvaluator(model, loss_fn, store.directions(), vectorize)
+        evaluator = SurfaceEvaluator(
+            model, loss_fn, store.directions(), vectorize, plan.block_bytes(size)
+        )
         if progress is not None:
             progress(already)
         processes.compute(
@@ -335,9 +462,11 @@ def loss_surface(
         )  # fmt: skip
         seconds = time.perf_counter() - start
         origin = _origin(store) if processes.is_main else None
+    memory = {**plan.to_dict(size), "block_points": evaluator.max_block,
+              "peak": peak_bytes(device)}  # fmt: skip
     return SurfaceResult(str(out), [len(v) for v in (y, x) if v is not None], total,
                          total - already, round(seconds, 3), size, evaluator.vectorize,
-                         origin)  # fmt: skip
+                         origin, memory)  # fmt: skip
 
 
 def _directions_for(
@@ -351,6 +480,7 @@ def _directions_for(
     seed: int,
     loss_fn: LossFunction,
     hessian_batches: Sequence[Batch] | None,
+    max_memory: int | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """Directions for a new file, or the stored ones when an eigen run resumes.
 
@@ -362,5 +492,5 @@ def _directions_for(
             return stored.directions(), {}
     return build_directions(
         model, specs, normalization=normalization, ignore=ignore, seed=seed, loss_fn=loss_fn,
-        hessian_batches=hessian_batches,
+        hessian_batches=hessian_batches, max_memory=max_memory,
     )  # fmt: skip

@@ -164,6 +164,9 @@ def test_eigen_directions_and_options(tmp_path, mnist1d_teacher):
     assert abs(flat[0] @ flat[1]) < 1e-4
     summary = json.loads((tmp_path / "e.json").read_text())
     assert summary["points"] == 6 and summary["origin"] is None
+    memory = summary["memory"]  # default budget: half the available memory, or none known
+    assert memory["budget"] is None or memory["budget"] >= memory["forward_bytes"] > 0
+    assert memory["block_points"] >= 6 and memory["peak"] > 0
     wrong = run(
         "surface",
         mnist1d_teacher,
@@ -236,8 +239,9 @@ def mlp_checkpoint(tmp_path_factory):
 
 
 def test_bad_input_gives_exit_2_one_line_and_keeps_results(
-    tmp_path, mnist1d_teacher, mlp_checkpoint
+    tmp_path, mnist1d_teacher, mlp_checkpoint, monkeypatch
 ):
+    monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
     out = tmp_path / "s.h5"
     assert run("surface", mnist1d_teacher, *SMALL, "--out", out).exit_code == 0
     before = out.read_bytes()
@@ -262,6 +266,9 @@ def test_bad_input_gives_exit_2_one_line_and_keeps_results(
         ),
         (["--direction", "sideways", "--out", tmp_path / "c.h5"], "--direction 'sideways'"),
         (["--batch-size", "0", "--out", tmp_path / "c.h5"], "--batch-size '0'"),
+        (["--max-memory", "3XB", "--out", tmp_path / "c.h5"], "memory size '3XB'"),
+        (["--max-memory", "1KB", "--out", tmp_path / "c.h5"], "a forward pass of 1 example"),
+        ([*SMALL, "--out", out, "--resume", "--max-memory", "1KB"], "a forward pass of"),
         (["--out", out], "--resume"),
         (["--out", out, "--resume", "--force"], "contradict"),
         ([*SMALL, "--out", out, "--resume", "--x", "-1:1:5"], "other settings (x grid"),
