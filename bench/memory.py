@@ -8,6 +8,7 @@ the kept graphs held, the examples kept, the peak RSS, the top eigenvalue and th
 
     python bench/memory.py                           # 2048 examples: no limit, then 3GB
     python bench/memory.py --examples 6000 --budgets auto
+    python bench/memory.py --operator ggn --examples 1024 --budgets none 2GB
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from landscape.curvature.measure import model_curvature
 from landscape.operators.memory import parse_size
 torch.set_num_threads(1)
 torch.manual_seed(0)
-examples, budget = {examples}, {budget!r}
+examples, budget, operator = {examples}, {budget!r}, {operator!r}
 model = build_model("resnet20").eval()
 x, y = torch.randn(examples, 3, 32, 32), torch.randint(0, 10, (examples,))
 max_memory = None if budget == "none" else budget if budget == "auto" else parse_size(budget)
 start = time.perf_counter()
 result = model_curvature(model, torch.nn.functional.cross_entropy, [(x, y)], top_k=1,
-                         max_memory=max_memory)
+                         max_memory=max_memory, operator=operator)
 print(json.dumps({{"eigenvalues": result.eigenvalues, "memory": result.memory,
                   "matvecs": result.matvecs, "seconds": time.perf_counter() - start}}))
 """
@@ -44,13 +45,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2048)
     parser.add_argument("--budgets", nargs="+", default=["none", "3GB"])
+    parser.add_argument("--operator", choices=["hessian", "ggn"], default="hessian")
     args = parser.parse_args()
-    print(f"resnet20 random init, {args.examples} CIFAR-shaped examples, top-1, one thread")
+    print(f"resnet20 random init, {args.examples} CIFAR-shaped examples, {args.operator} "
+          "top-1, one thread")  # fmt: skip
     print(f"{'max_memory':>10} {'budget':>10} {'graphs':>10} {'kept':>6} {'peak RSS':>10} "
           f"{'top-1':>12} {'products':>8} {'seconds':>8}")  # fmt: skip
     runs = []
     for budget in args.budgets:
-        code = CHILD.format(root=str(ROOT), examples=args.examples, budget=budget)
+        code = CHILD.format(root=str(ROOT), examples=args.examples, budget=budget,
+                            operator=args.operator)  # fmt: skip
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if out.returncode:
             print(f"{budget:>10} failed: {out.stderr.strip().splitlines()[-1]}")
