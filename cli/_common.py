@@ -90,6 +90,103 @@ def memory_budget(text: str) -> int | str | None:
     return parse_size(text)
 
 
+def model_options(func):
+    """``--model SPEC`` and ``--model-kwargs JSON``: a registry model or the user's code."""
+    func = click.option(
+        "--model-kwargs",
+        metavar="JSON",
+        help="Keyword arguments of --model as a JSON object, e.g. '{\"width\": 64}'.",
+    )(func)
+    return click.option(
+        "--model",
+        "model_spec",
+        metavar="SPEC",
+        help="A registry model (resnet20, cnn1d, ...) or your code: package.module:callable "
+        "or path/to/file.py:callable returning an nn.Module. Needed for other trainers' "
+        "checkpoints, and to re-import the code a checkpoint was made from (it is never "
+        "imported otherwise).",
+    )(func)
+
+
+def user_data_options(func):
+    """``--data SPEC``, ``--data-kwargs JSON``, ``--data-file FILE.npz``: the user's data."""
+    func = click.option(
+        "--data-file",
+        type=click.Path(dir_okay=False),
+        help="Your data as .npz: x_train, y_train, x_test, y_test (optional classes).",
+    )(func)
+    func = click.option(
+        "--data-kwargs", metavar="JSON", help="Keyword arguments of --data as a JSON object."
+    )(func)
+    return click.option(
+        "--data",
+        "data_spec",
+        metavar="SPEC",
+        help="Your data code: package.module:callable or file.py:callable returning "
+        "(train, test) datasets or {'train': ..., 'test': ...}.",
+    )(func)
+
+
+def data_options(func):
+    """``--dataset`` (a built-in one) and :func:`user_data_options`."""
+    func = user_data_options(func)
+    return click.option("--dataset", help="A built-in dataset (for checkpoints that record none).")(
+        func
+    )
+
+
+def layout_options(func):
+    """``--state-key`` and ``--strip-prefix`` for other trainers' checkpoints."""
+    func = click.option(
+        "--strip-prefix", help="Remove this prefix from every weight name (e.g. model.)."
+    )(func)
+    return click.option(
+        "--state-key", help="The key of another trainer's checkpoint that holds the weights."
+    )(func)
+
+
+def loss_option(func):
+    """``--loss``: every number is of this loss."""
+    return click.option(
+        "--loss",
+        "loss_spec",
+        default="cross_entropy",
+        show_default=True,
+        metavar="NAME|SPEC",
+        help="cross_entropy, mse (class labels as one-hot) or file.py:callable "
+        "(outputs, targets) -> the batch's mean loss.",
+    )(func)
+
+
+def source_options(func):
+    """Every option that names a checkpoint's model, data and file layout."""
+    return model_options(data_options(layout_options(func)))
+
+
+def sources_from(options: dict[str, Any]):
+    """The :class:`distill.analysis.Sources` of the options :func:`source_options` adds.
+
+    Pops them from ``options`` (a command's keyword arguments).
+    """
+    from distill.analysis import Sources
+    from distill.user_code import parse_json_kwargs
+
+    model_kwargs = options.pop("model_kwargs", None)
+    data_kwargs = options.pop("data_kwargs", None)
+    return Sources(
+        model=options.pop("model_spec", None),
+        model_kwargs=None if model_kwargs is None else parse_json_kwargs(model_kwargs,
+                                                                         "--model-kwargs"),
+        dataset=options.pop("dataset", None),
+        data=options.pop("data_spec", None),
+        data_kwargs=None if data_kwargs is None else parse_json_kwargs(data_kwargs,
+                                                                       "--data-kwargs"),
+        data_file=options.pop("data_file", None),
+        state_key=options.pop("state_key", None),
+        strip_prefix=options.pop("strip_prefix", None),
+    )  # fmt: skip
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
     import torch

@@ -13,10 +13,13 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    loss_option,
     progress_bar,
     quiet_option,
     resolve_device,
     seed_option,
+    source_options,
+    sources_from,
     threads_option,
     train_samples_option,
     write_json,
@@ -57,14 +60,14 @@ def _identity(meta: dict[str, Any]) -> tuple:
     return meta["arch"], meta["arch_kwargs"], dataset
 
 
-def load_models(paths: list[str], device, allow_mixed: bool):
+def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
     """Load every checkpoint, naming a missing one; refuse mixed architectures or data."""
     from distill.analysis import open_checkpoint
 
     for i, path in enumerate(paths, 1):
         if not Path(path).is_file():
             raise DistillInputError(f"checkpoint {i} of {len(paths)}, {path}, not found")
-    loaded = [(path, *open_checkpoint(path, device=device)) for path in paths]
+    loaded = [(path, *open_checkpoint(path, device=device, sources=sources)) for path in paths]
     first_path, _, first_meta, _ = loaded[0]
     for path, _, meta, _ in loaded[1:]:
         if not allow_mixed and _identity(meta) != _identity(first_meta):
@@ -89,26 +92,32 @@ def compare_checkpoints(
     allow_mixed: bool = False,
     progress=None,
     interpolation_points: int = 0,
+    sources=None,
+    loss_fn=None,
 ) -> dict[str, Any]:
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
 
     With `interpolation_points`, also the loss on the straight line from the reference
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
-    ``interpolation``: x, loss, acc).
+    ``interpolation``: x, loss, acc). ``sources`` names the models' code and data
+    (:class:`distill.analysis.Sources`); ``loss_fn`` is the batch-mean loss measured
+    (default cross-entropy).
     """
     import numpy as np
     import torch.nn.functional as F
+
+    loss_fn = loss_fn or F.cross_entropy
 
     from distill.analysis import first_examples
     from landscape.compare.profile import interpolation_line, matched_lambda_1, profile_model
     from landscape.compare.table import with_changes
 
     records = []
-    loaded = load_models(paths, device, allow_mixed)
+    loaded = load_models(paths, device, allow_mixed, sources)
     for path, model, meta, bundle in loaded:
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
-        record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
+        record = profile_model(model, loss_fn, train, settings, test_batches=test)
         records.append(
             {
                 "name": Path(path).stem,
@@ -133,7 +142,7 @@ def compare_checkpoints(
         alphas = np.linspace(-0.5, 1.5, interpolation_points)
         for i, (_, model, _, _) in enumerate(loaded):
             if i != ref:
-                line = interpolation_line(reference_model, model, F.cross_entropy, train, alphas)
+                line = interpolation_line(reference_model, model, loss_fn, train, alphas)
                 records[i]["interpolation"] = line
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
@@ -213,6 +222,8 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "temperature so all reach the highest train loss among them).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
+@loss_option
+@source_options
 @json_option("the comparison")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
@@ -233,6 +244,7 @@ def compare(
     seed,
     confounds,
     allow_mixed,
+    loss_spec,
     json_path,
     markdown_path,
     csv_path,
@@ -240,6 +252,7 @@ def compare(
     quiet,
     device,
     threads,
+    **options,
 ):
     """Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width.
 
@@ -252,10 +265,14 @@ def compare(
       flatscape compare runs/teacher.safetensors runs/sd/gen1.safetensors \\
           runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
     """
+    from distill.losses import analysis_loss
     from landscape.compare.profile import ProfileSettings
     from landscape.compare.table import to_csv, to_markdown
 
     apply_threads(threads)
+    loss_fn, _ = analysis_loss(loss_spec)
+    if confounds and loss_spec != "cross_entropy":
+        raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
     outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
     settings = ProfileSettings(
         top_k=top_k,
@@ -275,6 +292,8 @@ def compare(
             allow_mixed,
             progress=bar.update,
             interpolation_points=41 if surface else 0,
+            sources=sources_from(options),
+            loss_fn=loss_fn,
         )
     if plots_dir:
         write_plots(report, Path(plots_dir))

@@ -11,6 +11,8 @@ from cli._common import (
     force_option,
     json_option,
     resolve_device,
+    source_options,
+    sources_from,
     threads_option,
     write_json,
 )
@@ -21,18 +23,21 @@ from cli._common import (
 @click.option(
     "--split", type=click.Choice(["train", "test", "both"]), default="test", show_default=True
 )
-@click.option("--arch", help="Architecture of a plain .pt/.pth state dict.")
-@click.option("--dataset", help="Dataset of a plain .pt/.pth state dict.")
+@source_options
 @json_option("the numbers")
 @force_option
 @device_option
 @threads_option
-def evaluate(checkpoint, split, arch, dataset, json_path, force, device, threads):
+def evaluate(checkpoint, split, json_path, force, device, threads, **options):
     """Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation).
 
+    CHECKPOINT is a flatscape checkpoint, or another trainer's file (a state dict, a
+    Lightning .ckpt, a torchdistill checkpoint, a .safetensors) with --model and data.
+
     \b
-    Example:
+    Examples:
       flatscape evaluate runs/teacher.safetensors --split both --json eval.json
+      flatscape evaluate last.ckpt --model mynet.py:Net --data-file data.npz
     """
     from distill.analysis import open_checkpoint
     from distill.trainer import evaluate as evaluate_model
@@ -40,7 +45,7 @@ def evaluate(checkpoint, split, arch, dataset, json_path, force, device, threads
     apply_threads(threads)
     json_path = check_output(json_path, force)
     model, meta, bundle = open_checkpoint(
-        checkpoint, device=resolve_device(device), arch=arch, dataset=dataset
+        checkpoint, device=resolve_device(device), sources=sources_from(options)
     )
     splits = ["train", "test"] if split == "both" else [split]
     report = {"checkpoint": str(checkpoint)}

@@ -10,12 +10,15 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    loss_option,
     max_memory_option,
     memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
     seed_option,
+    source_options,
+    sources_from,
     threads_option,
     train_samples_option,
     write_json,
@@ -122,6 +125,8 @@ from cli._common import (
 )
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @seed_option("the random vectors")
+@loss_option
+@source_options
 @json_option("the JSON report", stdout=True)
 @force_option
 @quiet_option
@@ -130,24 +135,26 @@ from cli._common import (
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
     density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
-    bn_mode, operator, float64, seed, json_path, force, quiet, device, threads,
+    bn_mode, operator, float64, seed, loss_spec, json_path, force, quiet, device, threads,
+    **options,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
-    The Hessian is that of the mean cross-entropy over the first --samples examples of
-    the checkpoint's train split, in dataset order, without augmentation, with the model
-    in eval mode. With --operator ggn the same solvers measure the generalized
-    Gauss-Newton matrix instead (docs/sharpness.md).
+    The Hessian is that of the mean loss (--loss, default cross-entropy) over the first
+    --samples examples of the checkpoint's train split, in dataset order, without
+    augmentation, with the model in eval mode. With --operator ggn the same solvers
+    measure the generalized Gauss-Newton matrix instead (docs/sharpness.md).
 
     \b
     Example:
       flatscape hessian runs/teacher.safetensors --top-k 3 --trace --json runs/teacher.hessian.json
       flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
+      flatscape hessian last.ckpt --model mynet.py:Net --data-file data.npz --loss mse
     """
     import torch
-    import torch.nn.functional as F
 
     from distill.analysis import load_for_analysis
+    from distill.losses import analysis_loss, check_loss
     from landscape.curvature.measure import CurvatureRequest
     from landscape.curvature.report import curvature_report, format_summary
     from landscape.distributed import process as distributed
@@ -165,12 +172,15 @@ def hessian_command(
     )  # fmt: skip
     request.check()
     memory_budget(max_memory)  # a bad size fails before the checkpoint is loaded
+    loss_fn, loss_record = analysis_loss(loss_spec)
     loaded = load_for_analysis(
-        checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device
-    )
+        checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
+        sources=sources_from(options),
+    )  # fmt: skip
+    check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(
-            loaded.model, F.cross_entropy, loaded.batches, request, operator=operator,
+            loaded.model, loss_fn, loaded.batches, request, operator=operator,
             batch_size=batch_size, max_memory=memory_budget(max_memory),
             hvp=hvp and hvp.replace("-", "_"),
             dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
@@ -187,6 +197,7 @@ def hessian_command(
         data=data, bn_mode=bn_mode,
     )  # fmt: skip
     report["operator"] = operator
+    report["loss_function"] = loss_record
     if distributed.world_size() > 1:
         report["processes"] = distributed.world_size()
     if not distributed.is_main():

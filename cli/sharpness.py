@@ -14,12 +14,15 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    loss_option,
     max_memory_option,
     memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
     seed_option,
+    source_options,
+    sources_from,
     threads_option,
     train_samples_option,
     write_json,
@@ -29,14 +32,16 @@ from distill.errors import DistillInputError
 DEFAULT_RHO = {"average": 0.05, "worst": 0.1}
 
 
-def _target_loss(match_loss: float | None, match_teacher: str | None, loaded, samples: int, device):
+def _target_loss(
+    match_loss: float | None, match_teacher: str | None, loaded, samples: int, device, sources
+):
     """The train loss to match: given, or the teacher's on the same examples, or None."""
     from distill.analysis import load_for_analysis
     from landscape.curvature.temperature import mean_cross_entropy
 
     if match_teacher is None:
         return match_loss, None
-    teacher = load_for_analysis(match_teacher, samples=samples, device=device)
+    teacher = load_for_analysis(match_teacher, samples=samples, device=device, sources=sources)
     if teacher.metadata["dataset"] != loaded.metadata["dataset"]:
         raise DistillInputError(
             f"--match-teacher {match_teacher}: trained on other data than {loaded.path} "
@@ -45,19 +50,17 @@ def _target_loss(match_loss: float | None, match_teacher: str | None, loaded, sa
     return mean_cross_entropy(teacher.model, teacher.batches), teacher.sha256
 
 
-def _measure(model, batches, measures, geometries, rho, options, bar, memory: dict):
+def _measure(model, loss_fn, batches, measures, geometries, rho, options, bar, memory: dict):
     """One sharpness report per measure (each with its own default radius).
 
     The memory record of the last report goes into ``memory``.
     """
-    from torch.nn.functional import cross_entropy
-
     from landscape.sharpness import sharpness_report
 
     results = []
     for measure in measures:
         report = sharpness_report(
-            model, cross_entropy, batches, rho or DEFAULT_RHO[measure], [measure], geometries,
+            model, loss_fn, batches, rho or DEFAULT_RHO[measure], [measure], geometries,
             progress=bar.update, **options,
         )  # fmt: skip
         results.extend(report["results"])
@@ -130,14 +133,16 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     "before the run, naming the batch size that fits. The JSON report records the budget, "
     "the graph bytes and the peak.",
 )
+@loss_option
+@source_options
 @json_option("the report")
 @force_option
 @quiet_option
 @device_option
 @threads_option
 def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, steps,
-              restarts, seed, match_loss, match_teacher, max_memory, json_path, force, quiet,
-              device, threads):  # fmt: skip
+              restarts, seed, match_loss, match_teacher, max_memory, loss_spec, json_path, force,
+              quiet, device, threads, **sources):  # fmt: skip
     """Average- and worst-case sharpness of CHECKPOINT, beside its train loss.
 
     Loss increase on the first --samples train examples when the weights move within a
@@ -153,6 +158,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
       flatscape sharpness runs/sd/gen1.safetensors --match-teacher runs/teacher.safetensors
     """
     from distill.analysis import load_for_analysis
+    from distill.losses import analysis_loss, check_loss
     from landscape.curvature.temperature import TemperatureScaled, temperature_matched_curvature
     from landscape.sharpness import GEOMETRIES, planned_evaluations
 
@@ -163,10 +169,19 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         raise DistillInputError("give either --match-loss or --match-teacher, not both")
     torch_device = resolve_device(device)
     max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
+    loss_fn, loss_record = analysis_loss(loss_spec)
+    if loss_spec != "cross_entropy" and (match_loss is not None or match_teacher is not None):
+        raise DistillInputError(
+            "--match-loss/--match-teacher match a cross-entropy; drop them or --loss"
+        )
+    named = sources_from(sources)
     loaded = load_for_analysis(
-        checkpoint, samples=samples, batch_size=batch_size, device=torch_device
+        checkpoint, samples=samples, batch_size=batch_size, device=torch_device, sources=named
     )
-    target, teacher_sha = _target_loss(match_loss, match_teacher, loaded, samples, torch_device)
+    check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
+    target, teacher_sha = _target_loss(
+        match_loss, match_teacher, loaded, samples, torch_device, named
+    )
     measures = ["average", "worst"] if measure == "both" else [measure]
     geometries = list(GEOMETRIES) if geometry == "all" else [geometry]
     options = {"samples": draws, "steps": steps, "restarts": restarts, "seed": seed}
@@ -181,7 +196,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     with progress_bar(total, "sharpness", quiet, unit="pass") as bar:
         for name, model in models.items():
             results[name] = _measure(
-                model, loaded.batches, measures, geometries, rho,
+                model, loss_fn, loaded.batches, measures, geometries, rho,
                 {**options, "max_memory": max_memory}, bar, memory,
             )  # fmt: skip
     click.echo(f"{loaded.path}: {loaded.samples} train examples")
@@ -197,7 +212,8 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         "checkpoint": str(loaded.path),
         "checkpoint_sha256": loaded.sha256,
         "data": {"dataset": loaded.dataset_name, "split": "train", "samples": loaded.samples},
-        "settings": {**options, "rho": rho, "default_rho": DEFAULT_RHO, "loss": "cross_entropy"},
+        "settings": {**options, "rho": rho, "default_rho": DEFAULT_RHO, "loss": loss_spec},
+        "loss_function": loss_record,
         "sharpness": results["raw"],
         "temperature_matched": None if matched is None else {
             **matched, "teacher_sha256": teacher_sha, "sharpness": results["matched"],

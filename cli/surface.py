@@ -14,12 +14,15 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
+    loss_option,
     max_memory_option,
     memory_budget,
     progress_bar,
     quiet_option,
     resolve_device,
     seed_option,
+    source_options,
+    sources_from,
     threads_option,
     write_json,
 )
@@ -88,6 +91,8 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
     "Batch sizes that do not fit are not tried (a given one exits 2 naming one that fits) "
     "and blocks shrink to fit; the JSON summary records the budget and the peak.",
 )
+@loss_option
+@source_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
 @click.option("--resume", is_flag=True, help="Continue OUT where a killed run stopped.")
 @json_option("a summary")
@@ -96,8 +101,8 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 @device_option
 @threads_option
 def surface(checkpoint, x_range, y_range, direction, normalization, ignore, split, samples,
-            batch_size, seed, vectorize, max_memory, out, resume, json_path, force, quiet,
-            device, threads):  # fmt: skip
+            batch_size, seed, vectorize, max_memory, loss_spec, out, resume, json_path, force,
+            quiet, device, threads, **options):  # fmt: skip
     """Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file.
 
     The value at (a, b) is the mean cross-entropy (and accuracy, in percent) of the
@@ -112,10 +117,9 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
           --x -0.5:1.5:81 --split both --out interp.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
-    from torch.nn.functional import cross_entropy
-
     from distill.analysis import first_examples, open_checkpoint
     from distill.checkpoint import file_sha256
+    from distill.losses import analysis_loss, check_loss
     from landscape.distributed import process as distributed
     from landscape.distributed.surface import DistributedRunError, surface_processes
     from landscape.surface.loss_surface import loss_surface
@@ -127,16 +131,26 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
     normalization, ignore = _direction_options(kind, normalization, ignore)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
-    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device)
+    loss_fn, loss_record = analysis_loss(loss_spec)
+    sources = sources_from(options)
+    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
     splits = {"train": bundle.train_eval, "test": bundle.test}
     data = {
         name: first_examples(splits[name], samples, ALL, torch_device) for name in SPLITS[split]
     }
-    settings = {"checkpoint_sha256": file_sha256(checkpoint), "dataset": meta["dataset"]["name"]}
+    check_loss(loss_fn, model, next(iter(data.values()))[0], loss_spec)
+    settings = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": meta["dataset"]["name"],
+        "loss": loss_spec,
+        "loss_source_sha256": loss_record.get("source_sha256") or "",
+    }
     info = {"checkpoint": str(checkpoint)}
     specs, hessian_data = kind, None
     if kind == "interp":
-        specs = [_interpolation(model, meta, target, torch_device), "random"][: 2 if y_range else 1]
+        specs = [_interpolation(model, meta, target, torch_device, sources), "random"][
+            : 2 if y_range else 1
+        ]
         settings.update(direction="interp", x_direction="interpolation",
                         interp_sha256=file_sha256(target))  # fmt: skip
         info["interp_checkpoint"] = str(target)
@@ -147,7 +161,7 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
     with progress_bar(None, "surface", quiet, unit="pt") as bar:
         try:
             result = loss_surface(
-                model, cross_entropy, data, out, x_range=x_range, y_range=y_range,
+                model, loss_fn, data, out, x_range=x_range, y_range=y_range,
                 directions=specs, split=split, samples=samples, normalization=normalization,
                 ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
                 vectorize=vectorize, max_memory=max_memory, hessian_data=hessian_data,
@@ -226,12 +240,12 @@ def _direction_options(kind: str, normalization: str, ignore: str) -> tuple[str,
     )
 
 
-def _interpolation(model: torch.nn.Module, meta: dict, target: Path, device: torch.device):
+def _interpolation(model: torch.nn.Module, meta: dict, target: Path, device: torch.device, sources):
     """Direction to another checkpoint, which must share the architecture."""
-    from distill.checkpoint import load_checkpoint
+    from distill.analysis import open_checkpoint
     from landscape.surface.directions import interpolation_direction
 
-    other, other_meta = load_checkpoint(target, device=device)
+    other, other_meta, _ = open_checkpoint(target, device=device, sources=sources)
     mine = (meta.get("arch"), meta.get("arch_kwargs"))
     theirs = (other_meta.get("arch"), other_meta.get("arch_kwargs"))
     if mine != theirs:

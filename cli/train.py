@@ -14,12 +14,15 @@ from cli._common import (
     check_output,
     device_option,
     force_option,
+    model_options,
     progress_bar,
     quiet_option,
     resolve_device,
     threads_option,
+    user_data_options,
     write_json,
 )
+from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
     from distill.trainer import Recipe
@@ -66,10 +69,13 @@ def recipe_options(func):
 
 @click.command()
 @click.option(
-    "--dataset", type=click.Choice(choices.DATASETS), default="mnist1d", show_default=True
+    "--dataset",
+    type=click.Choice(choices.DATASETS),
+    help="A built-in dataset  [default: mnist1d, unless --data or --data-file].",
 )
 @click.option("--data-root", type=click.Path(), help="Folder with CIFAR python batches.")
-@click.option("--arch", type=click.Choice(choices.ARCHITECTURES), help="Default: per dataset.")
+@user_data_options
+@model_options
 @recipe_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), help="Keep the first N train examples.")
@@ -98,39 +104,62 @@ def recipe_options(func):
 @quiet_option
 @device_option
 @threads_option
-def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, augment, test_size,
-          out, json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
+def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, model_kwargs, seed,
+          train_size, label_noise, noise_seed, augment, test_size, out, json_path, force, quiet,
+          device, threads, **recipe_given):  # fmt: skip
     """Train a teacher on hard labels and save it as a .safetensors checkpoint.
 
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
-    wd 5e-4, batch 128, cosine. A per-epoch JSON-lines log is written beside the
-    checkpoint (OUT with .log.jsonl). Same command and seed, same bytes.
+    wd 5e-4, batch 128, cosine. Your own data (--data, --data-file) needs --model and
+    trains 20 epochs at lr 0.05, batch 64 by default. A per-epoch JSON-lines log is
+    written beside the checkpoint (OUT with .log.jsonl). Same command and seed, same
+    bytes.
 
     \b
-    Example:
+    Examples:
       flatscape train --dataset mnist1d --epochs 60 --seed 0 --out runs/teacher.safetensors
+      flatscape train --data-file data.npz --model mynet.py:Net \\
+          --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
+    from distill.analysis import Sources
     from distill.checkpoint import save_checkpoint
     from distill.data import load_dataset
-    from distill.trainer import TEACHER_RECIPES, train_teacher
+    from distill.trainer import TEACHER_RECIPES, USER_DATA_RECIPE, train_teacher
+    from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
     out = check_output(out, force)
     json_path = check_output(json_path, force)
-    bundle = load_dataset(
-        dataset,
-        root=data_root,
-        train_size=train_size,
-        label_noise=label_noise,
-        noise_seed=noise_seed,
-        augment=augment,
-        **({"test_size": test_size} if test_size else {}),
-    )
-    recipe = _recipe(TEACHER_RECIPES[dataset], **recipe_given)
+    if data_spec or data_file:
+        given = [flag for flag, value in (("--train-size", train_size), ("--label-noise",
+                 label_noise), ("--augment", augment), ("--test-size", test_size),
+                 ("--data-root", data_root)) if value]  # fmt: skip
+        if given:
+            raise DistillInputError(
+                f"{given[0]} applies to built-in datasets, not --data/--data-file"
+            )
+        sources = Sources(dataset=dataset, data=data_spec, data_file=data_file,
+                          data_kwargs=parse_json_kwargs(data_kwargs, "--data-kwargs"))  # fmt: skip
+        bundle = sources.bundle()
+        default_recipe = USER_DATA_RECIPE
+    else:
+        dataset = dataset or "mnist1d"
+        bundle = load_dataset(
+            dataset,
+            root=data_root,
+            train_size=train_size,
+            label_noise=label_noise,
+            noise_seed=noise_seed,
+            augment=augment,
+            **({"test_size": test_size} if test_size else {}),
+        )
+        default_recipe = TEACHER_RECIPES[dataset]
+    recipe = _recipe(default_recipe, **recipe_given)
+    overrides = parse_json_kwargs(model_kwargs, "--model-kwargs")
     with progress_bar(recipe.epochs, "teacher", quiet, unit="epoch") as bar:
         model, meta = train_teacher(
-            bundle, arch=arch, recipe=recipe, seed=seed, device=resolve_device(device),
-            log=_epoch_logger(out.with_suffix(".log.jsonl"), bar),
+            bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
+            device=resolve_device(device), log=_epoch_logger(out.with_suffix(".log.jsonl"), bar),
         )  # fmt: skip
     save_checkpoint(out, model, meta)
     metrics = meta["metrics"]
@@ -165,14 +194,28 @@ def train(dataset, data_root, arch, seed, train_size, label_noise, noise_seed, a
 )
 @recipe_options
 @click.option("--seed", type=int, help="Student seed (default: teacher seed + generation).")
+@click.option(
+    "--model",
+    "model_spec",
+    metavar="SPEC",
+    help="The teacher's model code (file.py:callable), when it was made from yours: named "
+    "again so that it may be imported.",
+)
+@click.option(
+    "--data",
+    "data_spec",
+    metavar="SPEC",
+    help="The teacher's data code, when it was made from yours (named again).",
+)
+@click.option("--data-kwargs", metavar="JSON", help="New keyword arguments of --data.")
 @click.option("--out-dir", type=click.Path(file_okay=False), required=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Accuracy table.")
 @force_option
 @quiet_option
 @device_option
 @threads_option
-def distill(teacher, generations, temperature, alpha, seed, out_dir, json_path, force, quiet,
-            device, threads, **recipe_given):  # fmt: skip
+def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spec, data_kwargs,
+            out_dir, json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
     """Self-distil: train generations 1..G, each from the previous one's soft outputs.
 
     Each student is a freshly initialised copy of the teacher's architecture (born-again
@@ -188,10 +231,12 @@ def distill(teacher, generations, temperature, alpha, seed, out_dir, json_path, 
     from distill.checkpoint import load_checkpoint, save_checkpoint
     from distill.losses import KDConfig
     from distill.trainer import recipe_for_student, train_student
+    from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
     kd = KDConfig(temperature=temperature, alpha=alpha)
-    _, parent = load_checkpoint(teacher)
+    _, parent = load_checkpoint(teacher, named_model=model_spec)
+    new_kwargs = None if data_kwargs is None else parse_json_kwargs(data_kwargs, "--data-kwargs")
     start = parent.get("generation", 0)
     paths = [Path(out_dir) / f"gen{start + g}.safetensors" for g in range(1, generations + 1)]
     for path in paths:
@@ -205,7 +250,8 @@ def distill(teacher, generations, temperature, alpha, seed, out_dir, json_path, 
             student_seed = None if seed is None else seed + len(rows) - 1
             model, meta = train_student(
                 previous, kd, recipe=recipe, seed=student_seed, device=resolve_device(device),
-                log=_epoch_logger(path.with_suffix(".log.jsonl"), bar),
+                log=_epoch_logger(path.with_suffix(".log.jsonl"), bar), named_model=model_spec,
+                data_spec=data_spec, data_kwargs=new_kwargs,
             )  # fmt: skip
         save_checkpoint(path, model, meta)
         rows.append((path.stem, meta["metrics"]))

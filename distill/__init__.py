@@ -12,6 +12,8 @@ Training
     Recipe, TEACHER_RECIPES, train_teacher, train_student, recipe_for_student, evaluate
 Checkpoints
     save_checkpoint, load_checkpoint, file_sha256
+Other trainers' checkpoints
+    read_foreign_state, fit_state, ForeignState
 Analysis data
     load_for_analysis, open_checkpoint, first_examples, LoadedCheckpoint
 Errors
@@ -45,6 +47,9 @@ _EXPORTS = {
     "save_checkpoint": "distill.checkpoint",
     "load_checkpoint": "distill.checkpoint",
     "file_sha256": "distill.checkpoint",
+    "read_foreign_state": "distill.foreign",
+    "fit_state": "distill.foreign",
+    "ForeignState": "distill.foreign",
     "load_for_analysis": "distill.analysis",
     "open_checkpoint": "distill.analysis",
     "first_examples": "distill.analysis",

@@ -8,10 +8,12 @@ from typing import Any
 
 import torch
 
-from distill.checkpoint import file_sha256, load_checkpoint
+from distill.checkpoint import file_sha256, is_flatscape_checkpoint, load_checkpoint
 from distill.data import DatasetBundle, dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.trainer import model_kwargs
+from distill.user_code import is_code_spec
+from distill.user_data import load_data_spec, load_npz
 
 SPLITS = ("train", "test")
 
@@ -54,29 +56,87 @@ def first_examples(
     ]
 
 
+@dataclass(frozen=True)
+class Sources:
+    """What the user named beside a checkpoint: its model, its data, its file layout.
+
+    Every field is optional. A flatscape checkpoint needs none, except ``model`` when it
+    was made from user code; another trainer's file needs ``model`` and one data source.
+    Data named here replaces the data a flatscape checkpoint records.
+
+    Attributes:
+        model: A registry name or a code spec (``file.py:callable``), ``--model``.
+        model_kwargs: Its keyword arguments (``--model-kwargs``; registry models also
+            get the dataset's input shape and class count).
+        dataset: A built-in dataset (``--dataset``).
+        data: A data code spec (``--data``) and ``data_kwargs``.
+        data_file: A ``.npz`` of arrays (``--data-file``).
+        state_key: Where a foreign container holds the weights (``--state-key``).
+        strip_prefix: A key prefix to remove (``--strip-prefix``).
+    """
+
+    model: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    dataset: str | None = None
+    data: str | None = None
+    data_kwargs: dict[str, Any] | None = None
+    data_file: str | None = None
+    state_key: str | None = None
+    strip_prefix: str | None = None
+
+    def bundle(self) -> DatasetBundle | None:
+        """The data the user named, or None."""
+        named = [flag for flag, value in (("--dataset", self.dataset), ("--data", self.data),
+                 ("--data-file", self.data_file)) if value]  # fmt: skip
+        if len(named) > 1:
+            raise DistillInputError(f"give one of {' and '.join(named)}, not both")
+        if self.data_file:
+            return load_npz(self.data_file)
+        if self.data:
+            return load_data_spec(self.data, self.data_kwargs or {})
+        if self.dataset:
+            return load_dataset(self.dataset)
+        return None
+
+    def model_kwargs_for(self, bundle: DatasetBundle) -> dict[str, Any]:
+        """Keyword arguments of ``model``: a registry model is fitted to the data."""
+        if is_code_spec(self.model):
+            return dict(self.model_kwargs or {})
+        return model_kwargs(self.model, bundle, self.model_kwargs)
+
+
 def open_checkpoint(
     path: str | Path,
     device: torch.device | str = "cpu",
-    arch: str | None = None,
-    dataset: str | None = None,
+    sources: Sources | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any], DatasetBundle]:
     """A checkpoint's model (eval mode), metadata and the dataset it was trained on.
 
-    A plain PyTorch state dict (`.pt`/`.pth`) carries neither, so it needs `arch` and
-    `dataset`; its weights are read with ``torch.load(weights_only=True)``.
+    Another trainer's file (:mod:`distill.foreign`) carries neither model nor data: it
+    needs ``sources.model`` and a data source.
     """
-    if Path(path).suffix in (".pt", ".pth"):
-        if arch is None or dataset is None:
-            raise DistillInputError(f"{path}: a plain state dict needs --arch and --dataset")
-        bundle = load_dataset(dataset)
-        model, meta = load_checkpoint(
-            path, device=device, arch=arch, arch_kwargs=model_kwargs(arch, bundle)
+    sources = sources or Sources()
+    if not Path(path).is_file():
+        raise DistillInputError(f"checkpoint {path} not found")
+    if is_flatscape_checkpoint(path):
+        model, meta = load_checkpoint(path, device=device, named_model=sources.model)
+        bundle = sources.bundle()
+        if bundle is None:
+            if not meta.get("dataset"):
+                raise DistillInputError(f"{path}: no dataset recorded; name one with --dataset")
+            bundle = dataset_from_description(meta["dataset"], sources.data, sources.data_kwargs)
+        return model, meta, bundle
+    bundle = sources.bundle()
+    if sources.model is None or bundle is None:
+        raise DistillInputError(
+            f"{path}: not a flatscape checkpoint; name its model with --model and its data "
+            "with --dataset, --data or --data-file (or make one with flatscape import)"
         )
-        return model, {**meta, "dataset": bundle.description}, bundle
-    model, meta = load_checkpoint(path, device=device)
-    if not meta.get("dataset"):
-        raise DistillInputError(f"{path}: no dataset recorded; analyse a flatscape checkpoint")
-    return model, meta, dataset_from_description(meta["dataset"])
+    model, meta = load_checkpoint(
+        path, device=device, arch=sources.model, arch_kwargs=sources.model_kwargs_for(bundle),
+        state_key=sources.state_key, strip_prefix=sources.strip_prefix,
+    )  # fmt: skip
+    return model, {**meta, "dataset": bundle.description}, bundle
 
 
 def load_for_analysis(
@@ -85,6 +145,7 @@ def load_for_analysis(
     samples: int | None = None,
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
+    sources: Sources | None = None,
 ) -> LoadedCheckpoint:
     """Load a checkpoint and the first `samples` examples of a split of its dataset.
 
@@ -93,7 +154,7 @@ def load_for_analysis(
     """
     if split not in SPLITS:
         raise DistillInputError(f"--split {split}: choose train or test")
-    model, meta, bundle = open_checkpoint(path, device=device)
+    model, meta, bundle = open_checkpoint(path, device=device, sources=sources)
     data = bundle.train_eval if split == "train" else bundle.test
     batches = first_examples(data, samples, batch_size, device)
     n = sum(len(y) for _, y in batches)

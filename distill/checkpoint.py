@@ -4,14 +4,15 @@ The header holds ``{"flatscape": "<JSON>"}`` with the schema number, architectur
 kwargs, dataset description, role, generation, parent hash, KD settings, seed, recipe,
 final metrics, package versions and a SHA-256 of the tensors, which is checked on load
 so that a corrupted or edited file is refused instead of silently analysed. Nothing is
-ever unpickled: plain PyTorch state-dict files go through ``torch.load(weights_only=True)``.
+ever unpickled: other trainers' files go through ``torch.load(weights_only=True)``
+(:mod:`distill.foreign`), and a model made from user code is rebuilt only when the user
+names that code again (:mod:`distill.model_spec`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -23,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from distill.errors import DistillInputError
-from distill.models import build_model
+from distill.model_spec import build_from_spec, require_named
 
 SCHEMA = 1
 METADATA_KEY = "flatscape"
@@ -98,22 +99,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return tensors, meta
 
 
-def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise DistillInputError(
-            f"{path}: refused, the pickle holds more than tensors (weights_only load failed)"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise DistillInputError(f"{path}: not a readable PyTorch state dict ({err})") from err
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DistillInputError(f"{path}: expected a dict of tensors (a state_dict)")
-    return state
-
-
 def _fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     """Load weights into the model, naming the first mismatch if they do not fit."""
     expected = model.state_dict()
@@ -133,31 +118,68 @@ def _fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, a
     model.load_state_dict(tensors, strict=True)
 
 
+def is_flatscape_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a ``.safetensors`` file with flatscape metadata (read cheaply)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return METADATA_KEY in (handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return True  # damaged: let the flatscape reader say what is wrong
+
+
 def load_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    *,
+    named_model: str | None = None,
+    state_key: str | None = None,
+    strip_prefix: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint; returns it in eval mode with its metadata.
 
     Args:
-        path: a flatscape `.safetensors` file, or a plain PyTorch state dict
-            (`.pt`/`.pth`, loaded with ``weights_only=True``) together with `arch`.
+        path: a flatscape `.safetensors` file, or a checkpoint of another trainer (a
+            state dict, a container holding one, a Lightning or torchdistill file, a
+            plain `.safetensors`: :mod:`distill.foreign`, never unpickling code)
+            together with `arch`.
         device: where to put the model.
-        arch: architecture for plain state dicts (ignored for `.safetensors`).
-        arch_kwargs: its kwargs.
+        arch: the model of a foreign checkpoint: a registry name or a code spec
+            (``file.py:callable``; ignored for flatscape files).
+        arch_kwargs: its keyword arguments.
+        named_model: the ``--model`` the user gave; a flatscape file made from user
+            code is rebuilt only if it names that code
+            (:func:`distill.model_spec.require_named`).
+        state_key: where a foreign container holds the weights.
+        strip_prefix: a key prefix to remove from a foreign state dict.
     """
     path = Path(path)
     if not path.is_file():
         raise DistillInputError(f"checkpoint {path} not found")
-    if path.suffix in (".pt", ".pth"):
-        if arch is None:
-            raise DistillInputError(f"{path}: a plain state dict needs its architecture (--arch)")
-        tensors = _read_state_dict_file(path)
-        meta: dict[str, Any] = {"schema": 0, "arch": arch, "arch_kwargs": arch_kwargs or {}}
-    else:
+    if is_flatscape_checkpoint(path):
         tensors, meta = _read_safetensors(path)
-    model = build_model(meta["arch"], **meta.get("arch_kwargs", {}))
-    _fit(model, tensors, path, meta["arch"])
+        require_named(meta, named_model, str(path))
+        model, _ = build_from_spec(meta["arch"], meta.get("arch_kwargs", {}))
+        _fit(model, tensors, path, meta["arch"])
+        return model.to(device).eval(), meta
+    if arch is None:
+        raise DistillInputError(
+            f"{path}: not a flatscape checkpoint; name its model with --model (and its data "
+            "with --dataset, --data or --data-file)"
+        )
+    from distill.foreign import fit_state, read_foreign_state
+
+    state = read_foreign_state(path, state_key=state_key, strip_prefix=strip_prefix)
+    model, source = build_from_spec(arch, arch_kwargs or {})
+    fit_state(model, state.tensors, str(path))
+    foreign = {"format": state.format, "key": state.key, "stripped": state.stripped,
+               "sha256": file_sha256(path), **state.extra}  # fmt: skip
+    meta: dict[str, Any] = {
+        "schema": 0, "arch": arch, "arch_kwargs": arch_kwargs or {}, "model_source": source,
+        "foreign": foreign,
+    }  # fmt: skip
     return model.to(device).eval(), meta

@@ -341,8 +341,21 @@ def load_dataset(
     )
 
 
-def dataset_from_description(description: dict[str, Any]) -> DatasetBundle:
-    """Rebuild the bundle recorded in a checkpoint's metadata."""
+def dataset_from_description(
+    description: dict[str, Any],
+    data_spec: str | None = None,
+    data_kwargs: dict[str, Any] | None = None,
+) -> DatasetBundle:
+    """Rebuild the bundle recorded in a checkpoint's metadata.
+
+    A user's ``.npz`` is read again from its recorded path (and must still have its
+    SHA-256); a user's data code is called only when the user names it again
+    (``data_spec``, :mod:`distill.user_data`).
+    """
+    if description.get("name") in ("npz", "code"):
+        from distill.user_data import user_data_from_description
+
+        return user_data_from_description(description, data_spec, data_kwargs)
     try:
         return load_dataset(
             description["name"],

@@ -15,12 +15,14 @@ The KD loss (Hinton et al. 2015), per example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillInputError
+from distill.user_code import describe_error, import_callable, is_code_spec
 
 ALPHA_MEANING = (
     "alpha weights the distillation term: loss = (1 - alpha) * CE(student, labels) "
@@ -84,3 +86,54 @@ def kd_loss(
     if config.alpha == 1.0:
         return distill
     return (1.0 - config.alpha) * cross_entropy(student_logits, targets) + config.alpha * distill
+
+
+def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over every output entry; class indices count as one-hot targets."""
+    if not targets.dtype.is_floating_point:
+        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+    return F.mse_loss(outputs, targets.reshape(outputs.shape))
+
+
+ANALYSIS_LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
+"""The losses ``--loss`` names: batch means, as every curvature and surface measures."""
+
+
+def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+    """The loss ``--loss`` names: ``cross_entropy``, ``mse`` or ``file.py:callable``.
+
+    A callable is ``loss(outputs, targets) -> mean loss`` (a scalar tensor, differentiable
+    twice for curvature). Returns it and its record (``{"name", "spec", "source",
+    "source_sha256"}``).
+    """
+    if spec in ANALYSIS_LOSSES:
+        return ANALYSIS_LOSSES[spec], {"name": spec}
+    if not is_code_spec(spec):
+        raise DistillInputError(
+            f"--loss {spec!r}: choose {', '.join(ANALYSIS_LOSSES)} or name one as file.py:callable"
+        )
+    user = import_callable(spec, "--loss")
+    return user.function, {"name": spec, **user.provenance()}
+
+
+def check_loss(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    name: str,
+) -> None:
+    """Call the loss once on a few examples: a finite scalar tensor, or one clear line."""
+    inputs, targets = batch[0][:8], batch[1][:8]
+    with torch.no_grad():
+        outputs = model(inputs)
+        try:
+            value = loss_fn(outputs, targets)
+        except Exception as err:
+            raise DistillInputError(
+                f"--loss {name}: raised {describe_error(err)} on outputs of shape "
+                f"{tuple(outputs.shape)} and targets of dtype {targets.dtype}"
+            ) from err
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise DistillInputError(f"--loss {name}: must return the batch's mean loss (a scalar "
+                                f"tensor), got {shape}")  # fmt: skip

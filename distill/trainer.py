@@ -22,7 +22,9 @@ from distill.checkpoint import file_sha256, load_checkpoint, package_versions
 from distill.data import DatasetBundle, dataset_from_description
 from distill.errors import DistillInputError
 from distill.losses import KDConfig, cross_entropy, kd_loss
-from distill.models import build_model, input_kwargs, resolve_model_kwargs
+from distill.model_spec import build_from_spec
+from distill.models import input_kwargs, resolve_model_kwargs
+from distill.user_code import is_code_spec
 
 EpochLog = Callable[[dict[str, Any]], None]
 
@@ -93,6 +95,8 @@ TEACHER_RECIPES = {
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
 }
+USER_DATA_RECIPE = Recipe(epochs=20, lr=0.05, batch_size=64)
+"""The default recipe on the user's own data (``--data``/``--data-file``)."""
 
 
 def student_recipe(teacher: Recipe) -> Recipe:
@@ -236,6 +240,11 @@ def _metadata(
     }
 
 
+def _source(source: dict[str, Any] | None) -> dict[str, Any]:
+    """``model_source`` for user-code models; registry checkpoints stay as they were."""
+    return {"model_source": source} if source else {}
+
+
 def train_teacher(
     bundle: DatasetBundle,
     arch: str | None = None,
@@ -245,16 +254,26 @@ def train_teacher(
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train a teacher on hard labels; returns the model and its checkpoint metadata."""
+    """Train a teacher on hard labels; returns the model and its checkpoint metadata.
+
+    ``arch`` is a registry name (fitted to the data's input shape and classes) or a code
+    spec (``file.py:callable``, called with ``arch_overrides`` as they are); the default
+    is the dataset's. User data (``npz``/``code``) has no default model, and its default
+    recipe is :data:`USER_DATA_RECIPE`.
+    """
     name = bundle.description["name"]
+    if arch is None and name not in DEFAULT_ARCH:
+        raise DistillInputError("your own data has no default model: name one with --model")
     arch = arch or DEFAULT_ARCH[name]
-    recipe = recipe or TEACHER_RECIPES[name]
-    kwargs = model_kwargs(arch, bundle, arch_overrides)
+    recipe = recipe or TEACHER_RECIPES.get(name, USER_DATA_RECIPE)
+    kwargs = dict(arch_overrides or {}) if is_code_spec(arch) else model_kwargs(
+        arch, bundle, arch_overrides)  # fmt: skip
     torch.manual_seed(seed)
-    model = build_model(arch, **kwargs).to(device)
+    model, source = build_from_spec(arch, kwargs)
+    model = model.to(device)
     metrics = fit(model, bundle, recipe, seed, log=log)
     meta = _metadata(
-        arch, kwargs, bundle, recipe, seed, metrics,
+        arch, kwargs, bundle, recipe, seed, metrics, **_source(source),
         role="teacher", generation=0, parent_sha256=None, kd=None,
     )  # fmt: skip
     return model.eval(), meta
@@ -273,10 +292,10 @@ class LogitEnsemble(torch.nn.Module):
 
 
 def _load_teachers(
-    paths: Sequence[str | Path], device: str | torch.device
+    paths: Sequence[str | Path], device: str | torch.device, named_model: str | None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """One teacher, or several of one architecture and dataset as a `LogitEnsemble`."""
-    loaded = [load_checkpoint(path, device=device) for path in paths]
+    loaded = [load_checkpoint(path, device=device, named_model=named_model) for path in paths]
     first = loaded[0][1]
     for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
         if (meta["arch"], meta["arch_kwargs"], meta["dataset"]) != (
@@ -298,6 +317,9 @@ def train_student(
     seed: int | None = None,
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
+    named_model: str | None = None,
+    data_spec: str | None = None,
+    data_kwargs: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one self-distilled generation from a checkpoint (born-again networks).
 
@@ -305,20 +327,23 @@ def train_student(
     the teacher's dataset against its soft outputs. Its seed defaults to the teacher's
     seed plus one, so every generation starts from a different init. Several teacher
     paths distil from their ensemble (averaged logits); the student then records every
-    parent's hash and continues the first parent's generation count.
+    parent's hash and continues the first parent's generation count. A teacher made
+    from user code needs that code named again (``named_model``), and data from user
+    code likewise (``data_spec``).
     """
     paths = [teacher_path] if isinstance(teacher_path, (str, Path)) else list(teacher_path)
-    teacher, parent = _load_teachers(paths, device)
-    bundle = dataset_from_description(parent["dataset"])
+    teacher, parent = _load_teachers(paths, device, named_model)
+    bundle = dataset_from_description(parent["dataset"], data_spec, data_kwargs)
     seed = parent["seed"] + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
-    model = build_model(parent["arch"], **parent["arch_kwargs"]).to(device)
+    model = build_from_spec(parent["arch"], parent["arch_kwargs"])[0].to(device)
     metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
     hashes = [file_sha256(path) for path in paths]
     meta = _metadata(
         parent["arch"], parent["arch_kwargs"], bundle, recipe, seed, metrics,
-        role="student", generation=parent.get("generation", 0) + 1,
+        **_source(parent.get("model_source")), role="student",
+        generation=parent.get("generation", 0) + 1,
         parent_sha256=hashes[0] if len(hashes) == 1 else hashes,
         kd=kd.to_metadata(), teacher_metrics=parent.get("metrics"),
     )  # fmt: skip

@@ -39,10 +39,10 @@ def _load_each_checkpoint_once():
     cache = {}
     original = analysis_module.open_checkpoint  # cli.surface imports it when it runs
 
-    def cached(path, device="cpu"):
-        key = (str(path), str(device))
+    def cached(path, device="cpu", sources=None):
+        key = (str(path), str(device), sources)
         if key not in cache:
-            cache[key] = original(path, device=device)
+            cache[key] = original(path, device=device, sources=sources)
         return cache[key]
 
     patch = pytest.MonkeyPatch()

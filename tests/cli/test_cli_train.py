@@ -82,7 +82,7 @@ class _Payload:
 def test_pickle_with_code_is_refused_and_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"w": _Payload()}, tmp_path / "evil.pt")
-    result = run("evaluate", tmp_path / "evil.pt", "--arch", "cnn1d", "--dataset", "mnist1d")
+    result = run("evaluate", tmp_path / "evil.pt", "--model", "cnn1d", "--dataset", "mnist1d")
     assert_one_line_error(result, "refused")
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
@@ -106,12 +106,12 @@ def test_tampered_checkpoint(tmp_path, mnist1d_teacher):
     [
         (["evaluate", "missing.safetensors"], "not found"),
         (["train", "--dataset", "imagenet", "--out", "x.safetensors"], "imagenet"),
-        (["train", "--arch", "transformer", "--out", "x.safetensors"], "transformer"),
+        (["train", "--model", "transformer", "--out", "x.safetensors"], "transformer"),
         (
             ["train", "--dataset", "cifar10", "--data-root", ".", "--out", "x.safetensors"],
             "missing",
         ),
-        (["train", "--dataset", "digits", "--arch", "cnn1d", "--out", "x.safetensors"], "cnn1d"),
+        (["train", "--dataset", "digits", "--model", "cnn1d", "--out", "x.safetensors"], "cnn1d"),
         (["train", "--label-noise", "1.5", "--out", "x.safetensors"], "label-noise"),
         (
             ["distill", "--teacher", "t.safetensors", "--out-dir", "d", "--temperature", "0"],

@@ -94,7 +94,7 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
 
     path = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
-    with pytest.raises(DistillInputError, match="no flatscape metadata"):
+    with pytest.raises(DistillInputError, match="not a flatscape checkpoint; name its model"):
         load_checkpoint(path)
 
 

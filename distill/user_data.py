@@ -1,0 +1,213 @@
+"""The user's own data: a ``.npz`` file of arrays, or a callable named with ``--data``.
+
+``--data-file FILE.npz`` holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` (and
+optionally ``classes``: the class count, or one name per class). ``--data SPEC`` names
+``package.module:callable`` or ``file.py:callable`` returning ``(train, test)`` or
+``{"train": ..., "test": ...}``, each a ``TensorDataset``, an ``(inputs, labels)`` pair
+of arrays or tensors, or any map-style dataset of ``(input, label)`` items. Inputs are
+used as given (no normalization: the user's pipeline already chose one); labels are
+class indices (int) for classification or floats for regression losses.
+
+The bundle's ``description`` records the file and its SHA-256, or the spec, its kwargs
+and its source's SHA-256. A file is read again from its path (and must still have that
+hash); a spec is called again only when the user names it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from distill.data import DatasetBundle
+from distill.errors import DistillInputError
+from distill.user_code import call_user, import_callable
+
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+FLAG = "--data"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels of one split, whatever container it came in."""
+    if isinstance(split, TensorDataset):
+        if len(split.tensors) != 2:
+            raise DistillInputError(f"{where}: a TensorDataset of (inputs, labels), got "
+                                    f"{len(split.tensors)} tensors")  # fmt: skip
+        x, y = split.tensors
+    elif isinstance(split, (tuple, list)) and len(split) == 2:
+        x, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+                for a in split)  # fmt: skip
+    elif isinstance(split, Dataset) and hasattr(split, "__len__"):
+        items = [split[i] for i in range(len(split))]
+        if not items or not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
+            raise DistillInputError(f"{where}: items must be (input, label) pairs")
+        x = torch.stack([torch.as_tensor(i[0]) for i in items])
+        y = torch.as_tensor(np.asarray([np.asarray(i[1]) for i in items]))
+    else:
+        raise DistillInputError(
+            f"{where}: give a TensorDataset, an (inputs, labels) pair or a dataset of "
+            f"(input, label) items, not {type(split).__name__}"
+        )
+    return x, y
+
+
+def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
+    if x.ndim < 2 or len(x) == 0:
+        raise DistillInputError(f"{where}: inputs need a batch axis and examples, shape "
+                                f"{tuple(x.shape)}")  # fmt: skip
+    if len(y) != len(x):
+        raise DistillInputError(f"{where}: {len(x)} inputs but {len(y)} labels")
+    if not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int64, torch.int32)):
+        raise DistillInputError(f"{where}: inputs of dtype {x.dtype}; give numbers")
+    if y.dtype.is_floating_point:
+        labels = y.float()
+    elif y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and y.ndim == 1:
+        labels = y.long()
+        if labels.min() < 0:
+            raise DistillInputError(f"{where}: class labels must be >= 0, found {int(y.min())}")
+    else:
+        raise DistillInputError(
+            f"{where}: labels of dtype {y.dtype} and shape {tuple(y.shape)}; give class "
+            "indices (one int per example) or float targets"
+        )
+    return TensorDataset(x.float().contiguous(), labels.contiguous())
+
+
+def _bundle(
+    train: TensorDataset, test: TensorDataset, classes: Any, description: dict
+) -> DatasetBundle:
+    x_train, y_train = train.tensors
+    x_test, y_test = test.tensors
+    if tuple(x_train.shape[1:]) != tuple(x_test.shape[1:]):
+        raise DistillInputError(
+            f"{description['name']} data: train inputs {tuple(x_train.shape[1:])} and test "
+            f"inputs {tuple(x_test.shape[1:])} differ in shape"
+        )
+    if y_train.dtype == torch.long:
+        found = int(max(y_train.max(), y_test.max())) + 1
+        count = found if classes is None else _class_count(classes, found, description)
+    else:
+        count = int(y_train.shape[1]) if y_train.ndim == 2 else 1
+    description.update(
+        n_train=len(y_train), n_test=len(y_test), num_classes=count, normalization=None,
+        augment=False, augmentation=None, train_size=None, label_noise=0.0, noisy_labels=0,
+    )  # fmt: skip
+    return DatasetBundle(train, test, count, tuple(x_train.shape[1:]), description)
+
+
+def _class_count(classes: Any, found: int, description: dict) -> int:
+    values = np.asarray(classes)
+    count = int(values) if values.ndim == 0 else len(values)
+    if values.ndim == 1:
+        description["class_names"] = [str(v) for v in values.tolist()]
+    if count < found:
+        raise DistillInputError(
+            f"{description['name']} data: labels go up to {found - 1} but classes says {count}"
+        )
+    return count
+
+
+def load_npz(path: str | Path) -> DatasetBundle:
+    """A bundle from ``x_train``, ``y_train``, ``x_test``, ``y_test`` (and ``classes``).
+
+    Raises:
+        DistillInputError: No such file, not an ``.npz``, a missing array, arrays that
+            hold objects (never unpickled), or arrays of the wrong shape or type.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise DistillInputError(f"--data-file {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [name for name in ARRAYS if name not in arrays.files]
+            if missing:
+                raise DistillInputError(
+                    f"--data-file {path}: missing arrays {', '.join(missing)} (it has "
+                    f"{', '.join(arrays.files) or 'none'}); need {', '.join(ARRAYS)}"
+                )
+            data = {name: arrays[name] for name in ARRAYS}
+            classes = arrays["classes"] if "classes" in arrays.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DistillInputError(
+            f"--data-file {path}: not a readable .npz of arrays ({err})"
+        ) from err
+    where = f"--data-file {path}"
+    train = _check_split(torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]),
+                         f"{where} train")  # fmt: skip
+    test = _check_split(torch.from_numpy(data["x_test"]), torch.from_numpy(data["y_test"]),
+                        f"{where} test")  # fmt: skip
+    description = {"name": "npz", "path": str(path), "sha256": _sha256(path), "options": {}}
+    return _bundle(train, test, classes, description)
+
+
+def load_data_spec(spec: str, kwargs: dict[str, Any]) -> DatasetBundle:
+    """A bundle from the callable ``spec`` (see the module docstring for what it returns).
+
+    Raises:
+        DistillInputError: The spec cannot be imported or called, or returns splits of
+            the wrong kind, shape or label type.
+    """
+    user = import_callable(spec, FLAG)
+    result = call_user(user, kwargs, FLAG)
+    if isinstance(result, dict) and {"train", "test"} <= set(result):
+        train, test, classes = result["train"], result["test"], result.get("classes")
+    elif isinstance(result, (tuple, list)) and len(result) == 2:
+        (train, test), classes = result, None
+    else:
+        raise DistillInputError(
+            f"{FLAG} {spec}: returned {type(result).__name__}; return (train, test) or "
+            "{'train': ..., 'test': ...}"
+        )
+    train = _check_split(*_as_tensors(train, f"{FLAG} {spec} train"), f"{FLAG} {spec} train")
+    test = _check_split(*_as_tensors(test, f"{FLAG} {spec} test"), f"{FLAG} {spec} test")
+    description = {"name": "code", "spec": spec, "kwargs": kwargs, "options": {},
+                   "source": user.source, "source_sha256": user.source_sha256}  # fmt: skip
+    return _bundle(train, test, classes, description)
+
+
+def data_flag(description: dict[str, Any]) -> str:
+    """The ``--data ... [--data-kwargs ...]`` that builds a recorded code dataset again."""
+    flag = f"{FLAG} {shlex.quote(description['spec'])}"
+    if description.get("kwargs"):
+        flag += f" --data-kwargs {shlex.quote(json.dumps(description['kwargs'], sort_keys=True))}"
+    return flag
+
+
+def user_data_from_description(
+    description: dict[str, Any], named: str | None, named_kwargs: dict[str, Any] | None
+) -> DatasetBundle:
+    """Rebuild a recorded ``npz`` or ``code`` dataset.
+
+    The file is read again and must have its recorded SHA-256; code is called only if
+    the user named the same spec (``named``), with the recorded kwargs unless new ones
+    are given.
+
+    Raises:
+        DistillInputError: The file changed or is gone, or the code was not named.
+    """
+    if description["name"] == "npz":
+        bundle = load_npz(description["path"])
+        if bundle.description["sha256"] != description["sha256"]:
+            raise DistillInputError(
+                f"--data-file {description['path']}: changed since the checkpoint was made "
+                "(SHA-256 differs); pass the original with --data-file"
+            )
+        return bundle
+    if named != description["spec"]:
+        raise DistillInputError(
+            f"the checkpoint's data comes from user code {description['spec']}; pass "
+            f"{data_flag(description)} to import it"
+        )
+    kwargs = description.get("kwargs", {}) if named_kwargs is None else named_kwargs
+    return load_data_spec(named, kwargs)
