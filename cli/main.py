@@ -59,6 +59,8 @@ COMMANDS = {
                  "Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation)."),
     "hessian": ("cli.hessian", "hessian_command", "Top Hessian eigenvalues, trace and spectral "
                 "density of a checkpoint's train loss."),
+    "import": ("cli.import_checkpoint", "import_command",
+               "Turn another trainer's checkpoint into a flatscape one, with full provenance."),
     "plot": ("cli.plot", "plot", "Draw surface FILES made by `flatscape surface` into one figure."),
     "reproduce": ("cli.reproduce", "reproduce",
                   "Train teachers and students over seeds, measure every model, write a report."),

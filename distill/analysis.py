@@ -8,10 +8,16 @@ from typing import Any
 
 import torch
 
-from distill.checkpoint import file_sha256, is_flatscape_checkpoint, load_checkpoint
+from distill.checkpoint import (
+    file_sha256,
+    is_flatscape_checkpoint,
+    load_checkpoint,
+    package_versions,
+    save_checkpoint,
+)
 from distill.data import DatasetBundle, dataset_from_description, load_dataset
 from distill.errors import DistillInputError
-from distill.trainer import model_kwargs
+from distill.trainer import evaluate, model_kwargs
 from distill.user_code import is_code_spec
 from distill.user_data import load_data_spec, load_npz
 
@@ -120,11 +126,13 @@ def open_checkpoint(
         raise DistillInputError(f"checkpoint {path} not found")
     if is_flatscape_checkpoint(path):
         model, meta = load_checkpoint(path, device=device, named_model=sources.model)
-        bundle = sources.bundle()
+        recorded = meta.get("dataset") or {}
+        named_again = sources.data is not None and sources.data == recorded.get("spec")
+        bundle = None if named_again else sources.bundle()  # its own data code, named again
         if bundle is None:
-            if not meta.get("dataset"):
+            if not recorded:
                 raise DistillInputError(f"{path}: no dataset recorded; name one with --dataset")
-            bundle = dataset_from_description(meta["dataset"], sources.data, sources.data_kwargs)
+            bundle = dataset_from_description(recorded, sources.data, sources.data_kwargs)
         return model, meta, bundle
     bundle = sources.bundle()
     if sources.model is None or bundle is None:
@@ -159,3 +167,40 @@ def load_for_analysis(
     batches = first_examples(data, samples, batch_size, device)
     n = sum(len(y) for _, y in batches)
     return LoadedCheckpoint(Path(path), model, meta, file_sha256(path), batches, split, n)
+
+
+def import_checkpoint(
+    path: str | Path, out: str | Path, sources: Sources, generation: int = 0
+) -> dict[str, Any]:
+    """Turn another trainer's checkpoint into a flatscape one; returns its metadata.
+
+    The weights are read without unpickling code (:mod:`distill.foreign`) into the model
+    ``sources.model`` names, measured on the data ``sources`` names, and written to
+    ``out`` with the model's spec and kwargs, its source file and SHA-256, the dataset,
+    the original file's SHA-256 and layout, and the measured metrics; so later commands
+    need no more flags (except ``--model`` again for user code, which is never imported
+    unless named).
+
+    Raises:
+        DistillInputError: A flatscape checkpoint (nothing to import), a missing model or
+            data, or weights that do not fit.
+    """
+    if is_flatscape_checkpoint(path):
+        raise DistillInputError(f"{path}: already a flatscape checkpoint; nothing to import")
+    if generation < 0:
+        raise DistillInputError(f"--generation {generation}: must be >= 0")
+    model, meta, bundle = open_checkpoint(path, sources=sources)
+    train, test = evaluate(model, bundle.train_eval), evaluate(model, bundle.test)
+    metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"],
+               "test_loss": test["loss"], "test_accuracy": test["accuracy"]}  # fmt: skip
+    document = {
+        "arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"], "dataset": bundle.description,
+        "role": "teacher" if generation == 0 else "student", "generation": generation,
+        "seed": None, "recipe": None, "kd": None, "parent_sha256": None, "metrics": metrics,
+        "imported_from": {"path": str(Path(path).resolve()), **meta["foreign"]},
+        "versions": package_versions(),
+    }  # fmt: skip
+    if meta.get("model_source"):
+        document["model_source"] = meta["model_source"]
+    save_checkpoint(out, model, document)
+    return document

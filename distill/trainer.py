@@ -334,7 +334,7 @@ def train_student(
     paths = [teacher_path] if isinstance(teacher_path, (str, Path)) else list(teacher_path)
     teacher, parent = _load_teachers(paths, device, named_model)
     bundle = dataset_from_description(parent["dataset"], data_spec, data_kwargs)
-    seed = parent["seed"] + 1 if seed is None else seed
+    seed = (parent.get("seed") or 0) + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
     model = build_from_spec(parent["arch"], parent["arch_kwargs"])[0].to(device)
@@ -354,8 +354,12 @@ def recipe_for_student(parent: dict[str, Any]) -> Recipe:
     """Default recipe of a student of `parent` (checkpoint metadata).
 
     A teacher's student gets `student_recipe` of the teacher's recipe; a student's
-    student inherits its parent's recipe unchanged.
+    student inherits its parent's recipe unchanged; an imported checkpoint (no recipe)
+    gets `student_recipe` of its dataset's default.
     """
+    if not parent.get("recipe"):  # imported from another trainer: the dataset's default
+        name = parent["dataset"]["name"]
+        return student_recipe(TEACHER_RECIPES.get(name, USER_DATA_RECIPE))
     stored = Recipe(**{**parent["recipe"], "milestones": tuple(parent["recipe"]["milestones"])})
     return stored if parent.get("role") == "student" else student_recipe(stored)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import jacrev, jvp, vmap
+from torch.func import grad, jvp, vmap
 
 from landscape._types import Batch, LossFunction, analysis_mode, batch_size
 from landscape.errors import LandscapeInputError
@@ -74,22 +74,35 @@ def double_backward_hvp(
 
 
 def forward_over_reverse_hvp(
-    loss_of: Callable[[dict[str, Tensor]], Tensor],
+    loss_of: Callable[[dict[str, Tensor], Tensor], Tensor],
     primals: dict[str, Tensor],
     V: dict[str, Tensor],
+    targets: Tensor,
 ) -> dict[str, Tensor]:
     r"""HVPs of one batch by forward-over-reverse: the JVP of :math:`\nabla_\theta \ell`.
 
     Args:
-        loss_of: Maps the selected parameters (by name) to the batch's mean loss.
+        loss_of: Maps the selected parameters (by name) and the targets to the batch's
+            mean loss.
         primals: The point :math:`\theta`, by name, detached.
         V: Tangents by name, each of shape ``(b, *param.shape)``.
-    """
+        targets: The batch's targets. Floating-point targets enter the JVP as primals
+            with a materialized zero tangent: as closed-over constants, their implicit
+            zero tangent makes ``mse_loss``'s backward write into an immutable
+            ``ZeroTensor`` (torch 2.13).
 
-    # jacrev, not grad: grad's backward of mse_loss writes into a ZeroTensor under jvp
-    # (torch 2.13: "ZeroTensors are immutable").
+    ``torch.func.grad``, not ``jacrev``: ``jvp(jacrev(f))`` of ``layer_norm`` is wrong in
+    torch 2.13 (its vmap over the output basis; ``tests/landscape/cases.py`` holds the
+    LayerNorm case that caught it), while ``jvp(grad(f))`` matches double backward and
+    finite differences.
+    """
+    floating = targets.is_floating_point()
+
     def hvp(tangent: dict[str, Tensor]) -> dict[str, Tensor]:
-        return jvp(jacrev(loss_of), (primals,), (tangent,))[1]
+        if floating:
+            zero = torch.zeros_like(targets)
+            return jvp(grad(loss_of), (primals, targets), (tangent, zero))[1]
+        return jvp(grad(lambda selected: loss_of(selected, targets)), (primals,), (tangent,))[1]
 
     if next(iter(V.values())).shape[0] == 1:
         return {name: hv[None] for name, hv in hvp({k: v[0] for k, v in V.items()}).items()}
@@ -237,17 +250,16 @@ class HessianOperator(MeanLossOperator):
 
     def _batch_hvp(self, k: int, V: list[Tensor], hvp: str) -> list[Tensor]:
         if hvp == "forward_over_reverse":
-            batch = self.batches[k]
+            inputs, targets = self.batches[k]
             primals = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
 
-            def loss_of(selected: dict[str, Tensor]) -> Tensor:
-                return batch_loss(
-                    self.model, self.loss_fn, self.functional_tensors(selected), batch
-                )
+            def loss_of(selected: dict[str, Tensor], batch_targets: Tensor) -> Tensor:
+                tensors = self.functional_tensors(selected)
+                return batch_loss(self.model, self.loss_fn, tensors, (inputs, batch_targets))
 
             with analysis_mode(self.model, self.bn_mode):
                 out = forward_over_reverse_hvp(
-                    loss_of, primals, dict(zip(self.names, V, strict=True))
+                    loss_of, primals, dict(zip(self.names, V, strict=True)), targets
                 )
             return [out[n] for n in self.names]
         if self._graphs is not None and self._graphs[k] is not None:
