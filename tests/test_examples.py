@@ -291,6 +291,46 @@ def test_custom_module_dataloader():
 
 
 @slow
+def test_own_model_walkthrough(tmp_path):
+    out = run_example("own_model/walkthrough.py", "--out", tmp_path, "--epochs", 3, "--width",
+                      12, "--samples", 256, "--points", 5)  # fmt: skip
+    rows = {}
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] in ("teacher", "gen1", "gen2"):
+            rows[words[0]] = [float(v) for v in words[1:]]
+    assert set(rows) == {"teacher", "gen1", "gen2"}
+    spec = str(EXAMPLES / "own_model" / "residual_net.py") + ":ResidualMLP"
+    from distill.analysis import Sources, load_for_analysis
+
+    loaded = load_for_analysis(tmp_path / "teacher.safetensors", samples=256,
+                               sources=Sources(model=spec))  # fmt: skip
+    assert loaded.metadata["arch"] == spec and loaded.metadata["model_source"]["source_sha256"]
+    model = loaded.model.double()
+    x = torch.cat([b[0] for b in loaded.batches]).double()
+    y = torch.cat([b[1] for b in loaded.batches])
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(theta):
+        parts = dict(zip(names, (c.view(s) for c, s in zip(theta.split(
+            [s.numel() for s in shapes]), shapes, strict=True)), strict=True))  # fmt: skip
+        return F.cross_entropy(torch.func.functional_call(model, parts, (x,)), y)
+
+    # jacfwd(grad): torch.func.hessian is wrong for LayerNorm in torch 2.13
+    dense = torch.linalg.eigvalsh(torch.func.jacfwd(torch.func.grad(loss))(flat)).flip(0)
+    test_acc, train_loss, lambda_1, lambda_2, trace = rows["teacher"]
+    assert train_loss == pytest.approx(float(loss(flat)), rel=1e-5)
+    assert [lambda_1, lambda_2] == pytest.approx(dense[:2].tolist(), rel=2e-3)
+    assert trace > 0 and 0 < test_acc <= 1
+    with h5py.File(tmp_path / "teacher.h5") as f:
+        assert f["train_loss"].shape == (5, 5) and bool(np.all(f["done"][()]))
+        assert float(f["train_loss"][2, 2]) == pytest.approx(train_loss, rel=1e-5)
+    assert (tmp_path / "teacher.png").stat().st_size > 1000
+
+
+@slow
 def test_torchrun_curvature_matches_one_process():
     args = ["--samples", 256, "--epochs", 2]
     single = run_example("torchrun_curvature.py", *args)
