@@ -138,7 +138,8 @@ def data_options(func):
 def layout_options(func):
     """``--state-key`` and ``--strip-prefix`` for other trainers' checkpoints."""
     func = click.option(
-        "--strip-prefix", help="Remove this prefix from every weight name (e.g. model.)."
+        "--strip-prefix",
+        help="Keep only the weights under this prefix and remove it (e.g. model, student).",
     )(func)
     return click.option(
         "--state-key", help="The key of another trainer's checkpoint that holds the weights."

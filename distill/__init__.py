@@ -14,6 +14,8 @@ Checkpoints
     save_checkpoint, load_checkpoint, file_sha256
 Other trainers' checkpoints
     read_foreign_state, fit_state, ForeignState
+Your own models, data and losses
+    build_from_spec, load_npz, load_data_spec, analysis_loss, Sources, import_checkpoint
 Analysis data
     load_for_analysis, open_checkpoint, first_examples, LoadedCheckpoint
 Errors
@@ -50,6 +52,12 @@ _EXPORTS = {
     "read_foreign_state": "distill.foreign",
     "fit_state": "distill.foreign",
     "ForeignState": "distill.foreign",
+    "build_from_spec": "distill.model_spec",
+    "load_npz": "distill.user_data",
+    "load_data_spec": "distill.user_data",
+    "analysis_loss": "distill.losses",
+    "Sources": "distill.analysis",
+    "import_checkpoint": "distill.analysis",
     "load_for_analysis": "distill.analysis",
     "open_checkpoint": "distill.analysis",
     "first_examples": "distill.analysis",
