@@ -181,6 +181,10 @@ def test_train_distill_evaluate_hessian_surface_plot_compare_by_flags(teacher, p
     ok("surface", teacher, *model, "--x", "-1:1:5", "--y", "-1:1:3", "--samples", "100",
        "--quiet", "--out", "s.h5")  # fmt: skip
     ok("plot", "s.h5", "--out", "s.png")
+    ok("sharpness", teacher, *model, "--samples", "100", "--draws", "2", "--steps", "2",
+       "--restarts", "1", "--quiet", "--json", "sh.json")  # fmt: skip
+    sharpness = json.loads((project / "sh.json").read_text())
+    assert sharpness["settings"]["loss"] == "cross_entropy" and len(sharpness["sharpness"]) == 6
     assert (project / "s.png").stat().st_size > 1000
     compared = ok("compare", teacher, "sd/gen1.safetensors", "sd/gen2.safetensors", *model,
                   "--samples", "100", "--top-k", "1", "--trace-matvecs", "0", "--line-points",
