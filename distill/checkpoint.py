@@ -77,13 +77,23 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
     return path
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_safetensors_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a `.safetensors` file and its header metadata (strings).
+
+    Raises:
+        DistillInputError: the file cannot be read as safetensors.
+    """
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             header = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise DistillInputError(f"{path}: not a readable .safetensors file ({err})") from err
+    return tensors, header
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, header = read_safetensors_file(path)
     if METADATA_KEY not in header:
         raise DistillInputError(f"{path}: no flatscape metadata; not a flatscape checkpoint")
     try:

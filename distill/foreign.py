@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from distill.checkpoint import METADATA_KEY
+from distill.checkpoint import METADATA_KEY, read_safetensors_file
 from distill.errors import DistillInputError
 
 FORMATS = ("state_dict", "container", "lightning", "torchdistill", "safetensors")
@@ -197,12 +196,7 @@ def _first_words(err: BaseException) -> str:
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors of another tool's `.safetensors` file, and its string metadata."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise DistillInputError(f"{path}: not a readable .safetensors file ({err})") from err
+    tensors, header = read_safetensors_file(path)
     if METADATA_KEY in header:
         raise DistillInputError(f"{path}: this is a flatscape checkpoint; open it directly")
     if not tensors:

@@ -246,16 +246,6 @@ class GGNOperator(MeanLossOperator):
         """Whether products reuse kept linearizations (all or some of the batches')."""
         return self._kept is not None and any(k is not None for k in self._kept)
 
-    @property
-    def graph_bytes(self) -> int:
-        """Bytes the kept linearizations hold (saved tensors, parameters excluded)."""
-        return self.budget.kept_bytes
-
-    @property
-    def kept_examples(self) -> int:
-        """Examples whose linearizations are kept; the rest are rebuilt per product."""
-        return self.budget.kept_examples
-
     def _small_graph_bytes(self) -> tuple[int, int]:
         """Examples and bytes of the linearization of the first two examples (then freed)."""
         inputs, targets = self.batches[0]

@@ -218,16 +218,6 @@ class HessianOperator(MeanLossOperator):
             torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         return batch_size(small), saved.bytes
 
-    @property
-    def graph_bytes(self) -> int:
-        """Bytes the kept gradient graphs hold (their saved tensors, parameters excluded)."""
-        return self.budget.kept_bytes
-
-    @property
-    def kept_examples(self) -> int:
-        """Examples whose gradient graphs are kept; the rest are rebuilt per product."""
-        return self.budget.kept_examples
-
     def gradient(self) -> Tensor:
         """The flat gradient of the mean loss (free with kept graphs; not counted)."""
         if self._graphs is None:

@@ -37,6 +37,7 @@ from landscape._types import (
 )
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
+from landscape.operators.memory import GraphBudget
 
 ParameterSelection = Sequence[str] | Sequence[nn.Parameter] | None
 
@@ -193,6 +194,18 @@ class MeanLossOperator(CurvatureOperator):
         self.batches = [move_batch(b, device, dtype) for b in batches]
         self.weights = batch_weights(self.batches)
         self.num_examples = sum(batch_size(b) for b in self.batches)
+        self.budget: GraphBudget | None = None
+        """Which batches keep their graphs, where a subclass keeps any (:class:`GraphBudget`)."""
+
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes the kept graphs hold (their saved tensors, parameters excluded)."""
+        return self.budget.kept_bytes if self.budget is not None else 0
+
+    @property
+    def kept_examples(self) -> int:
+        """Examples whose graphs are kept; the rest are rebuilt for every product."""
+        return self.budget.kept_examples if self.budget is not None else 0
 
     # -- the model's tensors for functional_call -----------------------------------------
 
