@@ -188,6 +188,33 @@ def sources_from(options: dict[str, Any]):
     )  # fmt: skip
 
 
+def parameter_options(func):
+    """``--params GLOB`` and ``--exclude GLOB`` (repeatable): a block of the parameters."""
+    func = click.option(
+        "--exclude",
+        multiple=True,
+        metavar="GLOB",
+        help="Leave out the parameters whose names match GLOB (repeatable).",
+    )(func)
+    return click.option(
+        "--params",
+        multiple=True,
+        metavar="GLOB",
+        help="Only the parameters whose names match GLOB (fnmatch, repeatable: e.g. "
+        "'features.0.*', '*.weight'); the rest are held fixed, so the Hessian is the "
+        "block of the selected rows and columns. Default: every trainable parameter.",
+    )(func)
+
+
+def parameter_filter(include: tuple[str, ...], exclude: tuple[str, ...]):
+    """The :class:`landscape.ParameterFilter` of ``--params``/``--exclude``, or None."""
+    if not include and not exclude:
+        return None
+    from landscape.operators.mean_loss import ParameterFilter
+
+    return ParameterFilter(tuple(include) or ("*",), tuple(exclude))
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``--device`` into a torch device, refusing cuda where torch has none."""
     import torch

@@ -14,6 +14,8 @@ from cli._common import (
     force_option,
     json_option,
     loss_option,
+    parameter_filter,
+    parameter_options,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -222,6 +224,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "temperature so all reach the highest train loss among them).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
+@parameter_options
 @loss_option
 @source_options
 @json_option("the comparison")
@@ -244,6 +247,8 @@ def compare(
     seed,
     confounds,
     allow_mixed,
+    params,
+    exclude,
     loss_spec,
     json_path,
     markdown_path,
@@ -281,6 +286,7 @@ def compare(
         line_points=line_points,
         seed=seed,
         confounds=confounds,
+        params=parameter_filter(params, exclude),
     )
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
         report = compare_checkpoints(

@@ -13,6 +13,8 @@ from cli._common import (
     loss_option,
     max_memory_option,
     memory_budget,
+    parameter_filter,
+    parameter_options,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -125,6 +127,7 @@ from cli._common import (
 )
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @seed_option("the random vectors")
+@parameter_options
 @loss_option
 @source_options
 @json_option("the JSON report", stdout=True)
@@ -135,8 +138,8 @@ from cli._common import (
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
     density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
-    bn_mode, operator, float64, seed, loss_spec, json_path, force, quiet, device, threads,
-    **options,
+    bn_mode, operator, float64, seed, params, exclude, loss_spec, json_path, force, quiet,
+    device, threads, **options,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
@@ -173,6 +176,7 @@ def hessian_command(
     request.check()
     memory_budget(max_memory)  # a bad size fails before the checkpoint is loaded
     loss_fn, loss_record = analysis_loss(loss_spec)
+    selection = parameter_filter(params, exclude)
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
         sources=sources_from(options),
@@ -182,7 +186,7 @@ def hessian_command(
         result = data_parallel_curvature(
             loaded.model, loss_fn, loaded.batches, request, operator=operator,
             batch_size=batch_size, max_memory=memory_budget(max_memory),
-            hvp=hvp and hvp.replace("-", "_"),
+            hvp=hvp and hvp.replace("-", "_"), params=selection,
             dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
         )  # fmt: skip
     data = {
@@ -198,6 +202,7 @@ def hessian_command(
     )  # fmt: skip
     report["operator"] = operator
     report["loss_function"] = loss_record
+    report["params"] = None if selection is None else selection.describe()
     if distributed.world_size() > 1:
         report["processes"] = distributed.world_size()
     if not distributed.is_main():

@@ -17,6 +17,8 @@ from cli._common import (
     loss_option,
     max_memory_option,
     memory_budget,
+    parameter_filter,
+    parameter_options,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -133,6 +135,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     "before the run, naming the batch size that fits. The JSON report records the budget, "
     "the graph bytes and the peak.",
 )
+@parameter_options
 @loss_option
 @source_options
 @json_option("the report")
@@ -141,8 +144,8 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
 @device_option
 @threads_option
 def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, steps,
-              restarts, seed, match_loss, match_teacher, max_memory, loss_spec, json_path, force,
-              quiet, device, threads, **sources):  # fmt: skip
+              restarts, seed, match_loss, match_teacher, max_memory, params, exclude, loss_spec,
+              json_path, force, quiet, device, threads, **sources):  # fmt: skip
     """Average- and worst-case sharpness of CHECKPOINT, beside its train loss.
 
     Loss increase on the first --samples train examples when the weights move within a
@@ -160,6 +163,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     from distill.analysis import load_for_analysis
     from distill.losses import analysis_loss, check_loss
     from landscape.curvature.temperature import TemperatureScaled, temperature_matched_curvature
+    from landscape.operators.mean_loss import select_parameters
     from landscape.sharpness import GEOMETRIES, planned_evaluations
 
     start = time.perf_counter()
@@ -185,11 +189,14 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     measures = ["average", "worst"] if measure == "both" else [measure]
     geometries = list(GEOMETRIES) if geometry == "all" else [geometry]
     options = {"samples": draws, "steps": steps, "restarts": restarts, "seed": seed}
+    selection = parameter_filter(params, exclude)
     memory: dict[str, Any] = {}
     models = {"raw": loaded.model}
     matched = None
     if target is not None:
-        matched = temperature_matched_curvature(loaded.model, loaded.batches, target, seed=seed)
+        matched = temperature_matched_curvature(
+            loaded.model, loaded.batches, target, seed=seed, params=selection
+        )
         models["matched"] = TemperatureScaled(loaded.model, matched["temperature"])
     total = len(models) * planned_evaluations(measures, geometries, draws, steps, restarts)
     results = {}
@@ -197,7 +204,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         for name, model in models.items():
             results[name] = _measure(
                 model, loss_fn, loaded.batches, measures, geometries, rho,
-                {**options, "max_memory": max_memory}, bar, memory,
+                {**options, "max_memory": max_memory, "params": selection}, bar, memory,
             )  # fmt: skip
     click.echo(f"{loaded.path}: {loaded.samples} train examples")
     if matched is not None:
@@ -214,6 +221,9 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         "data": {"dataset": loaded.dataset_name, "split": "train", "samples": loaded.samples},
         "settings": {**options, "rho": rho, "default_rho": DEFAULT_RHO, "loss": loss_spec},
         "loss_function": loss_record,
+        "params": None if selection is None else selection.describe(),
+        "parameters": sum(p.numel() for n, p in loaded.model.named_parameters()
+                          if n in select_parameters(loaded.model, selection)),  # fmt: skip
         "sharpness": results["raw"],
         "temperature_matched": None if matched is None else {
             **matched, "teacher_sha256": teacher_sha, "sharpness": results["matched"],

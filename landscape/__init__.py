@@ -15,7 +15,8 @@ The public names, by group (``landscape.__all__``; each is imported on first use
 
 Operators
     CurvatureOperator, DenseOperator, DifferenceOperator, MeanLossOperator,
-    HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator
+    HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator,
+    ParameterFilter
 Solvers
     lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq,
     EigenResult, TraceResult, SpectralQuadrature
@@ -52,6 +53,7 @@ _EXPORTS = {
     "residual_operator": "landscape.operators.ggn",
     "make_operator": "landscape.operators.kinds",
     "DataParallelOperator": "landscape.distributed.operator",
+    "ParameterFilter": "landscape.operators.mean_loss",
     # Solvers
     "lanczos": "landscape.curvature.eigen.lanczos",
     "power_iteration": "landscape.curvature.eigen.power",

@@ -23,6 +23,7 @@ from landscape.curvature.temperature import temperature_matched_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import HessianOperator
+from landscape.operators.mean_loss import ParameterFilter
 from landscape.sharpness import sharpness_report
 from landscape.surface.directions import interpolation_direction, random_direction
 from landscape.surface.evaluate import SurfaceEvaluator
@@ -44,6 +45,8 @@ class ProfileSettings:
         confounds: Also the measures that control for confidence and scale (see
             `confound_measures`); temperature matching needs a common target across
             models and is done by `matched_lambda_1`.
+        params: The parameters the curvature and sharpness are taken over
+            (:class:`~landscape.operators.mean_loss.ParameterFilter`; default all).
     """
 
     top_k: int = 3
@@ -54,6 +57,7 @@ class ProfileSettings:
     width_rise: float = 0.1
     seed: int = 0
     confounds: bool = False
+    params: ParameterFilter | None = None
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -114,7 +118,7 @@ def curvature(
         top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
         trace_matvecs=max(s.trace_matvecs, 3), seed=s.seed,
     )  # fmt: skip
-    result = measure_curvature(HessianOperator(model, loss_fn, batches), request)
+    result = measure_curvature(HessianOperator(model, loss_fn, batches, params=s.params), request)
     top, trace = result.eigen, result.trace
     return {
         "eigenvalues": top.eigenvalues.tolist(),
@@ -175,8 +179,9 @@ def confound_measures(
     ball of radius 0.1 (2 restarts). Both are invariant to rescalings that leave the
     function unchanged.
     """
-    ggn = lanczos(GGNOperator(model, loss_fn, batches), k=1, tol=s.tol, seed=s.seed)
-    common = {"geometries": ["elementwise"], "seed": s.seed}
+    ggn = lanczos(GGNOperator(model, loss_fn, batches, params=s.params), k=1, tol=s.tol,
+                  seed=s.seed)  # fmt: skip
+    common = {"geometries": ["elementwise"], "seed": s.seed, "params": s.params}
     average = sharpness_report(model, loss_fn, batches, 0.05, ["average"], samples=32, **common)
     worst = sharpness_report(model, loss_fn, batches, 0.1, ["worst"], steps=20, restarts=2,
                              **common)  # fmt: skip
@@ -198,7 +203,9 @@ def matched_lambda_1(
     ``matched_lambda_1``; both None when no temperature reaches the target.
     """
     try:
-        matched = temperature_matched_curvature(model, batches, target, seed=s.seed, tol=s.tol)
+        matched = temperature_matched_curvature(
+            model, batches, target, seed=s.seed, tol=s.tol, params=s.params
+        )
     except LandscapeInputError:
         return {"matched_temperature": None, "matched_lambda_1": None, "matched_target": target}
     return {

@@ -23,7 +23,7 @@ and raises :class:`~landscape.errors.LandscapeInputError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from landscape.curvature.eigen import lanczos
 from landscape.curvature.trace import hutchinson_trace
 from landscape.errors import LandscapeInputError
 from landscape.operators.hessian import HessianOperator
+from landscape.operators.mean_loss import ParameterSelection
 
 LOG_T_RANGE = (-12.0, 12.0)  # temperatures from e^-12 to e^12
 
@@ -199,7 +200,7 @@ def _curvature(
     trace_matvecs: int,
     seed: int,
     tol: float,
-    params: Sequence[str] | None,
+    params: ParameterSelection,
     bn_mode: str,
 ) -> dict[str, Any]:
     H = HessianOperator(model, nn.functional.cross_entropy, batches, params=params, bn_mode=bn_mode)
@@ -222,7 +223,7 @@ def temperature_matched_curvature(
     trace_matvecs: int = 0,
     seed: int = 0,
     tol: float = 1e-3,
-    params: Sequence[str] | None = None,
+    params: ParameterSelection = None,
     bn_mode: str = "eval",
 ) -> dict[str, Any]:
     """Top Hessian eigenvalues (and trace) of the cross-entropy, raw and at a matched loss.

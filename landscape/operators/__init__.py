@@ -5,7 +5,7 @@ from landscape.operators.batching import curvature_batches, gather_examples, spl
 from landscape.operators.ggn import GGNOperator, residual_operator
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.kinds import OPERATORS, make_operator
-from landscape.operators.mean_loss import MeanLossOperator, select_parameters
+from landscape.operators.mean_loss import MeanLossOperator, ParameterFilter, select_parameters
 
 __all__ = [
     "OPERATORS",
@@ -15,6 +15,7 @@ __all__ = [
     "GGNOperator",
     "HessianOperator",
     "MeanLossOperator",
+    "ParameterFilter",
     "curvature_batches",
     "gather_examples",
     "make_operator",

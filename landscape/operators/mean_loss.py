@@ -18,9 +18,12 @@ batch, :meth:`MeanLossOperator.batch_product` (:math:`A_k V`).
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
+import re
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +42,54 @@ from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
 from landscape.operators.memory import GraphBudget
 
-ParameterSelection = Sequence[str] | Sequence[nn.Parameter] | None
+
+@dataclass(frozen=True)
+class ParameterFilter:
+    """Parameters by name pattern: those matching any ``include`` glob and no ``exclude``.
+
+    Patterns are :mod:`fnmatch` globs on the names of ``model.named_parameters()``
+    (``"features.0.*"``, ``"*.weight"``, ``"fc.bias"``); only trainable parameters match.
+    """
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, list[str]]:
+        """``{"include": [...], "exclude": [...]}`` for a report."""
+        return {"include": list(self.include), "exclude": list(self.exclude)}
+
+
+ParameterSelection = Sequence[str] | Sequence[nn.Parameter] | ParameterFilter | None
+"""None (every trainable parameter), names, parameter tensors, or a :class:`ParameterFilter`."""
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _some_names(named: dict[str, nn.Parameter]) -> str:
+    names = list(named)
+    return ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+
+
+def _filtered(named: dict[str, nn.Parameter], selection: ParameterFilter) -> list[str]:
+    trainable = [name for name, p in named.items() if p.requires_grad]
+    for pattern in (*selection.include, *selection.exclude):
+        if not fnmatch.filter(trainable, pattern):
+            raise LandscapeInputError(
+                f"params: {pattern!r} matches no trainable parameter; the model has "
+                f"{_some_names(named)}"
+            )
+    names = [
+        name
+        for name in trainable
+        if any(fnmatch.fnmatchcase(name, g) for g in selection.include)
+        and not any(fnmatch.fnmatchcase(name, g) for g in selection.exclude)
+    ]
+    if not names:
+        raise LandscapeInputError(
+            f"params: including {list(selection.include)} and excluding "
+            f"{list(selection.exclude)} leaves no parameter"
+        )
+    return names
 
 
 def select_parameters(model: nn.Module, params: ParameterSelection) -> list[str]:
@@ -47,23 +97,28 @@ def select_parameters(model: nn.Module, params: ParameterSelection) -> list[str]
 
     Args:
         model: The module.
-        params: Parameter names, parameter tensors, or None for every parameter with
-            ``requires_grad``.
+        params: None for every parameter with ``requires_grad``; parameter names (in the
+            order given) or globs such as ``"layer1.*"`` (the trainable matches, in model
+            order); parameter tensors; or a :class:`ParameterFilter`.
 
     Raises:
-        LandscapeInputError: a name or tensor that is not a parameter of ``model``, or
-            nothing selected.
+        LandscapeInputError: a name, glob or tensor that matches no parameter of
+            ``model``, or nothing selected.
     """
     named = dict(model.named_parameters())
     if params is None:
         names = [name for name, p in named.items() if p.requires_grad]
+    elif isinstance(params, ParameterFilter):
+        names = _filtered(named, params)
     elif all(isinstance(p, str) for p in params):
+        if any(_GLOB.search(p) for p in params):
+            return _filtered(named, ParameterFilter(tuple(params)))
         names = list(params)
         unknown = [name for name in names if name not in named]
         if unknown:
             raise LandscapeInputError(
-                f"params: {unknown[0]!r} is not a parameter of the model; "
-                f"choose from {sorted(named)[:5]}..."
+                f"params: {unknown[0]!r} is not a parameter of the model; it has "
+                f"{_some_names(named)}"
             )
     else:
         by_id = {id(p): name for name, p in named.items()}

@@ -10,6 +10,7 @@ from torch import nn
 
 from landscape._types import Batch, LossFunction
 from landscape.errors import LandscapeInputError
+from landscape.operators.mean_loss import ParameterSelection
 from landscape.operators.memory import peak_bytes, resolve_budget
 from landscape.sharpness.average import average_sharpness
 from landscape.sharpness.geometry import GEOMETRIES
@@ -49,7 +50,7 @@ def sharpness_report(
     restarts: int = 2,
     seed: int = 0,
     eta: float = 0.0,
-    params: Sequence[str] | None = None,
+    params: ParameterSelection = None,
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
@@ -73,7 +74,9 @@ def sharpness_report(
         restarts: Random restarts for worst-case sharpness.
         seed: Seed of draws and restarts.
         eta: Offset added to adaptive scales.
-        params: Parameter names to perturb (default: all trainable).
+        params: The parameters to perturb: names, globs or a
+            :class:`~landscape.operators.mean_loss.ParameterFilter` (default: all
+            trainable); the others are held fixed.
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"``.
         progress: Called with the number of passes over the data after each one; the
@@ -84,9 +87,10 @@ def sharpness_report(
 
     Returns:
         ``{"loss", "examples", "rho", "results": [SharpnessResult.to_dict(), ...],
-        "memory": {"budget", "graph_bytes", "peak"}}``, one result per (measure,
-        geometry), measures outermost; ``graph_bytes`` is the largest batch's gradient
-        graph (measured under a budget, else None).
+        "memory": {"budget", "graph_bytes", "peak"}, "parameters", "parameter_names"}``,
+        one result per (measure, geometry), measures outermost; ``graph_bytes`` is the
+        largest batch's gradient graph (measured under a budget, else None);
+        ``parameters`` counts the perturbed scalars.
     """
     measures = _check_choices(measures, MEASURES, "measure")
     geometries = _check_choices(geometries, GEOMETRIES, "geometry")
@@ -107,7 +111,8 @@ def sharpness_report(
     examples = sum(int(b[1].shape[0]) for b in objective.batches)
     graph = objective.budget.per_example * objective.budget.largest if budget else None
     memory = {"budget": budget, "graph_bytes": graph, "peak": peak_bytes(device)}
+    parameters = sum(objective.weights[n].numel() for n in objective.names)
     return {
         "loss": objective.loss, "examples": examples, "rho": rho, "results": results,
-        "memory": memory,
+        "memory": memory, "parameters": parameters, "parameter_names": objective.names,
     }  # fmt: skip

@@ -118,3 +118,18 @@ def test_json_is_not_overwritten_without_force(mnist1d_teacher, tmp_path):
     result = run("sharpness", mnist1d_teacher, "--json", out, *SMALL)
     assert_one_line_error(result, "--force")
     assert out.read_text() == "{}"
+
+
+def test_a_parameter_block_is_perturbed_alone(mnist1d_teacher, loaded, tmp_path):
+    out = tmp_path / "b.json"
+    result = run("sharpness", mnist1d_teacher, "--params", "classifier.*", "--measure",
+                 "average", "--geometry", "plain", "--quiet", "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["parameters"] == 3210 and report["params"]["include"] == ["classifier.*"]
+    teacher = loaded["teacher"]
+    expected = sharpness_report(
+        teacher.model, torch.nn.functional.cross_entropy, teacher.batches, 0.05, ["average"],
+        ["plain"], samples=2, seed=0, params=["classifier.weight", "classifier.bias"],
+    )["results"][0]  # fmt: skip
+    assert report["sharpness"][0]["values"] == expected["values"]

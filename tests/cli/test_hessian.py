@@ -186,3 +186,22 @@ def test_max_memory_errors_are_one_line_exit_2(mnist1d_teacher, budget, needle, 
     monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
     result = run("hessian", mnist1d_teacher, "--samples", 600, "--max-memory", budget, *SMALL[2:])
     assert_one_line_error(result, needle)
+
+
+def test_a_parameter_block_by_glob(mnist1d_teacher, tmp_path):
+    out = tmp_path / "block.json"
+    result = run("hessian", mnist1d_teacher, "--params", "features.*", "--exclude", "*.bias",
+                 "--top-k", 2, "--tol", "1e-6", "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["parameters"] == 160 + 3072 + 3072
+    assert report["params"] == {"include": ["features.*"], "exclude": ["*.bias"]}
+    loaded = load_for_analysis(mnist1d_teacher, samples=128, batch_size=128)
+    block = HessianOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
+                            params=["features.0.weight", "features.2.weight",
+                                    "features.4.weight"])  # fmt: skip
+    expected = measure_curvature(block, CurvatureRequest(top_k=2, tol=1e-6))
+    assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-5)
+    assert_one_line_error(run("hessian", mnist1d_teacher, "--params", "conv*", *SMALL),
+                          "--params: 'conv*' matches no trainable parameter; the model has "
+                          "features.0.weight")  # fmt: skip
