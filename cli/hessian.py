@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cli._common import (
@@ -25,6 +27,7 @@ from cli._common import (
     train_samples_option,
     write_json,
 )
+from distill.errors import DistillInputError
 
 
 @click.command("hessian")
@@ -128,6 +131,23 @@ from cli._common import (
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @seed_option("the random vectors")
 @parameter_options
+@click.option(
+    "--per-layer",
+    is_flag=True,
+    help="Also each module's diagonal block (its own parameters, the rest fixed): the same "
+    "eigenvalues and trace per module, on the same data and graphs (one full product per "
+    "block product). Printed, and under per_layer in the JSON.",
+)
+@click.option(
+    "--per-layer-table",
+    type=click.Path(dir_okay=False),
+    help="Write the per-layer table here (.md Markdown or .csv); implies --per-layer.",
+)
+@click.option(
+    "--per-layer-plot",
+    type=click.Path(dir_okay=False),
+    help="Bar chart of each module's lambda_1 and trace (.png, .pdf); implies --per-layer.",
+)
 @loss_option
 @source_options
 @json_option("the JSON report", stdout=True)
@@ -138,8 +158,8 @@ from cli._common import (
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
     density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
-    bn_mode, operator, float64, seed, params, exclude, loss_spec, json_path, force, quiet,
-    device, threads, **options,
+    bn_mode, operator, float64, seed, params, exclude, per_layer, per_layer_table,
+    per_layer_plot, loss_spec, json_path, force, quiet, device, threads, **options,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
@@ -164,6 +184,10 @@ def hessian_command(
     from landscape.distributed.operator import data_parallel_curvature
 
     json_out = check_output(json_path, force)
+    table_out, plot_out = (check_output(p, force) for p in (per_layer_table, per_layer_plot))
+    if table_out is not None and table_out.suffix not in (".md", ".csv"):
+        raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
+    per_layer = per_layer or table_out is not None or plot_out is not None
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
@@ -186,7 +210,7 @@ def hessian_command(
         result = data_parallel_curvature(
             loaded.model, loss_fn, loaded.batches, request, operator=operator,
             batch_size=batch_size, max_memory=memory_budget(max_memory),
-            hvp=hvp and hvp.replace("-", "_"), params=selection,
+            hvp=hvp and hvp.replace("-", "_"), params=selection, per_layer=per_layer,
             dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
         )  # fmt: skip
     data = {
@@ -208,4 +232,20 @@ def hessian_command(
     if not distributed.is_main():
         return
     write_json(json_out, report)
+    if table_out is not None:
+        _write_table(table_out, report["per_layer"])
+    if plot_out is not None:
+        from landscape.curvature.per_layer import plot_per_layer
+
+        plot_per_layer({Path(checkpoint).stem: report["per_layer"]}, plot_out)
     click.echo(format_summary(report), err=str(json_path) == "-")
+
+
+def _write_table(path, rows) -> None:
+    from landscape.compare.table import to_csv, to_markdown
+    from landscape.curvature.report import PER_LAYER_COLUMNS, per_layer_table
+
+    table = per_layer_table(rows)
+    render = to_csv if path.suffix == ".csv" else to_markdown
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(table, list(PER_LAYER_COLUMNS)))

@@ -16,14 +16,15 @@ The public names, by group (``landscape.__all__``; each is imported on first use
 Operators
     CurvatureOperator, DenseOperator, DifferenceOperator, MeanLossOperator,
     HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator,
-    ParameterFilter
+    BlockOperator, ParameterFilter
 Solvers
     lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq,
     EigenResult, TraceResult, SpectralQuadrature
 Measurements
     model_curvature, measure_curvature, data_parallel_curvature, CurvatureRequest,
     CurvatureResult, curvature_report, ggn_split, GGNSplit, fit_temperature,
-    TemperatureScaled, temperature_matched_curvature
+    TemperatureScaled, temperature_matched_curvature, per_layer_curvature, LayerCurvature,
+    plot_per_layer
 Surfaces
     loss_surface, SurfaceResult, random_direction, interpolation_direction,
     hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces
@@ -53,6 +54,7 @@ _EXPORTS = {
     "residual_operator": "landscape.operators.ggn",
     "make_operator": "landscape.operators.kinds",
     "DataParallelOperator": "landscape.distributed.operator",
+    "BlockOperator": "landscape.operators.base",
     "ParameterFilter": "landscape.operators.mean_loss",
     # Solvers
     "lanczos": "landscape.curvature.eigen.lanczos",
@@ -75,6 +77,9 @@ _EXPORTS = {
     "fit_temperature": "landscape.curvature.temperature",
     "TemperatureScaled": "landscape.curvature.temperature",
     "temperature_matched_curvature": "landscape.curvature.temperature",
+    "per_layer_curvature": "landscape.curvature.per_layer",
+    "LayerCurvature": "landscape.curvature.per_layer",
+    "plot_per_layer": "landscape.curvature.per_layer",
     # Surfaces
     "loss_surface": "landscape.surface.loss_surface",
     "SurfaceResult": "landscape.surface.loss_surface",

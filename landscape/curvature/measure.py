@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,6 +133,9 @@ class CurvatureResult:
             hold, None: no limit), ``graph_bytes`` (what they held), ``kept_examples``
             (examples whose graphs were kept, the rest rebuilt per product) and ``peak``
             (the process's peak resident bytes, or peak GPU allocation).
+        per_layer: Set by :func:`model_curvature` with ``per_layer``: one row per module
+            owning parameters (:class:`~landscape.curvature.per_layer.LayerCurvature`,
+            as dicts), the same request on its diagonal block.
     """
 
     eigen: EigenResult | None
@@ -147,6 +151,7 @@ class CurvatureResult:
     batch_size: int | None = None
     graphs_kept: bool = False
     memory: dict[str, int | None] | None = None
+    per_layer: list[dict[str, Any]] | None = None
 
     @property
     def eigenvalues(self) -> list[float]:
@@ -283,6 +288,7 @@ def model_curvature(
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
     operator_factory: Callable[..., CurvatureOperator] = make_operator,
+    per_layer: bool = False,
     **request_fields: object,
 ) -> CurvatureResult:
     """Top eigenvalues, trace and density of a model's loss curvature, in one call.
@@ -315,6 +321,8 @@ def model_curvature(
         operator_factory: Builds the operator as
             :func:`~landscape.operators.kinds.make_operator` does (the data-parallel
             wrapper passes its own).
+        per_layer: Also the request on each module's diagonal block, on the same
+            operator (shared data and graphs): ``result.per_layer``.
         **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
 
     Example:
@@ -338,8 +346,15 @@ def model_curvature(
         bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
     )  # fmt: skip
     result = measure_curvature(built, request, progress)
-    result.seconds = time.perf_counter() - start
     local = getattr(built, "local", built)
+    if per_layer:
+        from landscape.curvature.per_layer import per_layer_curvature
+
+        sizes = [p.numel() for p in local.params]
+        rows = per_layer_curvature(built, local.model, local.names, sizes, request, progress)
+        result.per_layer = [row.to_dict() for row in rows]
+        result.matvecs = built.matvecs
+    result.seconds = time.perf_counter() - start
     result.memory = {
         "budget": budget,
         "graph_bytes": getattr(local, "graph_bytes", None),

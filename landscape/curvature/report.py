@@ -66,6 +66,7 @@ def curvature_report(
         "matvecs": result.matvecs,
         "seconds": result.seconds,
         "memory": result.memory,
+        "per_layer": result.per_layer,
     }
 
 
@@ -99,6 +100,8 @@ def format_summary(report: dict[str, Any]) -> str:
             f"density: {len(nodes)} SLQ probe(s) x {len(nodes[0])} nodes "
             f"({report['density']['matvecs']} HVPs)"
         )
+    if report.get("per_layer"):
+        lines.extend(per_layer_lines(report["per_layer"]))
     lines.append(f"{report['matvecs']} Hessian-vector products, {report['seconds']:.2f} s")
     memory = report.get("memory") or {}
     if memory.get("kept_examples") is not None:
@@ -109,3 +112,36 @@ def format_summary(report: dict[str, Any]) -> str:
             f"({size['graph_bytes']}, {budget}), peak memory {size['peak']}"
         )
     return "\n".join(lines)
+
+
+PER_LAYER_COLUMNS = ("module", "size", "lambda_1", "trace", "trace_stderr", "trace_share")
+
+
+def per_layer_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-layer rows as a table: each module's lambda_1, trace and share of the sum."""
+    total = sum(r["trace"] for r in rows if r["trace"] is not None)
+    return [
+        {
+            "module": r["module"],
+            "size": r["size"],
+            "lambda_1": r["eigenvalues"][0] if r["eigenvalues"] else None,
+            "trace": r["trace"],
+            "trace_stderr": r["trace_stderr"],
+            "trace_share": None if r["trace"] is None or not total else r["trace"] / total,
+        }
+        for r in rows
+    ]
+
+
+def per_layer_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Aligned terminal lines of :func:`per_layer_table`."""
+    width = max(len("module"), *(len(r["module"]) for r in rows))
+    lines = [f"{'module':<{width}}  {'params':>8}  {'lambda_1':>10}  {'trace':>10}  {'share':>6}"]
+    for r in per_layer_table(rows):
+        value = "" if r["lambda_1"] is None else f"{r['lambda_1']:.5g}"
+        trace = "" if r["trace"] is None else f"{r['trace']:.5g}"
+        share = "" if r["trace_share"] is None else f"{100 * r['trace_share']:.1f}%"
+        lines.append(
+            f"{r['module']:<{width}}  {r['size']:>8,}  {value:>10}  {trace:>10}  {share:>6}"
+        )
+    return lines

@@ -143,3 +143,31 @@ class DifferenceOperator(CurvatureOperator):
 
     def _matmat(self, V: Tensor) -> Tensor:
         return self.A.matmat(V) - self.B.matmat(V)
+
+
+class BlockOperator(CurvatureOperator):
+    r"""The diagonal block :math:`A_{II}` of an operator, for the index set ``I``.
+
+    Products go through the whole operator (``A`` times ``V`` padded with zeros, rows
+    ``I`` kept), so every block of one operator shares its data and kept graphs; each
+    block product costs one product of ``A`` and is counted on both.
+
+    Example:
+        >>> A = DenseOperator(torch.tensor([[2.0, 1.0], [1.0, 3.0]]))
+        >>> BlockOperator(A, torch.tensor([1])).to_dense().tolist()
+        [[3.0]]
+    """
+
+    def __init__(self, operator: CurvatureOperator, index: Tensor) -> None:
+        index = torch.as_tensor(index, dtype=torch.long, device=operator.device)
+        if index.numel() == 0 or index.min() < 0 or index.max() >= operator.dim:
+            raise LandscapeInputError(f"block indices must lie in [0, {operator.dim})")
+        super().__init__(index.numel(), operator.dtype, operator.device)
+        self.operator, self.index = operator, index
+        self.hvp = operator.hvp
+        self.loss, self.num_examples = operator.loss, operator.num_examples
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        padded = V.new_zeros((self.operator.dim, V.shape[1]))
+        padded[self.index] = V
+        return self.operator.matmat(padded)[self.index]

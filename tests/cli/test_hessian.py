@@ -205,3 +205,18 @@ def test_a_parameter_block_by_glob(mnist1d_teacher, tmp_path):
     assert_one_line_error(run("hessian", mnist1d_teacher, "--params", "conv*", *SMALL),
                           "--params: 'conv*' matches no trainable parameter; the model has "
                           "features.0.weight")  # fmt: skip
+
+
+def test_per_layer_table_json_markdown_and_plot(mnist1d_teacher, tmp_path):
+    out, table, plot = tmp_path / "l.json", tmp_path / "l.md", tmp_path / "l.png"
+    result = run("hessian", mnist1d_teacher, "--trace", "--per-layer-table", table,
+                 "--per-layer-plot", plot, "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["per_layer"]
+    assert [r["module"] for r in rows] == ["features.0", "features.2", "features.4", "classifier"]
+    assert [r["size"] for r in rows] == [192, 3104, 3104, 3210]
+    assert all(r["eigenvalues"][0] > 0 and r["trace"] > 0 for r in rows)
+    assert table.read_text().startswith("| module | size | lambda_1 | trace |")
+    assert plot.stat().st_size > 1000 and "classifier" in result.output
+    bad = run("hessian", mnist1d_teacher, "--per-layer-table", tmp_path / "l.txt", *SMALL)
+    assert_one_line_error(bad, "end it in .md or .csv")
