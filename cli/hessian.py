@@ -122,11 +122,21 @@ from distill.errors import DistillInputError
 )
 @click.option(
     "--operator",
-    type=click.Choice(["hessian", "ggn"]),
+    type=click.Choice(["hessian", "ggn", "fisher", "empirical-fisher"]),
     default="hessian",
     show_default=True,
-    help="Curvature matrix: the Hessian, or its generalized Gauss-Newton part "
-    "(J^T H_out J; softmax covariance for cross-entropy), which is PSD.",
+    help="Curvature matrix: the Hessian; its generalized Gauss-Newton part (J^T H_out J; "
+    "softmax covariance for cross-entropy), which is PSD; the Monte-Carlo Fisher (labels "
+    "drawn from the model, --mc-samples per example; cross-entropy or mse), which tends "
+    "to the GGN; or the empirical Fisher (outer products of the per-example gradients "
+    "with the data's labels, any loss).",
+)
+@click.option(
+    "--mc-samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Labels drawn per example for --operator fisher (seeded by --seed).",
 )
 @click.option("--float64", "float64", is_flag=True, help="Compute in float64 (about 2x slower).")
 @seed_option("the random vectors")
@@ -158,7 +168,7 @@ from distill.errors import DistillInputError
 def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
     density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
-    bn_mode, operator, float64, seed, params, exclude, per_layer, per_layer_table,
+    bn_mode, operator, mc_samples, float64, seed, params, exclude, per_layer, per_layer_table,
     per_layer_plot, loss_spec, json_path, force, quiet, device, threads, **options,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
@@ -201,6 +211,8 @@ def hessian_command(
     memory_budget(max_memory)  # a bad size fails before the checkpoint is loaded
     loss_fn, loss_record = analysis_loss(loss_spec)
     selection = parameter_filter(params, exclude)
+    if mc_samples != 1 and operator != "fisher":
+        raise DistillInputError("--mc-samples draws labels for --operator fisher only")
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
         sources=sources_from(options),
@@ -208,9 +220,10 @@ def hessian_command(
     check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(
-            loaded.model, loss_fn, loaded.batches, request, operator=operator,
+            loaded.model, loss_fn, loaded.batches, request, operator=operator.replace("-", "_"),
             batch_size=batch_size, max_memory=memory_budget(max_memory),
             hvp=hvp and hvp.replace("-", "_"), params=selection, per_layer=per_layer,
+            **({"mc_samples": mc_samples} if operator == "fisher" else {}),
             dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
         )  # fmt: skip
     data = {

@@ -16,7 +16,7 @@ The public names, by group (``landscape.__all__``; each is imported on first use
 Operators
     CurvatureOperator, DenseOperator, DifferenceOperator, MeanLossOperator,
     HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator,
-    BlockOperator, ParameterFilter
+    BlockOperator, FisherOperator, ParameterFilter
 Solvers
     lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq,
     EigenResult, TraceResult, SpectralQuadrature
@@ -55,6 +55,7 @@ _EXPORTS = {
     "make_operator": "landscape.operators.kinds",
     "DataParallelOperator": "landscape.distributed.operator",
     "BlockOperator": "landscape.operators.base",
+    "FisherOperator": "landscape.operators.fisher",
     "ParameterFilter": "landscape.operators.mean_loss",
     # Solvers
     "lanczos": "landscape.curvature.eigen.lanczos",

@@ -289,6 +289,7 @@ def model_curvature(
     progress: Callable[[int], object] | None = None,
     operator_factory: Callable[..., CurvatureOperator] = make_operator,
     per_layer: bool = False,
+    mc_samples: int = 1,
     **request_fields: object,
 ) -> CurvatureResult:
     """Top eigenvalues, trace and density of a model's loss curvature, in one call.
@@ -304,7 +305,8 @@ def model_curvature(
             shuffle off for reproducible numbers).
         request: What to measure; or give its fields as keywords (``top_k=5``,
             ``trace=True``, ``density=True``, ``engine="power"``, ...).
-        operator: ``"hessian"`` or ``"ggn"``.
+        operator: ``"hessian"``, ``"ggn"``, ``"fisher"`` (Monte-Carlo) or
+            ``"empirical_fisher"``.
         samples: How many examples (default: all of ``data``).
         batch_size: Examples per batch with graphs rebuilt per product (bounded memory);
             default: cache-sized batches with their graphs kept (fastest).
@@ -323,6 +325,8 @@ def model_curvature(
             wrapper passes its own).
         per_layer: Also the request on each module's diagonal block, on the same
             operator (shared data and graphs): ``result.per_layer``.
+        mc_samples: Labels drawn per prediction for ``operator="fisher"`` (seeded by the
+            request's ``seed``).
         **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
 
     Example:
@@ -344,6 +348,7 @@ def model_curvature(
     built = operator_factory(
         operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
         bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
+        **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
     )  # fmt: skip
     result = measure_curvature(built, request, progress)
     local = getattr(built, "local", built)

@@ -9,11 +9,15 @@ from torch import nn
 
 from landscape._types import Batch, LossFunction
 from landscape.errors import LandscapeInputError
+from landscape.operators.fisher import FisherOperator
 from landscape.operators.ggn import GGNOperator, OutputHessian
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import MeanLossOperator, ParameterSelection
 
-OPERATORS = {"hessian": HessianOperator, "ggn": GGNOperator}
+OPERATORS = {
+    "hessian": HessianOperator, "ggn": GGNOperator, "fisher": FisherOperator,
+    "empirical_fisher": FisherOperator,
+}  # fmt: skip
 
 
 def make_operator(
@@ -29,11 +33,14 @@ def make_operator(
     bn_mode: str = "eval",
     keep_graphs: bool | None = None,
     max_memory: int | None = None,
+    mc_samples: int = 1,
+    seed: int = 0,
 ) -> MeanLossOperator:
-    """A :class:`HessianOperator` (``kind="hessian"``) or :class:`GGNOperator` (``"ggn"``).
+    """The curvature matrix ``kind``: Hessian, GGN, Monte-Carlo or empirical Fisher.
 
     Args:
-        kind: ``"hessian"`` or ``"ggn"``.
+        kind: ``"hessian"``, ``"ggn"``, ``"fisher"`` (Monte-Carlo) or ``"empirical_fisher"``
+            (:mod:`landscape.operators.fisher`).
         model: Any module.
         loss_fn: Mean loss of a batch.
         batches: ``(inputs, targets)`` pairs.
@@ -44,8 +51,10 @@ def make_operator(
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         keep_graphs: Keep every batch's graphs for all products (default: one batch only).
-        max_memory: Bytes the kept graphs (Hessian) or linearizations (GGN) may hold
-            (default: no limit); batches beyond it are rebuilt per product.
+        max_memory: Bytes the kept graphs (Hessian) or linearizations (GGN, Fisher) may
+            hold (default: no limit); batches beyond it are rebuilt per product.
+        mc_samples: Labels drawn per prediction for the Monte-Carlo Fisher.
+        seed: Seed of those draws.
 
     Raises:
         LandscapeInputError: an unknown kind, or an option the kind does not take.
@@ -56,10 +65,14 @@ def make_operator(
         "params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep_graphs,
         "max_memory": max_memory,
     }  # fmt: skip
+    if kind != "hessian" and hvp is not None:
+        raise LandscapeInputError(f"hvp chooses Hessian-vector products; drop it for the {kind}")
     if kind == "ggn":
-        if hvp is not None:
-            raise LandscapeInputError("hvp chooses Hessian-vector products; drop it for the GGN")
         return GGNOperator(model, loss_fn, batches, output_hessian=output_hessian, **common)
+    if kind in ("fisher", "empirical_fisher"):
+        mc = kind == "fisher"
+        return FisherOperator(model, loss_fn, batches, kind="mc" if mc else "empirical",
+                              mc_samples=mc_samples, seed=seed, **common)  # fmt: skip
     if output_hessian != "auto":
         raise LandscapeInputError("output_hessian chooses the GGN's; drop it for the Hessian")
     if hvp is None:

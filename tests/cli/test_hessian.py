@@ -220,3 +220,33 @@ def test_per_layer_table_json_markdown_and_plot(mnist1d_teacher, tmp_path):
     assert plot.stat().st_size > 1000 and "classifier" in result.output
     bad = run("hessian", mnist1d_teacher, "--per-layer-table", tmp_path / "l.txt", *SMALL)
     assert_one_line_error(bad, "end it in .md or .csv")
+
+
+@pytest.mark.parametrize("operator", ["fisher", "empirical-fisher"])
+def test_fisher_operators_match_the_library(mnist1d_teacher, tmp_path, operator):
+    from landscape.operators.fisher import FisherOperator
+
+    out = tmp_path / "f.json"
+    extra = ["--mc-samples", 3] if operator == "fisher" else []
+    result = run("hessian", mnist1d_teacher, "--operator", operator, *extra, "--top-k", 2,
+                 "--tol", "1e-6", "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    loaded = load_for_analysis(mnist1d_teacher, samples=128, batch_size=128)
+    kind = {"fisher": {"kind": "mc", "mc_samples": 3}, "empirical-fisher": {"kind": "empirical"}}
+    F = FisherOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
+                       seed=0, **kind[operator])  # fmt: skip
+    expected = measure_curvature(F, CurvatureRequest(top_k=2, tol=1e-6))
+    assert report["operator"] == operator and report["hvp"].startswith("fisher/")
+    assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-4)
+
+
+def test_fisher_needs_a_likelihood(mnist1d_teacher, tmp_path):
+    loss = tmp_path / "smooth.py"
+    loss.write_text("import torch.nn.functional as F\n\ndef smooth(z, y):\n"
+                    "    return F.cross_entropy(z, y, label_smoothing=0.1)\n")  # fmt: skip
+    result = run("hessian", mnist1d_teacher, "--operator", "fisher", "--loss",
+                 f"{loss}:smooth", *SMALL)  # fmt: skip
+    assert_one_line_error(result, "the Monte-Carlo Fisher needs a likelihood")
+    assert_one_line_error(run("hessian", mnist1d_teacher, "--mc-samples", 4, *SMALL),
+                          "--operator fisher only")  # fmt: skip
