@@ -158,6 +158,21 @@ from distill.errors import DistillInputError
     type=click.Path(dir_okay=False),
     help="Bar chart of each module's lambda_1 and trace (.png, .pdf); implies --per-layer.",
 )
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=2),
+    help="Also measure on R subsets of the whole train split (disjoint, from a permutation "
+    "seeded by --seed): each value, their mean and standard deviation, under resampling "
+    "in the JSON: how much of the number is the sample it was measured on.",
+)
+@click.option(
+    "--resample-size",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Examples per subset of --resamples.",
+)
+@click.option("--bootstrap", is_flag=True, help="Draw the --resamples subsets with replacement.")
 @loss_option
 @source_options
 @json_option("the JSON report", stdout=True)
@@ -169,7 +184,8 @@ def hessian_command(
     checkpoint, top_k, which, trace, trace_method, trace_matvecs, density, density_steps,
     density_probes, samples, batch_size, max_memory, engine, hvp, tol, max_matvecs, block_size,
     bn_mode, operator, mc_samples, float64, seed, params, exclude, per_layer, per_layer_table,
-    per_layer_plot, loss_spec, json_path, force, quiet, device, threads, **options,
+    per_layer_plot, resamples, resample_size, bootstrap, loss_spec, json_path, force, quiet,
+    device, threads, **options,
 ):  # fmt: skip
     """Top Hessian eigenvalues, trace and spectral density of a checkpoint's train loss.
 
@@ -213,9 +229,12 @@ def hessian_command(
     selection = parameter_filter(params, exclude)
     if mc_samples != 1 and operator != "fisher":
         raise DistillInputError("--mc-samples draws labels for --operator fisher only")
+    if resamples and distributed.world_size() > 1:
+        raise DistillInputError("--resamples runs in one process; drop it under torchrun")
+    sources = sources_from(options)
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
-        sources=sources_from(options),
+        sources=sources,
     )  # fmt: skip
     check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
@@ -242,6 +261,19 @@ def hessian_command(
     report["params"] = None if selection is None else selection.describe()
     if distributed.world_size() > 1:
         report["processes"] = distributed.world_size()
+    if resamples:
+        from landscape.curvature.resampling import resampled_curvature
+
+        train = load_for_analysis(checkpoint, split="train", batch_size=4096,
+                                  device=torch_device, sources=sources)  # fmt: skip
+        with progress_bar(None, "resampling", quiet, unit="mv") as bar:
+            report["resampling"] = resampled_curvature(
+                loaded.model, loss_fn, train.batches, request, resamples, resample_size,
+                bootstrap=bootstrap, seed=seed, operator=operator.replace("-", "_"),
+                params=selection, max_memory=memory_budget(max_memory), progress=bar.update,
+                **({"mc_samples": mc_samples} if operator == "fisher" else {}),
+                dtype=torch.float64 if float64 else None, bn_mode=bn_mode,
+            )  # fmt: skip
     if not distributed.is_main():
         return
     write_json(json_out, report)

@@ -102,6 +102,8 @@ def format_summary(report: dict[str, Any]) -> str:
         )
     if report.get("per_layer"):
         lines.extend(per_layer_lines(report["per_layer"]))
+    if report.get("resampling"):
+        lines.extend(resampling_lines(report["resampling"]))
     lines.append(f"{report['matvecs']} Hessian-vector products, {report['seconds']:.2f} s")
     memory = report.get("memory") or {}
     if memory.get("kept_examples") is not None:
@@ -144,4 +146,19 @@ def per_layer_lines(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"{r['module']:<{width}}  {r['size']:>8,}  {value:>10}  {trace:>10}  {share:>6}"
         )
+    return lines
+
+
+def resampling_lines(resampling: dict[str, Any]) -> list[str]:
+    """One line per eigenvalue (and the trace) of a resampled measurement."""
+    how = "bootstrap" if resampling["bootstrap"] else "disjoint"
+    where = f"over {resampling['resamples']} {how} subsets of {resampling['resample_size']}"
+    lines = [
+        f"lambda_{i} {where}: {s['mean']:.5g} +- {s['std']:.2g} (sd; "
+        f"{min(s['values']):.5g} to {max(s['values']):.5g})"
+        for i, s in enumerate(resampling["eigenvalues"], start=1)
+    ]
+    if resampling["trace"]:
+        t = resampling["trace"]
+        lines.append(f"trace {where}: {t['mean']:.5g} +- {t['std']:.2g} (sd)")
     return lines

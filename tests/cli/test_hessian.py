@@ -250,3 +250,25 @@ def test_fisher_needs_a_likelihood(mnist1d_teacher, tmp_path):
     assert_one_line_error(result, "the Monte-Carlo Fisher needs a likelihood")
     assert_one_line_error(run("hessian", mnist1d_teacher, "--mc-samples", 4, *SMALL),
                           "--operator fisher only")  # fmt: skip
+
+
+def test_resampled_spread_of_the_eigenvalues(mnist1d_teacher, tmp_path):
+    out = tmp_path / "r.json"
+    result = run("hessian", mnist1d_teacher, "--top-k", 2, "--resamples", 3, "--resample-size",
+                 200, "--json", out, *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    resampling = json.loads(out.read_text())["resampling"]
+    assert resampling["resamples"] == 3 and resampling["examples"] == 4000
+    first = resampling["eigenvalues"][0]
+    assert len(first["values"]) == 3 and first["std"] > 0 and "over 3 disjoint" in result.output
+    from landscape.curvature.resampling import subset_indices
+
+    everything = load_for_analysis(mnist1d_teacher, batch_size=4000)
+    x, y = everything.batches[0]
+    index = subset_indices(4000, 3, 200, bootstrap=False, seed=0)[1]
+    direct = measure_curvature(
+        HessianOperator(everything.model, torch.nn.functional.cross_entropy,
+                        [(x[index], y[index])]), CurvatureRequest(top_k=2, seed=1))  # fmt: skip
+    assert first["values"][1] == pytest.approx(direct.eigenvalues[0], rel=1e-5)
+    too_many = run("hessian", mnist1d_teacher, "--resamples", 9, "--resample-size", 500, *SMALL)
+    assert_one_line_error(too_many, "4500 disjoint examples, but the data has 4000")
