@@ -80,6 +80,32 @@ def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
     return loaded
 
 
+def _blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer, resamples, size,
+                       device) -> dict[str, Any]:  # fmt: skip
+    """The per-layer rows and the resampled spread of one model, as asked."""
+    from distill.analysis import first_examples
+    from landscape.curvature.measure import CurvatureRequest, model_curvature
+    from landscape.curvature.resampling import resampled_curvature
+
+    request = CurvatureRequest(
+        top_k=1, tol=settings.tol, trace=settings.trace_matvecs > 0,
+        trace_matvecs=max(settings.trace_matvecs, 3), seed=settings.seed,
+    )  # fmt: skip
+    extra: dict[str, Any] = {}
+    if per_layer:
+        result = model_curvature(model, loss_fn, train, request, params=settings.params,
+                                 per_layer=True)  # fmt: skip
+        extra["per_layer"] = result.per_layer
+    if resamples:
+        everything = first_examples(bundle.train_eval, None, 4096, device)
+        extra["resampling"] = resampled_curvature(
+            model, loss_fn, everything, request, resamples, size, seed=settings.seed,
+            params=settings.params,
+        )  # fmt: skip
+        extra["lambda_1_sd"] = extra["resampling"]["eigenvalues"][0]["std"]
+    return extra
+
+
 def reference_index(records: list[dict[str, Any]]) -> int:
     """The teacher (generation 0) if there is one, else the first checkpoint."""
     return next((i for i, r in enumerate(records) if r.get("generation") == 0), 0)
@@ -96,8 +122,18 @@ def compare_checkpoints(
     interpolation_points: int = 0,
     sources=None,
     loss_fn=None,
+    per_layer: bool = False,
+    resamples: int | None = None,
+    resample_size: int = 512,
 ) -> dict[str, Any]:
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
+
+    With `per_layer`, each record gets ``per_layer``: lambda_1 and trace of each module's
+    block (:mod:`landscape.curvature.per_layer`). With `resamples`, ``resampling``:
+    lambda_1 and the trace on that many disjoint subsets of `resample_size` examples of
+    the whole train split, the same subsets for every model, with ``lambda_1_sd`` and,
+    against the reference, ``lambda_1_change_exceeds_spread`` (the paired difference
+    beyond two of its standard deviations, :func:`landscape.curvature.resampling.exceeds_spread`).
 
     With `interpolation_points`, also the loss on the straight line from the reference
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
@@ -120,6 +156,8 @@ def compare_checkpoints(
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
         record = profile_model(model, loss_fn, train, settings, test_batches=test)
+        record.update(_blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer,
+                                         resamples, resample_size, device))  # fmt: skip
         records.append(
             {
                 "name": Path(path).stem,
@@ -133,6 +171,15 @@ def compare_checkpoints(
         if progress:
             progress(1)
     ref = reference_index(records)
+    if resamples:
+        from landscape.curvature.resampling import exceeds_spread
+
+        reference = records[ref]["resampling"]["eigenvalues"][0]
+        for i, record in enumerate(records):
+            spread = record["resampling"]["eigenvalues"][0]
+            record["lambda_1_change_exceeds_spread"] = (
+                None if i == ref else exceeds_spread(spread, reference)
+            )
     if settings.confounds:
         target = max(r["train_loss"] for r in records)
         for record, (_, model, _, bundle) in zip(records, loaded, strict=True):
@@ -174,6 +221,10 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     ]
     if lines:
         save_lines(lines, folder / "interpolation.png", "interpolation", log=False)
+    if all(m.get("per_layer") for m in models):
+        from landscape.curvature.per_layer import plot_per_layer
+
+        plot_per_layer({m["name"]: m["per_layer"] for m in models}, folder / "per_layer.png")
 
 
 @click.command()
@@ -225,6 +276,23 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 )
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
 @parameter_options
+@click.option(
+    "--per-layer",
+    is_flag=True,
+    help="Also lambda_1 and the trace of each module's block per model (in the JSON, and "
+    "with --plots the bar chart per_layer.png, models side by side).",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=2),
+    help="Also lambda_1 on R disjoint subsets of the whole train split, the same for every "
+    "model: its sd per model, and whether each change against the reference exceeds the "
+    "spread of the paired difference (2 sd).",
+)
+@click.option(
+    "--resample-size", type=click.IntRange(min=1), default=512, show_default=True,
+    help="Examples per subset of --resamples.",
+)  # fmt: skip
 @loss_option
 @source_options
 @json_option("the comparison")
@@ -249,6 +317,9 @@ def compare(
     allow_mixed,
     params,
     exclude,
+    per_layer,
+    resamples,
+    resample_size,
     loss_spec,
     json_path,
     markdown_path,
@@ -300,12 +371,17 @@ def compare(
             interpolation_points=41 if surface else 0,
             sources=sources_from(options),
             loss_fn=loss_fn,
+            per_layer=per_layer,
+            resamples=resamples,
+            resample_size=resample_size,
         )
     if plots_dir:
         write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
     if confounds:
         columns += CONFOUND_COLUMNS
+    if resamples:
+        columns += ["lambda_1_sd", "lambda_1_change_exceeds_spread"]
     markdown = to_markdown(rows, columns)
     click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
     click.echo(markdown, nl=False)

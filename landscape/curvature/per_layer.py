@@ -163,25 +163,34 @@ def plot_per_layer(
 
     out = Path(out)
     modules = [r["module"] for r in next(iter(tables.values()))]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.1 * len(modules) + 2), 3.6))
+
+    def value(row: dict[str, Any], key: str) -> float:
+        if key == "lambda_1":
+            return row["eigenvalues"][0] if row["eigenvalues"] else np.nan
+        return np.nan if row["trace"] is None else row["trace"]
+
+    titles = {"lambda_1": "top eigenvalue of the block", "trace": "trace of the block"}
+    keys = [
+        key for key in titles
+        if any(np.isfinite(value(r, key)) for rows in tables.values() for r in rows)
+    ]  # fmt: skip
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 1.1 * len(modules) + 2), 3.6),
+                             squeeze=False)  # fmt: skip
     width = 0.8 / len(tables)
     x = np.arange(len(modules))
     for i, (label, rows) in enumerate(tables.items()):
         by_module = {r["module"]: r for r in rows}
-        for ax, key in zip(axes, ("lambda_1", "trace"), strict=True):
-            values = [
-                (by_module[m]["eigenvalues"] or [np.nan])[0] if key == "lambda_1"
-                else by_module[m]["trace"] if by_module[m]["trace"] is not None else np.nan
-                for m in modules
-            ]  # fmt: skip
+        for ax, key in zip(axes[0], keys, strict=True):
+            values = [value(by_module[m], key) for m in modules]
             ax.bar(x + (i - (len(tables) - 1) / 2) * width, values, width, label=label)
-    for ax, title in zip(axes, ("top eigenvalue of the block", "trace of the block"), strict=True):
+    for ax, key in zip(axes[0], keys, strict=True):
         ax.set_xticks(x, modules, rotation=45, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=10)
-        if log:
+        ax.set_title(titles[key], fontsize=10)
+        positive = [value(r, key) for rows in tables.values() for r in rows]
+        if log and all(v > 0 for v in positive if np.isfinite(v)):
             ax.set_yscale("log")
     if len(tables) > 1:
-        axes[0].legend(fontsize=8)
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)

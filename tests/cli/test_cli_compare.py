@@ -4,6 +4,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -88,3 +89,23 @@ def test_missing_checkpoint_is_named(tmp_path, mnist1d_teacher):
     result = run("compare", mnist1d_teacher, missing, *FAST)
     assert result.exit_code == 2
     assert "checkpoint 2 of 2" in result.stderr and "gen7.safetensors" in result.stderr
+
+
+def test_per_layer_and_resampled_spread(mnist1d_teacher, mnist1d_student, tmp_path):
+    out, plots = tmp_path / "c.json", tmp_path / "plots"
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "compare", mnist1d_teacher, mnist1d_student, "--samples", 128, "--top-k", 1,
+        "--trace-matvecs", 0, "--line-points", 0, "--per-layer", "--resamples", 3,
+        "--resample-size", 200, "--plots", plots, "--json", out, "--threads", 1, "--quiet",
+    )])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    teacher, student = json.loads(out.read_text())["models"]
+    for model in (teacher, student):
+        assert [r["module"] for r in model["per_layer"]] == [
+            "features.0", "features.2", "features.4", "classifier"]  # fmt: skip
+        values = model["resampling"]["eigenvalues"][0]["values"]
+        assert len(values) == 3 and model["lambda_1_sd"] == pytest.approx(np.std(values, ddof=1))
+    assert teacher["lambda_1_change_exceeds_spread"] is None
+    assert isinstance(student["lambda_1_change_exceeds_spread"], bool)
+    assert (plots / "per_layer.png").stat().st_size > 1000
+    assert "lambda_1_change_exceeds_spread" in result.output
