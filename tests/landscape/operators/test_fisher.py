@@ -103,3 +103,12 @@ def test_bad_fisher_requests_are_user_errors():
         FisherOperator(model, lambda z, y: LOSS(z, y, label_smoothing=0.1), batches)
     FisherOperator(model, lambda z, y: LOSS(z, y, label_smoothing=0.1), batches,
                    kind="empirical")  # any loss has per-example gradients  # fmt: skip
+
+
+def test_the_data_parallel_wrapper_takes_a_fisher():
+    from landscape.distributed.operator import DataParallelOperator
+
+    model, batches = _softmax_regression()
+    F = FisherOperator(model, LOSS, batches, mc_samples=3, seed=2)
+    wrapped = DataParallelOperator(FisherOperator(model, LOSS, batches, mc_samples=3, seed=2))
+    torch.testing.assert_close(wrapped.to_dense(), F.to_dense(), rtol=1e-12, atol=1e-14)
