@@ -125,6 +125,7 @@ def compare_checkpoints(
     per_layer: bool = False,
     resamples: int | None = None,
     resample_size: int = 512,
+    loss_name: str = "cross_entropy",
 ) -> dict[str, Any]:
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
 
@@ -147,6 +148,7 @@ def compare_checkpoints(
     loss_fn = loss_fn or F.cross_entropy
 
     from distill.analysis import first_examples
+    from distill.losses import check_loss
     from landscape.compare.profile import interpolation_line, matched_lambda_1, profile_model
     from landscape.compare.table import with_changes
 
@@ -155,6 +157,7 @@ def compare_checkpoints(
     for path, model, meta, bundle in loaded:
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
+        check_loss(loss_fn, model, train[0], loss_name)
         record = profile_model(model, loss_fn, train, settings, test_batches=test)
         record.update(_blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer,
                                          resamples, resample_size, device))  # fmt: skip
@@ -374,6 +377,7 @@ def compare(
             per_layer=per_layer,
             resamples=resamples,
             resample_size=resample_size,
+            loss_name=loss_spec,
         )
     if plots_dir:
         write_plots(report, Path(plots_dir))

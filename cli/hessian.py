@@ -128,8 +128,8 @@ from distill.errors import DistillInputError
     help="Curvature matrix: the Hessian; its generalized Gauss-Newton part (J^T H_out J; "
     "softmax covariance for cross-entropy), which is PSD; the Monte-Carlo Fisher (labels "
     "drawn from the model, --mc-samples per example; cross-entropy or mse), which tends "
-    "to the GGN; or the empirical Fisher (outer products of the per-example gradients "
-    "with the data's labels, any loss).",
+    "to the GGN; or the empirical Fisher (outer products of the per-prediction gradients "
+    "with the data's labels, any loss: per example for (N, C) outputs).",
 )
 @click.option(
     "--mc-samples",
@@ -214,6 +214,12 @@ def hessian_command(
     if table_out is not None and table_out.suffix not in (".md", ".csv"):
         raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
     per_layer = per_layer or table_out is not None or plot_out is not None
+    if plot_out is not None and plot_out.suffix not in (".png", ".pdf", ".svg"):
+        raise DistillInputError(f"--per-layer-plot {plot_out}: end it in .png, .pdf or .svg")
+    if per_layer and not top_k and not trace:
+        raise DistillInputError("--per-layer measures --top-k or --trace per module; ask one")
+    if per_layer and engine == "pyhessian":
+        raise DistillInputError("--per-layer runs lanczos or power; drop --engine pyhessian")
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
@@ -270,6 +276,7 @@ def hessian_command(
             report["resampling"] = resampled_curvature(
                 loaded.model, loss_fn, train.batches, request, resamples, resample_size,
                 bootstrap=bootstrap, seed=seed, operator=operator.replace("-", "_"),
+                batch_size=batch_size, hvp=hvp and hvp.replace("-", "_"),
                 params=selection, max_memory=memory_budget(max_memory), progress=bar.update,
                 **({"mc_samples": mc_samples} if operator == "fisher" else {}),
                 dtype=torch.float64 if float64 else None, bn_mode=bn_mode,

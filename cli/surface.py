@@ -105,7 +105,8 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
             quiet, device, threads, **options):  # fmt: skip
     """Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file.
 
-    The value at (a, b) is the mean cross-entropy (and accuracy, in percent) of the
+    The value at (a, b) is the mean loss (--loss, default cross-entropy; and accuracy,
+    in percent, for class labels) of the
     weights theta + a*dx + b*dy, model in eval mode, over the first --samples examples of
     the split. Points are saved as they finish: --resume continues a killed run; --force
     starts anew (and allows grids above 1,000,000 points).

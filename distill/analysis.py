@@ -19,7 +19,7 @@ from distill.data import DatasetBundle, dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import is_code_spec
-from distill.user_data import load_data_spec, load_npz
+from distill.user_data import load_data_spec, load_npz, require_class_labels
 
 SPLITS = ("train", "test")
 
@@ -125,6 +125,10 @@ def open_checkpoint(
     if not Path(path).is_file():
         raise DistillInputError(f"checkpoint {path} not found")
     if is_flatscape_checkpoint(path):
+        if sources.model_kwargs is not None:
+            raise DistillInputError(
+                f"{path}: records its model's keyword arguments; drop --model-kwargs"
+            )
         model, meta = load_checkpoint(path, device=device, named_model=sources.model)
         recorded = meta.get("dataset") or {}
         named_again = sources.data is not None and sources.data == recorded.get("spec")
@@ -190,6 +194,7 @@ def import_checkpoint(
     if generation < 0:
         raise DistillInputError(f"--generation {generation}: must be >= 0")
     model, meta, bundle = open_checkpoint(path, sources=sources)
+    require_class_labels(bundle, "import (for its accuracy)")
     train, test = evaluate(model, bundle.train_eval), evaluate(model, bundle.test)
     metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"],
                "test_loss": test["loss"], "test_accuracy": test["accuracy"]}  # fmt: skip

@@ -172,8 +172,8 @@ def load_checkpoint(
         raise DistillInputError(f"checkpoint {path} not found")
     if is_flatscape_checkpoint(path):
         tensors, meta = _read_safetensors(path)
-        require_named(meta, named_model, str(path))
-        model, _ = build_from_spec(meta["arch"], meta.get("arch_kwargs", {}))
+        spec = require_named(meta, named_model, str(path))
+        model, _ = build_from_spec(spec, meta.get("arch_kwargs", {}))
         _fit(model, tensors, path, meta["arch"])
         return model.to(device).eval(), meta
     if arch is None:

@@ -122,10 +122,19 @@ def check_loss(
     batch: tuple[torch.Tensor, torch.Tensor],
     name: str,
 ) -> None:
-    """Call the loss once on a few examples: a finite scalar tensor, or one clear line."""
+    """Call the model and the loss once on 8 examples: a scalar tensor, or one clear line.
+
+    A NaN/inf value is left to the measurement, which names the examples it was over.
+    """
     inputs, targets = batch[0][:8], batch[1][:8]
     with torch.no_grad():
-        outputs = model(inputs)
+        try:
+            outputs = model(inputs)
+        except Exception as err:
+            raise DistillInputError(
+                f"the model cannot take these inputs of shape {tuple(inputs.shape)}: "
+                f"{describe_error(err)}"
+            ) from err
         try:
             value = loss_fn(outputs, targets)
         except Exception as err:

@@ -47,31 +47,38 @@ def model_flag(arch: str, kwargs: dict[str, Any] | None = None) -> str:
     return flag
 
 
-def require_named(meta: dict[str, Any], named: str | None, path: str) -> None:
-    """Refuse to rebuild a user-code model unless the user named its spec again.
+def require_named(meta: dict[str, Any], named: str | None, path: str) -> str:
+    """The spec to rebuild a checkpoint's model from: never code the user did not name.
 
-    The named spec must be the recorded one, or name the same attribute in a file with
-    the recorded SHA-256 (the same code, moved).
+    A registry model is rebuilt from its recorded name (``named``, if given, must be that
+    name). A model from user code is rebuilt from ``named`` only: the same attribute as
+    recorded, in a file whose SHA-256 is the recorded one (the same code, or a copy of it
+    moved elsewhere). The recorded path itself is never imported unless it is the one
+    named.
 
     Raises:
-        DistillInputError: The checkpoint was made from user code and ``named`` is None
-            or another model; the message holds the exact flag to pass.
+        DistillInputError: ``named`` is missing for user code, names other code, or names a
+            file that changed since the checkpoint was made; the message holds the flag.
     """
     arch = meta["arch"]
     if not is_code_spec(arch):
-        return
+        if named is not None and named != arch:
+            raise DistillInputError(
+                f"{path}: records its model ({arch}); drop --model {named} or name {arch}"
+            )
+        return arch
     if named is None:
         raise DistillInputError(
             f"{path}: made from user code {arch}; pass {model_flag(arch)} to import it "
             "(flatscape never imports code that a checkpoint names by itself)"
         )
-    if named == arch:
-        return
+    if named.rpartition(":")[2] != arch.rpartition(":")[2]:
+        raise DistillInputError(f"{path}: made with {arch}, not {named}; pass {model_flag(arch)}")
     recorded = (meta.get("model_source") or {}).get("source_sha256")
-    same_attribute = named.rpartition(":")[2] == arch.rpartition(":")[2]
-    if same_attribute and recorded and import_callable(named, FLAG).source_sha256 == recorded:
-        return
-    raise DistillInputError(
-        f"{path}: made with {arch}, not {named}; pass {model_flag(arch)} (or a copy of that "
-        "file, unchanged)"
-    )
+    found = import_callable(named, FLAG).source_sha256
+    if recorded and found != recorded:
+        raise DistillInputError(
+            f"{path}: --model {named} is not the code it was made with (its file's SHA-256 "
+            f"differs from the recorded {recorded[:12]}...); name the original file"
+        )
+    return named

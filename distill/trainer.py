@@ -22,9 +22,10 @@ from distill.checkpoint import file_sha256, load_checkpoint, package_versions
 from distill.data import DatasetBundle, dataset_from_description
 from distill.errors import DistillInputError
 from distill.losses import KDConfig, cross_entropy, kd_loss
-from distill.model_spec import build_from_spec
+from distill.model_spec import build_from_spec, require_named
 from distill.models import input_kwargs, resolve_model_kwargs
 from distill.user_code import is_code_spec
+from distill.user_data import require_class_labels
 
 EpochLog = Callable[[dict[str, Any]], None]
 
@@ -261,6 +262,7 @@ def train_teacher(
     is the dataset's. User data (``npz``/``code``) has no default model, and its default
     recipe is :data:`USER_DATA_RECIPE`.
     """
+    require_class_labels(bundle, "train")
     name = bundle.description["name"]
     if arch is None and name not in DEFAULT_ARCH:
         raise DistillInputError("your own data has no default model: name one with --model")
@@ -334,15 +336,18 @@ def train_student(
     paths = [teacher_path] if isinstance(teacher_path, (str, Path)) else list(teacher_path)
     teacher, parent = _load_teachers(paths, device, named_model)
     bundle = dataset_from_description(parent["dataset"], data_spec, data_kwargs)
+    require_class_labels(bundle, "distill")
     seed = (parent.get("seed") or 0) + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
-    model = build_from_spec(parent["arch"], parent["arch_kwargs"])[0].to(device)
+    spec = require_named(parent, named_model, str(paths[0]))  # the code the user named
+    model, source = build_from_spec(spec, parent["arch_kwargs"])
+    model = model.to(device)
     metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
     hashes = [file_sha256(path) for path in paths]
     meta = _metadata(
-        parent["arch"], parent["arch_kwargs"], bundle, recipe, seed, metrics,
-        **_source(parent.get("model_source")), role="student",
+        spec, parent["arch_kwargs"], bundle, recipe, seed, metrics,
+        **_source(source), role="student",
         generation=parent.get("generation", 0) + 1,
         parent_sha256=hashes[0] if len(hashes) == 1 else hashes,
         kd=kd.to_metadata(), teacher_metrics=parent.get("metrics"),
@@ -365,11 +370,19 @@ def recipe_for_student(parent: dict[str, Any]) -> Recipe:
 
 
 def json_lines_log(path: Path) -> EpochLog:
-    """An epoch logger appending one JSON document per line to `path` (truncated first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("")
+    """An epoch logger writing one JSON document per line to `path`.
+
+    The file is replaced at the first epoch, not before: a run refused before training
+    starts leaves no empty log behind.
+    """
+    started = False
 
     def write(record: dict[str, Any]) -> None:
+        nonlocal started
+        if not started:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+            started = True
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 

@@ -80,7 +80,7 @@ def _import_file(path: Path, spec: str) -> Any:
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
         module_spec.loader.exec_module(module)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # argparse at import time exits
         del sys.modules[name]
         raise DistillInputError(f"{spec}: importing {path} raised {describe_error(err)}") from err
     return module
@@ -93,7 +93,7 @@ def _import_module(name: str, spec: str) -> Any:
         raise DistillInputError(
             f"{spec}: no module {err.name!r} (install it, or name a file: path/to/file.py:name)"
         ) from err
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise DistillInputError(f"{spec}: importing {name} raised {describe_error(err)}") from err
 
 
@@ -145,5 +145,5 @@ def call_user(user: UserCallable, kwargs: dict[str, Any], flag: str) -> Any:
         raise DistillInputError(
             f"{flag} {user.spec}: called with {json.dumps(kwargs)}: {describe_error(err)}"
         ) from err
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise DistillInputError(f"{flag} {user.spec}: raised {describe_error(err)}") from err

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from distill.data import DatasetBundle
 from distill.errors import DistillInputError
-from distill.user_code import call_user, import_callable
+from distill.user_code import call_user, describe_error, import_callable
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 FLAG = "--data"
@@ -46,14 +46,22 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
                                     f"{len(split.tensors)} tensors")  # fmt: skip
         x, y = split.tensors
     elif isinstance(split, (tuple, list)) and len(split) == 2:
-        x, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
-                for a in split)  # fmt: skip
+        try:
+            x, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+                    for a in split)  # fmt: skip
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DistillInputError(f"{where}: inputs and labels must be numeric arrays "
+                                    f"({describe_error(err)})") from err  # fmt: skip
     elif isinstance(split, Dataset) and hasattr(split, "__len__"):
         items = [split[i] for i in range(len(split))]
         if not items or not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
             raise DistillInputError(f"{where}: items must be (input, label) pairs")
-        x = torch.stack([torch.as_tensor(i[0]) for i in items])
-        y = torch.as_tensor(np.asarray([np.asarray(i[1]) for i in items]))
+        try:
+            x = torch.stack([torch.as_tensor(i[0]) for i in items])
+            y = torch.as_tensor(np.asarray([np.asarray(i[1]) for i in items]))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DistillInputError(f"{where}: items of different shapes or non-numbers "
+                                    f"({describe_error(err)})") from err  # fmt: skip
     else:
         raise DistillInputError(
             f"{where}: give a TensorDataset, an (inputs, labels) pair or a dataset of "
@@ -63,6 +71,8 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
+    if y.ndim == 0:
+        raise DistillInputError(f"{where}: labels must have one entry per example, got a scalar")
     if x.ndim < 2 or len(x) == 0:
         raise DistillInputError(f"{where}: inputs need a batch axis and examples, shape "
                                 f"{tuple(x.shape)}")  # fmt: skip
@@ -94,6 +104,11 @@ def _bundle(
             f"{description['name']} data: train inputs {tuple(x_train.shape[1:])} and test "
             f"inputs {tuple(x_test.shape[1:])} differ in shape"
         )
+    if y_train.dtype != y_test.dtype:
+        raise DistillInputError(
+            f"{description['name']} data: train labels are {y_train.dtype}, test labels "
+            f"{y_test.dtype}; give one kind (class indices or floats) in both"
+        )
     if y_train.dtype == torch.long:
         found = int(max(y_train.max(), y_test.max())) + 1
         count = found if classes is None else _class_count(classes, found, description)
@@ -108,7 +123,13 @@ def _bundle(
 
 def _class_count(classes: Any, found: int, description: dict) -> int:
     values = np.asarray(classes)
-    count = int(values) if values.ndim == 0 else len(values)
+    try:
+        count = int(values) if values.ndim == 0 else len(values)
+    except (TypeError, ValueError) as err:
+        raise DistillInputError(
+            f"{description['name']} data: classes {values.tolist()!r}: give a class count "
+            "or one name per class"
+        ) from err
     if values.ndim == 1:
         description["class_names"] = [str(v) for v in values.tolist()]
     if count < found:
@@ -143,10 +164,14 @@ def load_npz(path: str | Path) -> DatasetBundle:
             f"--data-file {path}: not a readable .npz of arrays ({err})"
         ) from err
     where = f"--data-file {path}"
-    train = _check_split(torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]),
-                         f"{where} train")  # fmt: skip
-    test = _check_split(torch.from_numpy(data["x_test"]), torch.from_numpy(data["y_test"]),
-                        f"{where} test")  # fmt: skip
+    try:
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(a, a.dtype.newbyteorder("="))
+                                          ) for name, a in data.items()}  # fmt: skip
+    except (TypeError, ValueError) as err:
+        dtypes = ", ".join(f"{name} {a.dtype}" for name, a in data.items())
+        raise DistillInputError(f"{where}: arrays must be numbers ({dtypes})") from err
+    train = _check_split(tensors["x_train"], tensors["y_train"], f"{where} train")
+    test = _check_split(tensors["x_test"], tensors["y_test"], f"{where} test")
     description = {"name": "npz", "path": str(path), "sha256": _sha256(path), "options": {}}
     return _bundle(train, test, classes, description)
 
@@ -210,4 +235,22 @@ def user_data_from_description(
             f"{data_flag(description)} to import it"
         )
     kwargs = description.get("kwargs", {}) if named_kwargs is None else named_kwargs
-    return load_data_spec(named, kwargs)
+    bundle = load_data_spec(named, kwargs)
+    recorded = description.get("source_sha256")
+    if recorded and bundle.description["source_sha256"] != recorded:
+        raise DistillInputError(
+            f"--data {named}: not the code the checkpoint's data was made with (its file's "
+            "SHA-256 differs); name the original file"
+        )
+    return bundle
+
+
+def require_class_labels(bundle: DatasetBundle, what: str) -> None:
+    """Refuse float targets where cross-entropy on class labels is computed (``what``)."""
+    labels = bundle.train.tensors[1]
+    if labels.dtype.is_floating_point:
+        raise DistillInputError(
+            f"{what} uses cross-entropy on class labels, and this data's labels are floats "
+            f"({bundle.description['name']}); measure it with hessian/surface/sharpness "
+            "--loss mse or your own --loss"
+        )

@@ -45,11 +45,21 @@ from landscape.operators.mean_loss import ParameterSelection
 KINDS = ("mc", "empirical")
 
 
+MSE_MODULES = ("torch.nn.functional", "distill.losses")
+"""Where the mean-squared-error functions the Fisher knows as Gaussian live."""
+
+
 def likelihood_of(loss_fn: LossFunction) -> str | None:
-    """``"categorical"`` for plain cross-entropy, ``"gaussian"`` for mean squared error."""
+    """``"categorical"`` for plain cross-entropy, ``"gaussian"`` for mean squared error.
+
+    Only losses known to be those negative log-likelihoods (up to scale): plain mean
+    cross-entropy (no class weights, no label smoothing) and the mean ``mse_loss`` of
+    torch or flatscape; anything else, a user's loss included, has none.
+    """
     if is_plain_cross_entropy(loss_fn):
         return "categorical"
-    if loss_fn is nn.functional.mse_loss or getattr(loss_fn, "__name__", "") == "mse_loss":
+    named_mse = getattr(loss_fn, "__name__", "") == "mse_loss"
+    if named_mse and getattr(loss_fn, "__module__", "") in MSE_MODULES:
         return "gaussian"
     if isinstance(loss_fn, nn.MSELoss) and loss_fn.reduction == "mean":
         return "gaussian"
@@ -134,6 +144,13 @@ class FisherOperator(GGNOperator):
             )
         super().__init__(model, loss_fn, batches, params, "autograd", dtype, bn_mode,
                          keep_graphs, max_memory)  # fmt: skip
+        if kind == "mc" and self.likelihood == "categorical":
+            soft = [y for _, y in self.batches if y.is_floating_point()]
+            if soft:
+                raise LandscapeInputError(
+                    "the Monte-Carlo Fisher of cross-entropy draws class indices; these "
+                    f"targets are {soft[0].dtype} (soft labels): use the empirical Fisher"
+                )
         self.kind, self.mc_samples, self.seed = kind, mc_samples if kind == "mc" else 1, seed
         self.hvp = f"fisher/mc({self.mc_samples})" if kind == "mc" else "fisher/empirical"
         generator = torch.Generator().manual_seed(seed)

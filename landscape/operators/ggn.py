@@ -106,6 +106,7 @@ def is_plain_cross_entropy(loss_fn: LossFunction) -> bool:
         isinstance(loss_fn, nn.CrossEntropyLoss)
         and loss_fn.weight is None
         and loss_fn.reduction == "mean"
+        and loss_fn.label_smoothing == 0.0
     )
 
 

@@ -318,3 +318,54 @@ def test_bad_user_input_is_one_line_and_exit_2(project, args, needle):
     if "fit the model" not in needle:
         assert_one_line_error(train, needle)
     assert not Path("n.safetensors").exists() or train.exit_code == 0
+
+
+def test_a_recorded_spec_is_never_imported_only_the_named_one(teacher, project):
+    """A checkpoint that records other code (evil.py) with a named file's hash imports
+    only what the user named; a named file that changed is refused."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file as _save
+
+    (project / "evil.py").write_text("open('IMPORTED', 'w').write('evil')\n" + MODEL_FILE)
+    with safe_open(str(teacher), framework="pt") as handle:
+        meta = _json.loads(handle.metadata()["flatscape"])
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    meta["arch"] = "evil.py:Net"  # the weights' hash stays valid: only the header lies
+    _save(tensors, "forged.safetensors", metadata={"flatscape": _json.dumps(meta)})
+    ok("evaluate", "forged.safetensors", "--model", "mynet.py:Net")
+    assert not Path("IMPORTED").exists()
+    Path("mynet.py").write_text(Path("mynet.py").read_text() + "\n# edited\n")
+    assert_one_line_error(run("evaluate", teacher, "--model", "mynet.py:Net"),
+                          "is not the code it was made with")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arrays", "needle"),
+    [({"x_train": np.array(["a", "b"]), "y_train": np.zeros(2, int), "x_test": np.zeros((2, 6)),
+       "y_test": np.zeros(2, int)}, "arrays must be numbers"),
+     ({"x_train": np.zeros((4, 6)), "y_train": np.array(1), "x_test": np.zeros((2, 6)),
+       "y_test": np.zeros(2, int)}, "4 inputs but 1 labels"),
+     ({"x_train": np.zeros((4, 6)), "y_train": np.zeros(4, int), "x_test": np.zeros((2, 6)),
+       "y_test": np.zeros(2, int), "classes": np.array("ten")}, "give a class count"),
+     ({"x_train": np.zeros((4, 6)), "y_train": np.zeros(4), "x_test": np.zeros((2, 6)),
+       "y_test": np.zeros(2)}, "labels are floats"),
+     ({"x_train": np.zeros((4, 6)), "y_train": np.zeros(4, int), "x_test": np.zeros((2, 6)),
+       "y_test": np.zeros(2)}, "give one kind")],
+)  # fmt: skip
+def test_bad_arrays_are_one_line(project, arrays, needle):
+    np.savez("bad.npz", **arrays)
+    result = run("train", "--data-file", "bad.npz", "--model", "mynet.py:Net", "--epochs", 1,
+                 "--out", "b.safetensors")  # fmt: skip
+    assert_one_line_error(result, needle)
+    assert not Path("b.safetensors").exists() and not Path("b.log.jsonl").exists()
+
+
+def test_code_that_exits_on_import_and_kwargs_for_a_recorded_model(teacher, project):
+    Path("exits.py").write_text("import sys\nsys.exit(3)\n")
+    torch.save(_state(project)[1], "w.pt")
+    result = run("evaluate", "w.pt", "--model", "exits.py:Net", "--data-file", "data.npz")
+    assert_one_line_error(result, "raised SystemExit")
+    result = run("evaluate", teacher, "--model", "mynet.py:Net", "--model-kwargs", "{}")
+    assert_one_line_error(result, "drop --model-kwargs")

@@ -112,3 +112,13 @@ def test_the_data_parallel_wrapper_takes_a_fisher():
     F = FisherOperator(model, LOSS, batches, mc_samples=3, seed=2)
     wrapped = DataParallelOperator(FisherOperator(model, LOSS, batches, mc_samples=3, seed=2))
     torch.testing.assert_close(wrapped.to_dense(), F.to_dense(), rtol=1e-12, atol=1e-14)
+
+
+def test_the_mc_fisher_refuses_soft_labels_and_smoothed_cross_entropy():
+    model, batches = _softmax_regression()
+    soft = [(x, torch.softmax(torch.randn(len(x), 3, dtype=torch.float64), 1)) for x, _ in batches]
+    with pytest.raises(LandscapeInputError, match="soft labels"):
+        FisherOperator(model, LOSS, soft)
+    FisherOperator(model, LOSS, soft, kind="empirical")
+    with pytest.raises(LandscapeInputError, match="needs a likelihood"):
+        FisherOperator(model, nn.CrossEntropyLoss(label_smoothing=0.1), batches)
