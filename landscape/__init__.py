@@ -24,7 +24,7 @@ Measurements
     model_curvature, measure_curvature, data_parallel_curvature, CurvatureRequest,
     CurvatureResult, curvature_report, ggn_split, GGNSplit, fit_temperature,
     TemperatureScaled, temperature_matched_curvature, per_layer_curvature, LayerCurvature,
-    plot_per_layer
+    plot_per_layer, resampled_curvature
 Surfaces
     loss_surface, SurfaceResult, random_direction, interpolation_direction,
     hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces
@@ -81,6 +81,7 @@ _EXPORTS = {
     "per_layer_curvature": "landscape.curvature.per_layer",
     "LayerCurvature": "landscape.curvature.per_layer",
     "plot_per_layer": "landscape.curvature.per_layer",
+    "resampled_curvature": "landscape.curvature.resampling",
     # Surfaces
     "loss_surface": "landscape.surface.loss_surface",
     "SurfaceResult": "landscape.surface.loss_surface",
