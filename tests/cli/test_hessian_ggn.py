@@ -40,7 +40,7 @@ def test_ggn_report_matches_the_library(mnist1d_teacher, tmp_path):
     [
         (["--engine", "pyhessian"], "pyhessian"),
         (["--hvp", "auto"], "--hvp"),
-        (["--operator", "fisher"], "--operator"),
+        (["--operator", "newton"], "--operator"),
     ],
 )
 def test_refused_combinations_are_one_line(mnist1d_teacher, args, needle):
