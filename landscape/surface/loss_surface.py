@@ -279,14 +279,26 @@ class ForwardPlan:
 
 
 def forward_plan(model: nn.Module, inputs: Any, budget: int | None, vectorize: str) -> ForwardPlan:
-    """Measure a forward pass per example and the weights per point, against ``budget``."""
-    per_example = None
-    if isinstance(inputs, Tensor):
-        with analysis_mode(model, "eval"):
-            per_example = forward_bytes(model, inputs)
+    """Measure a forward pass per example and the weights per point, against ``budget``.
+
+    First the cheap estimate (live module outputs x 2, forward hooks); only when the
+    budget could bind on it (a batch-size candidate or a full block would not fit) the
+    exact count of live tensors, whose dispatch mode costs about 1.5 s to start.
+    """
     point = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     vectorized = vectorize == "always" or (vectorize == "auto" and not has_convolutions(model))
-    return ForwardPlan(budget, per_example, point, VMAP_WIDTH if vectorized else 1)
+    widths = VMAP_WIDTH if vectorized else 1
+    if not isinstance(inputs, Tensor):
+        return ForwardPlan(budget, None, point, widths)
+    with analysis_mode(model, "eval"):
+        estimate = ForwardPlan(budget, forward_bytes(model, inputs, exact=False), point, widths)
+        n = int(inputs.shape[0])
+        if budget is None or (
+            all(estimate.fits(min(c, n)) for c in CANDIDATES)
+            and estimate.block_bytes(min(max(CANDIDATES), n)) >= BLOCK_BYTES
+        ):
+            return estimate  # the budget is far away: the cheap estimate settles it
+        return ForwardPlan(budget, forward_bytes(model, inputs), point, widths)
 
 
 def _batch_size(

@@ -47,7 +47,7 @@ def test_a_tight_budget_changes_the_batching_not_the_values(tmp_path, monkeypatc
     monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
     free, free_loss = _surface(tmp_path, "free.h5", max_memory=None)
     assert free.memory["budget"] is None and free.memory["peak"] > 0
-    plan = forward_plan(mlp(), classification_data([96], (6,))[0][0], None, "auto")
+    plan = forward_plan(mlp(), classification_data([96], (6,))[0][0], 1, "auto")  # exact
     budget = int(plan.point_bytes * 20 + plan.forward(16))  # a 16-example forward fits
     tight, tight_loss = _surface(tmp_path, "tight.h5", max_memory=budget)
     assert 16 <= tight.batch_size < 32 < free.batch_size  # the largest that fits: 64 does not
@@ -59,7 +59,7 @@ def test_a_tight_budget_changes_the_batching_not_the_values(tmp_path, monkeypatc
 
 def test_a_batch_size_beyond_the_budget_is_refused_with_one_that_fits(tmp_path, monkeypatch):
     monkeypatch.setattr("landscape.operators.memory.resident_bytes", lambda device: 0)
-    plan = forward_plan(mlp(), classification_data([96], (6,))[0][0], None, "auto")
+    plan = forward_plan(mlp(), classification_data([96], (6,))[0][0], 1, "auto")  # exact
     budget = int(plan.point_bytes * 4 + plan.forward(10))
     with pytest.raises(LandscapeInputError, match=r"pass a batch size of at most (\d+) or") as err:
         _surface(tmp_path, "big.h5", max_memory=budget, batch_size=64)
@@ -70,3 +70,14 @@ def test_a_batch_size_beyond_the_budget_is_refused_with_one_that_fits(tmp_path, 
     assert result.batch_size == fitting
     with pytest.raises(LandscapeInputError, match="a forward pass of 1 example works in"):
         _surface(tmp_path, "none.h5", max_memory=plan.point_bytes // 2)
+
+
+def test_the_cheap_estimate_is_above_the_exact_count_and_settles_roomy_budgets():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 256), nn.Tanh(), nn.Linear(256, 4)).double()
+    x = torch.randn(64, 20, dtype=torch.float64)
+    assert forward_bytes(model, x, exact=False) >= forward_bytes(model, x)
+    roomy = forward_plan(model, x, 2**34, "never")
+    assert roomy.per_example == forward_bytes(model, x, exact=False)  # no dispatch mode
+    tight = forward_plan(model, x, 10**6, "never")
+    assert tight.per_example == forward_bytes(model, x)  # the budget binds: counted exactly
