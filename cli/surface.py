@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli import _choices as choices
+from cli import _planes as planes
 from cli._common import (
     apply_threads,
     device_option,
@@ -35,29 +36,50 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--x",
     "x_range",
-    default="-1:1:51",
-    show_default=True,
-    help="x grid MIN:MAX:N, both ends included. Note 51 x 51 = 2,601 points, each a "
-    "forward pass over the data.",
+    help="x grid MIN:MAX:N, both ends included  [default: -1:1:51; a plane: auto:31, "
+    "the range of the models and paths on it plus a quarter either side]. Note 51 x 51 = "
+    "2,601 points, each a forward pass over the data.",
 )
-@click.option("--y", "y_range", help="y grid MIN:MAX:N for a 2D surface (default: a 1D curve).")
+@click.option(
+    "--y",
+    "y_range",
+    help="y grid MIN:MAX:N for a 2D surface  [default: a 1D curve; a plane: auto:31].",
+)
 @click.option(
     "--direction",
     default="random",
     show_default=True,
     help="random (Gaussian, normalized), interp:OTHER.safetensors (x = straight line to "
-    "OTHER, x=1 is OTHER; y random), or eigen (top Hessian eigenvectors of the train loss).",
+    "OTHER, x=1 is OTHER; y random), eigen (top Hessian eigenvectors of the train loss), "
+    "or pca (top principal directions of --trajectory snapshots around CHECKPOINT).",
+)
+@click.option(
+    "--plane",
+    nargs=3,
+    type=click.Path(dir_okay=False),
+    metavar="A B C",
+    help="The plane through three checkpoints instead of CHECKPOINT: origin A, x along "
+    "B - A, y along C - A made orthogonal (Gram-Schmidt); axes in weight-space distance.",
+)
+@click.option(
+    "--trajectory",
+    "trajectories",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="With --direction pca: a folder of snapshots (`flatscape train --snapshots N` "
+    "writes OUT.snapshots/); give it once per run (e.g. teacher and student).",
 )
 @click.option(
     "--normalization",
     type=click.Choice(["auto", "filter", "layer", "none"]),
     default="auto",
     show_default=True,
-    help="Random directions: auto = filter (Li et al. 2018). interp/eigen take none.",
+    help="Random directions: auto = filter (Li et al. 2018). A plane: auto = none (raw "
+    "weights, the models on it); filter projects them. interp/eigen/pca take none.",
 )
 @click.option(
     "--ignore",
@@ -100,9 +122,9 @@ ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
 @quiet_option
 @device_option
 @threads_option
-def surface(checkpoint, x_range, y_range, direction, normalization, ignore, split, samples,
-            batch_size, seed, vectorize, max_memory, loss_spec, out, resume, json_path, force,
-            quiet, device, threads, **options):  # fmt: skip
+def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normalization, ignore,
+            split, samples, batch_size, seed, vectorize, max_memory, loss_spec, out, resume,
+            json_path, force, quiet, device, threads, **options):  # fmt: skip
     """Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file.
 
     The value at (a, b) is the mean loss (--loss, default cross-entropy; and accuracy,
@@ -116,6 +138,10 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
       flatscape surface runs/teacher.safetensors --x -1:1:51 --y -1:1:51 --out surf.h5
       flatscape surface runs/teacher.safetensors --direction interp:runs/sd/gen1.safetensors \\
           --x -0.5:1.5:81 --split both --out interp.h5
+      flatscape surface --plane runs/teacher.safetensors runs/sd/gen1.safetensors \\
+          runs/sd/gen2.safetensors --out plane.h5
+      flatscape surface runs/sd/gen1.safetensors --direction pca \\
+          --trajectory runs/teacher.snapshots --trajectory runs/sd/gen1.snapshots --out pca.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
     from distill.analysis import first_examples, open_checkpoint
@@ -128,8 +154,9 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
 
     apply_threads(threads)
     max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
-    kind, target = _parse_direction(direction)
+    checkpoint, kind, target = _what_to_draw(checkpoint, plane, direction, trajectories)
     normalization, ignore = _direction_options(kind, normalization, ignore)
+    x_range, y_range = _axis_defaults(kind, x_range, y_range)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
     loss_fn, loss_record = analysis_loss(loss_spec)
@@ -147,8 +174,15 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
         "loss_source_sha256": loss_record.get("source_sha256") or "",
     }
     info = {"checkpoint": str(checkpoint)}
-    specs, hessian_data = kind, None
-    if kind == "interp":
+    specs, hessian_data, made_plane = kind, None, None
+    if kind in ("plane", "pca"):
+        made_plane, plane_settings = _plane(kind, model, meta, checkpoint, plane, trajectories,
+                                            normalization, torch_device, sources)  # fmt: skip
+        x_range, y_range = planes.plane_axes(made_plane, x_range, y_range)
+        settings.update(plane_settings)
+        info.update({f"plane_{k}": str(p) for k, p in zip("abc", plane or (), strict=False)})
+        specs = made_plane.directions
+    elif kind == "interp":
         specs = [_interpolation(model, meta, target, torch_device, sources), "random"][
             : 2 if y_range else 1
         ]
@@ -166,7 +200,7 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
                 directions=specs, split=split, samples=samples, normalization=normalization,
                 ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
                 vectorize=vectorize, max_memory=max_memory, hessian_data=hessian_data,
-                resume=resume,
+                plane=made_plane, resume=resume,
                 force=force, settings=settings, info=info, progress=bar.update,
                 processes=surface_processes(),
             )  # fmt: skip
@@ -180,6 +214,9 @@ def surface(checkpoint, x_range, y_range, direction, normalization, ignore, spli
             f"batch size {result.batch_size}, vectorize={result.vectorize}); "
             + _origin_text(result.origin)
         )
+        if made_plane is not None:
+            for line in planes.mark_lines(out):
+                click.echo(line)
     write_json(Path(json_path) if json_path else None, result.to_dict())
 
 
@@ -210,8 +247,47 @@ def _batch_size_option(text: str) -> int | str:
     raise LandscapeInputError(f"--batch-size {text!r}: give a positive integer or auto")
 
 
+def _what_to_draw(checkpoint, plane, direction, trajectories) -> tuple[str, str, Path | None]:
+    """The checkpoint at the origin, the kind of directions and the interp target."""
+    if plane:
+        if checkpoint:
+            raise LandscapeInputError("give CHECKPOINT or --plane A B C, not both")
+        if direction != "random":
+            raise LandscapeInputError(f"--plane makes its own axes; drop --direction {direction}")
+        for path in plane:
+            if not Path(path).is_file():
+                raise LandscapeInputError(f"--plane: checkpoint {path} not found")
+        return plane[0], "plane", None
+    if not checkpoint:
+        raise LandscapeInputError("give a CHECKPOINT (or --plane A B C)")
+    kind, target = _parse_direction(direction)
+    if trajectories and kind != "pca":
+        raise LandscapeInputError("--trajectory goes with --direction pca")
+    return checkpoint, kind, target
+
+
+def _axis_defaults(kind: str, x_range: str | None, y_range: str | None) -> tuple[str, str | None]:
+    """-1:1:51 and a 1D curve; a plane: auto:31 on both axes (it is always 2D)."""
+    if kind in ("plane", "pca"):
+        if x_range is not None and y_range is None:
+            raise LandscapeInputError(f"--direction {kind}: a plane is 2D; give --y as well")
+        return x_range or "auto", y_range or "auto"
+    for option, text in (("--x", x_range), ("--y", y_range)):
+        if planes.is_auto(text):
+            raise LandscapeInputError(
+                f"{option} {text}: auto ranges are for planes; give MIN:MAX:N"
+            )
+    return x_range or "-1:1:51", y_range
+
+
+def _plane(kind, model, meta, checkpoint, paths, trajectories, normalization, device, sources):
+    if kind == "plane":
+        return planes.checkpoint_plane(model, meta, paths, normalization, device, sources)
+    return planes.trajectory_plane(model, meta, checkpoint, trajectories)
+
+
 def _parse_direction(text: str) -> tuple[str, Path | None]:
-    if text in ("random", "eigen"):
+    if text in ("random", "eigen", "pca"):
         return text, None
     if text.startswith("interp:") and len(text) > len("interp:"):
         target = Path(text[len("interp:") :])
@@ -219,15 +295,24 @@ def _parse_direction(text: str) -> tuple[str, Path | None]:
             raise LandscapeInputError(f"--direction {text}: no checkpoint {target}")
         return "interp", target
     raise LandscapeInputError(
-        f"--direction {text!r}: choose random, interp:OTHER.safetensors or eigen"
+        f"--direction {text!r}: choose random, interp:OTHER.safetensors, eigen or pca"
     )
 
 
 def _direction_options(kind: str, normalization: str, ignore: str) -> tuple[str, str]:
     """Resolve ``auto``: filter/biasbn for random axes (interp's y axis too).
 
-    Interp and eigen directions themselves are used as they are.
+    Interp, eigen and pca directions themselves are used as they are; a plane through
+    checkpoints is raw (none) or filter-normalized.
     """
+    if kind == "plane":
+        if ignore not in ("auto", "none"):
+            raise LandscapeInputError(f"--ignore {ignore}: a plane keeps every parameter")
+        if normalization not in ("auto", "none", "filter"):
+            raise LandscapeInputError(
+                f"--normalization {normalization}: a plane is raw (none) or filter-normalized"
+            )
+        return ("none" if normalization == "auto" else normalization), "none"
     if kind != "random":
         for option, value in (("--normalization", normalization), ("--ignore", ignore)):
             if value not in ("auto", "none"):

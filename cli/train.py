@@ -49,6 +49,34 @@ def _recipe(base: Recipe, **given) -> Recipe:
     return replace(base, **changes)
 
 
+def snapshots_option(func):
+    """``--snapshots N``: weight snapshots along training, beside the checkpoint."""
+    return click.option(
+        "--snapshots",
+        type=click.IntRange(min=2),
+        help="Also write N evenly spaced weight snapshots (the init, the end and between) "
+        "into OUT.snapshots/epoch_NNNN.safetensors: a trajectory for `flatscape surface "
+        "--direction pca --trajectory`.",
+    )(func)
+
+
+def _snapshots(checkpoint: Path, count: int | None, force: bool):
+    """The snapshot writer beside ``checkpoint`` (None without --snapshots); refuses to mix runs."""
+    from distill.trainer import Snapshots
+
+    if count is None:
+        return None
+    directory = checkpoint.with_suffix(".snapshots")
+    old = sorted(directory.glob("epoch_*.safetensors")) if directory.is_dir() else []
+    if old and not force:
+        raise DistillInputError(
+            f"{directory} holds snapshots of another run; pass --force to replace them"
+        )
+    for path in old:
+        path.unlink()
+    return Snapshots(directory, count)
+
+
 def recipe_options(func):
     """Optimiser options; each defaults to the dataset's (or teacher's) recipe."""
     options = [
@@ -99,14 +127,15 @@ def recipe_options(func):
     help="mnist1d: generate this many test examples (default 1000).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint path.")
+@snapshots_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Final metrics.")
 @force_option
 @quiet_option
 @device_option
 @threads_option
 def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, model_kwargs, seed,
-          train_size, label_noise, noise_seed, augment, test_size, out, json_path, force, quiet,
-          device, threads, **recipe_given):  # fmt: skip
+          train_size, label_noise, noise_seed, augment, test_size, out, snapshots, json_path,
+          force, quiet, device, threads, **recipe_given):  # fmt: skip
     """Train a teacher on hard labels and save it as a .safetensors checkpoint.
 
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
@@ -156,10 +185,12 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
         default_recipe = TEACHER_RECIPES[dataset]
     recipe = _recipe(default_recipe, **recipe_given)
     overrides = parse_json_kwargs(model_kwargs, "--model-kwargs")
+    writer = _snapshots(out, snapshots, force)
     with progress_bar(recipe.epochs, "teacher", quiet, unit="epoch") as bar:
         model, meta = train_teacher(
             bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
             device=resolve_device(device), log=_epoch_logger(out.with_suffix(".log.jsonl"), bar),
+            snapshots=writer,
         )  # fmt: skip
     save_checkpoint(out, model, meta)
     metrics = meta["metrics"]
@@ -209,13 +240,15 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
 )
 @click.option("--data-kwargs", metavar="JSON", help="New keyword arguments of --data.")
 @click.option("--out-dir", type=click.Path(file_okay=False), required=True)
+@snapshots_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Accuracy table.")
 @force_option
 @quiet_option
 @device_option
 @threads_option
 def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spec, data_kwargs,
-            out_dir, json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
+            out_dir, snapshots, json_path, force, quiet, device, threads,
+            **recipe_given):  # fmt: skip
     """Self-distil: train generations 1..G, each from the previous one's soft outputs.
 
     Each student is a freshly initialised copy of the teacher's architecture (born-again
@@ -241,17 +274,18 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     paths = [Path(out_dir) / f"gen{start + g}.safetensors" for g in range(1, generations + 1)]
     for path in paths:
         check_output(path, force)
+    writers = [_snapshots(path, snapshots, force) for path in paths]
     json_path = check_output(json_path, force)
     recipe = _recipe(recipe_for_student(parent), **recipe_given)
     rows = [("teacher" if start == 0 else f"gen{start}", parent["metrics"])]
     previous = Path(teacher)
-    for path in paths:
+    for path, writer in zip(paths, writers, strict=True):
         with progress_bar(recipe.epochs, path.stem, quiet, unit="epoch") as bar:
             student_seed = None if seed is None else seed + len(rows) - 1
             model, meta = train_student(
                 previous, kd, recipe=recipe, seed=student_seed, device=resolve_device(device),
                 log=_epoch_logger(path.with_suffix(".log.jsonl"), bar), named_model=model_spec,
-                data_spec=data_spec, data_kwargs=new_kwargs,
+                data_spec=data_spec, data_kwargs=new_kwargs, snapshots=writer,
             )  # fmt: skip
         save_checkpoint(path, model, meta)
         rows.append((path.stem, meta["metrics"]))

@@ -28,6 +28,8 @@ from distill.user_code import is_code_spec
 from distill.user_data import require_class_labels
 
 EpochLog = Callable[[dict[str, Any]], None]
+EpochHook = Callable[[int, torch.nn.Module, dict[str, Any]], None]
+"""Called with the epoch (0 before training), the model and that epoch's log record."""
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,15 @@ def fit(
     teacher: torch.nn.Module | None = None,
     kd: KDConfig | None = None,
     log: EpochLog | None = None,
+    after_epoch: EpochHook | None = None,
 ) -> dict[str, float]:
     """Train in place with SGD; with a teacher, on the KD loss against its soft outputs.
 
     The teacher is frozen in eval mode. Without augmentation its logits are computed
     once for the whole training set; with augmentation, on every augmented batch.
-    Returns final metrics on the (unaugmented) train split and the test split.
+    ``after_epoch`` sees the model before the first epoch (epoch 0) and after each one
+    (e.g. :class:`Snapshots`). Returns final metrics on the (unaugmented) train split
+    and the test split.
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -166,6 +171,8 @@ def fit(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
     )  # fmt: skip
+    if after_epoch is not None:
+        after_epoch(0, model, {"epoch": 0})
     for epoch in range(recipe.epochs):
         lr = recipe.lr_at(epoch)
         for group in optimizer.param_groups:
@@ -195,12 +202,15 @@ def fit(
             optimizer.step()
             loss_sum += float(loss.detach()) * len(index)
         test = evaluate(model, bundle.test)
+        record = {
+            "epoch": epoch + 1, "lr": lr, "loss": loss_sum / len(targets),
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+            "seconds": round(time.perf_counter() - start, 4),
+        }  # fmt: skip
         if log is not None:
-            log({
-                "epoch": epoch + 1, "lr": lr, "loss": loss_sum / len(targets),
-                "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                "seconds": round(time.perf_counter() - start, 4),
-            })  # fmt: skip
+            log(record)
+        if after_epoch is not None:
+            after_epoch(epoch + 1, model, {k: v for k, v in record.items() if k != "seconds"})
     train = evaluate(model, bundle.train_eval)
     test = evaluate(model, bundle.test)
     return {
@@ -254,8 +264,11 @@ def train_teacher(
     arch_overrides: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
+    snapshots: Snapshots | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a teacher on hard labels; returns the model and its checkpoint metadata.
+
+    ``snapshots`` writes weight snapshots along the way (for trajectory planes).
 
     ``arch`` is a registry name (fitted to the data's input shape and classes) or a code
     spec (``file.py:callable``, called with ``arch_overrides`` as they are); the default
@@ -273,11 +286,11 @@ def train_teacher(
     torch.manual_seed(seed)
     model, source = build_from_spec(arch, kwargs)
     model = model.to(device)
-    metrics = fit(model, bundle, recipe, seed, log=log)
-    meta = _metadata(
-        arch, kwargs, bundle, recipe, seed, metrics, **_source(source),
-        role="teacher", generation=0, parent_sha256=None, kd=None,
-    )  # fmt: skip
+    facts = {"role": "teacher", "generation": 0, "parent_sha256": None, "kd": None}
+    hook = snapshots.hook(_metadata(arch, kwargs, bundle, recipe, seed, {}, **_source(source),
+                                    **facts), recipe.epochs) if snapshots else None  # fmt: skip
+    metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook)
+    meta = _metadata(arch, kwargs, bundle, recipe, seed, metrics, **_source(source), **facts)
     return model.eval(), meta
 
 
@@ -322,6 +335,7 @@ def train_student(
     named_model: str | None = None,
     data_spec: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
+    snapshots: Snapshots | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one self-distilled generation from a checkpoint (born-again networks).
 
@@ -343,15 +357,16 @@ def train_student(
     spec = require_named(parent, named_model, str(paths[0]))  # the code the user named
     model, source = build_from_spec(spec, parent["arch_kwargs"])
     model = model.to(device)
-    metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log)
     hashes = [file_sha256(path) for path in paths]
-    meta = _metadata(
-        spec, parent["arch_kwargs"], bundle, recipe, seed, metrics,
-        **_source(source), role="student",
-        generation=parent.get("generation", 0) + 1,
-        parent_sha256=hashes[0] if len(hashes) == 1 else hashes,
-        kd=kd.to_metadata(), teacher_metrics=parent.get("metrics"),
-    )  # fmt: skip
+    facts = {
+        **_source(source), "role": "student", "generation": parent.get("generation", 0) + 1,
+        "parent_sha256": hashes[0] if len(hashes) == 1 else hashes,
+        "kd": kd.to_metadata(), "teacher_metrics": parent.get("metrics"),
+    }  # fmt: skip
+    hook = snapshots.hook(_metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, {},
+                                    **facts), recipe.epochs) if snapshots else None  # fmt: skip
+    metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log, after_epoch=hook)
+    meta = _metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, metrics, **facts)
     return model.eval(), meta
 
 
@@ -367,6 +382,49 @@ def recipe_for_student(parent: dict[str, Any]) -> Recipe:
         return student_recipe(TEACHER_RECIPES.get(name, USER_DATA_RECIPE))
     stored = Recipe(**{**parent["recipe"], "milestones": tuple(parent["recipe"]["milestones"])})
     return stored if parent.get("role") == "student" else student_recipe(stored)
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """``count`` evenly spaced weight snapshots of a training run, written into ``directory``.
+
+    The epochs are ``round(k * E / (count - 1))`` for ``k = 0 .. count - 1``: the
+    initialisation, the end and evenly between (at most one per epoch). Each is
+    ``directory/epoch_NNNN.safetensors``, a checkpoint with the run's metadata plus
+    ``role = "snapshot"``, ``snapshot_of`` (teacher or student), ``epoch`` and that
+    epoch's metrics.
+    """
+
+    directory: Path
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 2:
+            raise DistillInputError(f"--snapshots {self.count}: give 2 or more (start and end)")
+
+    def epochs(self, total: int) -> list[int]:
+        """The epochs snapshotted in a run of ``total`` epochs."""
+        steps = min(self.count, total + 1)
+        return sorted({round(k * total / (steps - 1)) for k in range(steps)})
+
+    def path(self, epoch: int) -> Path:
+        """The snapshot file of ``epoch``."""
+        return Path(self.directory) / f"epoch_{epoch:04d}.safetensors"
+
+    def hook(self, metadata: dict[str, Any], total: int) -> EpochHook:
+        """The ``after_epoch`` hook of :func:`fit` that writes the snapshots."""
+        from distill.checkpoint import save_checkpoint
+
+        wanted = set(self.epochs(total))
+
+        def save(epoch: int, model: torch.nn.Module, record: dict[str, Any]) -> None:
+            if epoch in wanted:
+                save_checkpoint(self.path(epoch), model, {
+                    **metadata, "snapshot_of": metadata["role"], "role": "snapshot",
+                    "epoch": epoch, "metrics": record,
+                })  # fmt: skip
+
+        return save
 
 
 def json_lines_log(path: Path) -> EpochLog:

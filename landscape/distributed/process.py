@@ -22,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -99,10 +101,24 @@ def init_from_env(device: torch.device | str) -> torch.device:
     return device
 
 
+EXIT_BARRIER_SECONDS = 10
+"""How long a process leaving a gloo group waits for the others before it leaves anyway."""
+
+
 def destroy() -> None:
-    """Leave the process group (no-op without one)."""
+    """Leave the process group (no-op without one), every process at the same point.
+
+    A barrier first, so that no process closes its connections while another still
+    uses them; then the group, and any collective's buffers left to gloo's worker
+    threads, are freed while the interpreter is fully alive (a worker thread that frees
+    a tensor during interpreter shutdown aborts the process).
+    """
     if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            with suppress(Exception):  # a peer that died or failed: leave after the timeout
+                dist.monitored_barrier(timeout=timedelta(seconds=EXIT_BARRIER_SECONDS))
         dist.destroy_process_group()
+        gc.collect()
 
 
 def collective_device() -> torch.device:

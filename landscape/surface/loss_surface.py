@@ -42,6 +42,7 @@ from landscape.surface.evaluate import (
     has_convolutions,
 )
 from landscape.surface.grid import check_grid_size, parse_axis
+from landscape.surface.plane import Plane
 from landscape.surface.store import SPLITS, SurfaceSpec, SurfaceStore
 
 DirectionSpec = str | Mapping[str, Tensor]
@@ -370,6 +371,7 @@ def loss_surface(
     vectorize: str = "auto",
     max_memory: int | str | None = "auto",
     hessian_data: Iterable[Batch] | None = None,
+    plane: Plane | None = None,
     resume: bool = False,
     force: bool = False,
     settings: Mapping[str, Any] | None = None,
@@ -410,6 +412,9 @@ def loss_surface(
             that does not fit raises with the one that does.
         hessian_data: Batches the eigen directions' Hessian is taken over (default: the
             train split).
+        plane: A plane through models (:mod:`landscape.surface.plane`): its axes are the
+            directions, and the file also keeps where the models sit, their values there
+            (``marks/``) and any paths (``paths/``).
         resume: Continue ``out`` where a killed run stopped.
         force: Replace ``out`` (also allows grids above 1,000,000 points).
         settings: More attributes a resumed run must match (e.g. a checkpoint hash).
@@ -426,6 +431,10 @@ def loss_surface(
     y = None if y_range is None else axis_coordinates(y_range, "y_range")
     total = check_grid_size(len(x), None if y is None else len(y), force)
     ndirs = 1 if y is None else 2
+    if plane is not None:
+        if y is None:
+            raise LandscapeInputError("plane: a plane needs a 2D grid; give y_range")
+        directions = plane.directions
     specs = [directions] * ndirs if isinstance(directions, str | Mapping) else list(directions)
     if len(specs) != ndirs:
         raise LandscapeInputError(f"directions: {len(specs)} given for {ndirs} axes")
@@ -448,7 +457,7 @@ def loss_surface(
         "samples": samples if samples is not None else "all", **(settings or {}),
     }  # fmt: skip
     recorded.update({f"{s}_examples": int(t.shape[0]) for s, (_, t) in examples.items()})
-    extra = {"batch_size": size, **_versions(), **(info or {})}
+    extra = {"batch_size": size, **_versions(), **(plane.attrs if plane else {}), **(info or {})}
 
     def open_store() -> SurfaceStore:
         hessian_batches = batched.get("train")
@@ -457,7 +466,8 @@ def loss_surface(
         made, made_info = _directions_for(out, resume, model, specs, kinds, normalization,
                                           ignore, seed, loss_fn, hessian_batches,
                                           plan.budget)  # fmt: skip
-        spec = SurfaceSpec(x, y, made, split, recorded, {**extra, **made_info})
+        marked = _marks(model, loss_fn, plane, batched, vectorize) if plane else {}
+        spec = SurfaceSpec(x, y, made, split, recorded, {**extra, **made_info}, marked)
         return SurfaceStore.open_for_writing(out, spec, resume=resume, force=force)
 
     start = time.perf_counter()
@@ -479,6 +489,22 @@ def loss_surface(
     return SurfaceResult(str(out), [len(v) for v in (y, x) if v is not None], total,
                          total - already, round(seconds, 3), size, evaluator.vectorize,
                          origin, memory)  # fmt: skip
+
+
+def _marks(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    plane: Plane,
+    batched: Mapping[str, Sequence[Batch]],
+    vectorize: str,
+) -> dict[str, np.ndarray]:
+    """The plane's arrays, with the loss and accuracy at every marked model's coordinates."""
+    arrays = plane.extra()
+    evaluator = SurfaceEvaluator(model, loss_fn, plane.directions, vectorize)
+    for split, batches in batched.items():
+        values = evaluator.evaluate(batches, plane.coordinates)
+        arrays[f"marks/{split}_loss"], arrays[f"marks/{split}_acc"] = values.loss, values.acc
+    return arrays
 
 
 def _directions_for(

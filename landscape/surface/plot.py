@@ -9,7 +9,7 @@ are gaps: broken curves, blank cells, missing contour segments and 3D facets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,28 @@ class Surface:
     y: np.ndarray | None
     values: dict[str, np.ndarray]
     attrs: dict[str, Any]
+    marks: dict[str, np.ndarray] = field(default_factory=dict)
+    paths: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def load_surface(path: str | Path, label: str | None = None) -> Surface:
-    """Read a surface file; points not yet computed become NaN (gaps)."""
+    """Read a surface file; points not yet computed become NaN (gaps).
+
+    Models marked on a plane (``marks/``) and projected trajectories (``paths/``) come
+    along, and an eigenvalue map gets ``lambda_ratio`` = |lambda_min / lambda_max|.
+    """
     with SurfaceStore.read(path) as store:
         values = {key: np.where(store.done, array, np.nan) for key, array in store.arrays.items()}
-        return Surface(label or Path(path).stem, store.x, store.y, values, store.attrs)
+        if "lambda_max" in values and "lambda_min" in values:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values["lambda_ratio"] = np.abs(values["lambda_min"] / values["lambda_max"])
+        found = store.extra("paths")
+        paths = [
+            {key.split("/", 1)[1]: value for key, value in found.items() if key.startswith(f"{n}/")}
+            for n in sorted({int(key.split("/")[0]) for key in found})
+        ]
+        return Surface(label or Path(path).stem, store.x, store.y, values, store.attrs,
+                       store.extra("marks"), paths)  # fmt: skip
 
 
 def plot_surfaces(
@@ -186,6 +201,8 @@ def grid_figure(
     mappable = None
     for ax, surface, z in zip(axes, surfaces, arrays, strict=True):
         mappable = _draw(ax, kind, surface.x, surface.y, z, norm, level_values) or mappable
+        if kind != "surface3d":
+            _draw_marks(ax, surface)
         ax.set_xlabel(_axis_label(surface, "x"))
         ax.set_ylabel(_axis_label(surface, "y"))
         if kind != "surface3d":
@@ -218,6 +235,32 @@ def _draw(
     if kind == "heatmap":
         return ax.pcolormesh(_edges(x), _edges(y), masked, cmap=CMAP, norm=norm, shading="flat")
     return _surface3d(ax, X, Y, z, norm)
+
+
+def _draw_marks(ax: Axes, surface: Surface) -> None:
+    """The projected trajectories (lines, a dot per snapshot) and the marked models."""
+    for n, path in enumerate(surface.paths):
+        xy = path["coordinates"]
+        label = str(path["label"][0]) if "label" in path else f"path {n + 1}"
+        ax.plot(xy[:, 0], xy[:, 1], "-", color=COLORS[n % len(COLORS)], lw=0.9,
+                marker="o", markersize=1.8, label=f"{label} trajectory")  # fmt: skip
+        ax.plot(*xy[0], "s", color=COLORS[n % len(COLORS)], markersize=3)  # start
+    marks = surface.marks
+    if "coordinates" not in marks:
+        return
+    for n, (x, y) in enumerate(marks["coordinates"]):
+        ax.plot(x, y, marker="*", color="white", markeredgecolor="black",
+                markeredgewidth=0.5, markersize=8, linestyle="none")  # fmt: skip
+        ax.annotate(str(marks["labels"][n]), (x, y), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7, path_effects=_halo())  # fmt: skip
+    if surface.paths:
+        ax.legend(loc="best", fontsize=6)
+
+
+def _halo() -> list[Any]:
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=2, foreground="white")]
 
 
 def _surface3d(

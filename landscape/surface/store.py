@@ -12,7 +12,11 @@ key                                shape                  meaning
 ``done``                           same, bool             which points are final
 ``directions/x/<name>``            parameter shape        the exact directions used
 ``directions/y/<name>``            parameter shape        2D only
+``marks/...``, ``paths/...``       see docs/formats.md    models marked on the plane (optional)
 =================================  =====================  ==========================================
+
+A file made with ``quantities`` (an eigenvalue map) holds those value arrays instead of
+``<split>_loss``/``<split>_acc``; their names are the root attribute ``quantities``.
 
 Root attributes: ``flatscape_schema``, ``axis_order = "y,x"``, the settings the surface was
 made with (compared on resume) and informational ones (versions; not compared).
@@ -59,6 +63,10 @@ class SurfaceSpec:
         settings: Scalar attributes a resumed run must match (checkpoint hash,
             normalization, ignore, seed, dataset, samples, bn_mode, ...).
         info: Scalar attributes recorded but not compared (versions, paths).
+        extra: Arrays written once with the file, by HDF5 path (e.g. ``marks/coordinates``):
+            what the surface shows besides its grid (checkpoints on a plane, paths).
+        quantities: Names of the value arrays, when they are not the loss and accuracy of
+            each split (e.g. ``("lambda_max", "lambda_min")``).
     """
 
     x: np.ndarray
@@ -67,6 +75,8 @@ class SurfaceSpec:
     split: str = "train"
     settings: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    quantities: tuple[str, ...] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -185,7 +195,26 @@ class SurfaceStore:
     @property
     def value_keys(self) -> list[str]:
         """The keys of the value arrays, e.g. ``train_loss``, ``train_acc``."""
-        return [f"{s}_{q}" for s in self.splits for q in ("loss", "acc")]
+        return stored_keys(self.splits, self.file.attrs.get("quantities"))
+
+    def extra(self, prefix: str) -> dict[str, np.ndarray]:
+        """The extra arrays under ``prefix`` (e.g. ``"marks"``) by relative path; {} if none.
+
+        Strings come back as ``str``.
+        """
+        group = self.file.get(prefix)
+        if not isinstance(group, h5py.Group):
+            return {}
+        found: dict[str, np.ndarray] = {}
+
+        def visit(name: str, item: Any) -> None:
+            if isinstance(item, h5py.Dataset):
+                data = item.asstr()[...] if h5py.check_string_dtype(item.dtype) else item[...]
+                found[name] = np.asarray(data)
+
+        with _damaged(self.path):
+            group.visititems(visit)
+        return found
 
     def pending(self) -> np.ndarray:
         """Flat indices (row-major over ``shape``) of the points not yet final."""
@@ -202,16 +231,27 @@ class SurfaceStore:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, indices: np.ndarray, values: Mapping[str, PointValues]) -> None:
-        """Store finished points: values first, flushed, then their ``done`` flags, flushed."""
+        """Store finished points: values first, flushed, then their ``done`` flags, flushed.
+
+        ``values`` holds one :class:`PointValues` per split.
+        """
+        self.write_arrays(
+            indices,
+            {f"{s}_{q}": getattr(values[s], q) for s in self.splits for q in ("loss", "acc")},
+        )
+
+    def write_arrays(self, indices: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        """Store finished points given as one array per value key (see :attr:`value_keys`)."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return
+        missing = [key for key in self.value_keys if key not in values]
+        if missing:
+            raise LandscapeInputError(f"{self.path}: no values given for {', '.join(missing)}")
         rows = self._rows(indices)
-        for split in self.splits:
-            for quantity in ("loss", "acc"):
-                key = f"{split}_{quantity}"
-                self.arrays[key].reshape(-1)[indices] = getattr(values[split], quantity)
-                self.file[key][rows] = self.arrays[key][rows]
+        for key in self.value_keys:
+            self.arrays[key].reshape(-1)[indices] = values[key]
+            self.file[key][rows] = self.arrays[key][rows]
         self.file.flush()
         self.done.reshape(-1)[indices] = True
         self.file["done"][rows] = self.done[rows]
@@ -229,6 +269,8 @@ class SurfaceStore:
         attrs = self.attrs
         if attrs.get("split") != spec.split:
             raise differ("split", attrs.get("split"), spec.split)
+        if self.value_keys != stored_keys(SPLITS[spec.split], _joined(spec.quantities)):
+            raise differ("values", ",".join(self.value_keys), ",".join(spec.quantities or ()))
         for key, value in spec.settings.items():
             if attrs.get(key) != _plain(_attr_value(value)):
                 raise differ(key, attrs.get(key), _attr_value(value))
@@ -303,19 +345,37 @@ def _create(path: Path, spec: SurfaceSpec) -> None:
             f.create_dataset("xcoordinates", data=np.asarray(spec.x, dtype=np.float64))
             if spec.y is not None:
                 f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
+            if spec.quantities:
+                f.attrs["quantities"] = _joined(spec.quantities)
             nan = np.full(spec.shape, np.nan)
-            for split in SPLITS[spec.split]:
-                for quantity in ("loss", "acc"):
-                    f.create_dataset(f"{split}_{quantity}", data=nan)
+            for key in stored_keys(SPLITS[spec.split], _joined(spec.quantities)):
+                f.create_dataset(key, data=nan)
             f.create_dataset("done", data=np.zeros(spec.shape, dtype=bool))
             for axis, direction in zip(AXES, spec.directions, strict=False):
                 group = f.create_group(f"directions/{axis}")
                 for name, tensor in direction.items():
                     group.create_dataset(name, data=_numpy(tensor))
+            for name, array in spec.extra.items():
+                array = np.asarray(array)
+                if array.dtype.kind in "US":
+                    f.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
+                else:
+                    f.create_dataset(name, data=array)
         os.replace(tmp, path)
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def stored_keys(splits: Sequence[str], quantities: Any = None) -> list[str]:
+    """The value arrays of a file: its ``quantities`` attribute, else loss and accuracy."""
+    if quantities is not None and len(_plain(quantities)):
+        return _plain(quantities).split(",")
+    return [f"{s}_{q}" for s in splits for q in ("loss", "acc")]
+
+
+def _joined(quantities: Sequence[str] | None) -> str | None:
+    return ",".join(quantities) if quantities else None
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:

@@ -1,0 +1,173 @@
+"""Planes for `flatscape surface`: through three checkpoints, or along training trajectories."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from landscape.errors import LandscapeInputError
+
+if TYPE_CHECKING:  # annotations only; torch loads inside the command
+    import torch
+
+    from distill.analysis import Sources
+    from landscape.surface.plane import Plane
+
+AUTO_POINTS = 31
+"""Points per axis of an automatic plane grid (31 x 31 = 961 forward passes)."""
+FAMILY = (("arch", "architecture"), ("arch_kwargs", "model arguments"), ("dataset", "dataset"))
+
+
+def is_auto(text: str | None) -> bool:
+    """Whether an axis option asks for the range around the marked models."""
+    return text is not None and (text == "auto" or text.startswith("auto:"))
+
+
+def auto_axis_points(text: str, option: str) -> int:
+    """N of ``auto:N`` (``auto`` alone: :data:`AUTO_POINTS`)."""
+    count = text[len("auto:") :] if text.startswith("auto:") else str(AUTO_POINTS)
+    if not count.isdigit() or int(count) < 2:
+        raise LandscapeInputError(f"{option} {text!r}: give auto or auto:N with N >= 2")
+    return int(count)
+
+
+def plane_axes(plane: Plane, x_text: str, y_text: str) -> tuple[Any, Any]:
+    """The grid of a plane: ``auto[:N]`` spans every marked model and path, else MIN:MAX:N."""
+    import numpy as np
+
+    from landscape.surface.grid import parse_axis
+    from landscape.surface.plane import auto_axis
+
+    shown = [plane.coordinates] + [p["coordinates"] for p in plane.paths.values()]
+    points = np.concatenate(shown)
+    axes = []
+    for column, (text, option) in enumerate(((x_text, "--x"), (y_text, "--y"))):
+        if is_auto(text):
+            axes.append(auto_axis(points[:, column], auto_axis_points(text, option)))
+        else:
+            axes.append(parse_axis(text, option.lstrip("-") + "_range"))
+    return axes[0], axes[1]
+
+
+def check_family(meta: dict, other: dict, path: str | Path, first: str | Path) -> None:
+    """Refuse a model of another architecture, model arguments or dataset than ``first``."""
+    for key, what in FAMILY:
+        if meta.get(key) != other.get(key):
+            mine, theirs = _short(meta.get(key)), _short(other.get(key))
+            raise LandscapeInputError(
+                f"{path} has another {what} than {first} ({theirs} vs {mine}); a plane needs "
+                "models of one architecture trained on one dataset"
+            )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        digest = value.get("sha256")
+        return str(value["name"]) + (f" {digest[:12]}" if digest else "")
+    return str(value)
+
+
+def checkpoint_plane(
+    model: torch.nn.Module,
+    meta: dict,
+    paths: tuple[str, str, str],
+    normalization: str,
+    device: torch.device,
+    sources: Sources,
+) -> tuple[Plane, dict[str, str]]:
+    """The plane through the three checkpoints (the first already open as ``model``)."""
+    from distill.analysis import open_checkpoint
+    from distill.checkpoint import file_sha256
+    from landscape.surface import plane as planes
+
+    states = []
+    for path in paths[1:]:
+        other, other_meta, _ = open_checkpoint(path, device=device, sources=sources)
+        check_family(meta, other_meta, path, paths[0])
+        states.append(other.state_dict())
+    labels = _labels(paths)
+    plane = planes.checkpoint_plane(model, *states, labels=labels, normalization=normalization)
+    settings = {
+        "direction": "plane",
+        "normalization": normalization,
+        "x_direction": f"{labels[1]} - {labels[0]}",
+        "y_direction": f"{labels[2]} - {labels[0]}, orthogonalised",
+        "plane_b_sha256": file_sha256(paths[1]),
+        "plane_c_sha256": file_sha256(paths[2]),
+    }
+    return plane, settings
+
+
+def trajectory_plane(
+    model: torch.nn.Module, meta: dict, checkpoint: str, directories: tuple[str, ...]
+) -> tuple[Plane, dict[str, str]]:
+    """The PCA plane of the snapshots in ``directories`` around ``model``."""
+    from distill.checkpoint import file_sha256, load_checkpoint
+    from landscape.surface import plane as planes
+
+    if not directories:
+        raise LandscapeInputError(
+            "--direction pca: give --trajectory DIR (snapshots from `flatscape train "
+            "--snapshots N`), once per run"
+        )
+    trajectories: dict[str, list[dict]] = {}
+    epochs: dict[str, list[float]] = {}
+    digest = hashlib.sha256()
+    for directory in directories:
+        files = sorted(Path(directory).glob("epoch_*.safetensors"))
+        if not Path(directory).is_dir() or not files:
+            raise LandscapeInputError(
+                f"--trajectory {directory}: no snapshots (epoch_*.safetensors) there; "
+                "train with --snapshots N"
+            )
+        label = Path(directory).name.removesuffix(".snapshots")
+        if label in trajectories:
+            label = str(directory)
+        loaded = []
+        for path in files:
+            snapshot, snapshot_meta = load_checkpoint(path)
+            check_family(meta, snapshot_meta, path, checkpoint)
+            loaded.append((snapshot_meta.get("epoch", len(loaded)), snapshot.state_dict()))
+            digest.update(file_sha256(path).encode())
+        loaded.sort(key=lambda pair: pair[0])
+        trajectories[label] = [state for _, state in loaded]
+        epochs[label] = [float(epoch) for epoch, _ in loaded]
+    plane = planes.trajectory_plane(model, trajectories, epochs)
+    settings = {
+        "direction": "pca",
+        "normalization": "none",
+        "x_direction": "principal direction 1",
+        "y_direction": "principal direction 2",
+        "trajectory_sha256": digest.hexdigest(),
+    }
+    return plane, settings
+
+
+def _labels(paths: tuple[str, ...]) -> list[str]:
+    """File stems (teacher, gen1, gen2), made unique with their folders where they repeat."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [str(Path(p).with_suffix("")) for p in paths]
+
+
+def mark_lines(path: str | Path) -> list[str]:
+    """One line per model marked in a surface file: where it sits and its values there."""
+    from landscape.surface.store import SurfaceStore
+
+    with SurfaceStore.read(path) as store:
+        marks = store.extra("marks")
+    if not marks:
+        return []
+    lines = []
+    for n, label in enumerate(marks["labels"]):
+        x, y = marks["coordinates"][n]
+        values = "".join(
+            f", {key.replace('_', ' ')} {marks[key][n]:.6g}"
+            for key in ("train_loss", "test_loss") if key in marks
+        )  # fmt: skip
+        off = marks["off_plane"][n]
+        where = f", {off:.3g} off the plane" if off > 1e-9 else ""
+        lines.append(f"  {label} at ({x:.4g}, {y:.4g}){values}{where}")
+    return lines
