@@ -27,7 +27,8 @@ Measurements
     plot_per_layer, resampled_curvature
 Surfaces
     loss_surface, SurfaceResult, random_direction, interpolation_direction,
-    hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces
+    hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces,
+    export_surface
 Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
@@ -92,6 +93,7 @@ _EXPORTS = {
     "SurfaceEvaluator": "landscape.surface.evaluate",
     "SurfaceStore": "landscape.surface.store",
     "plot_surfaces": "landscape.surface.plot",
+    "export_surface": "landscape.surface.export",
     # Sharpness
     "sharpness_report": "landscape.sharpness.report",
     "average_sharpness": "landscape.sharpness.average",

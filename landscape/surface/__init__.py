@@ -1,4 +1,4 @@
-"""Loss surfaces: directions, grids, batched evaluation, HDF5 storage and plots.
+"""Loss surfaces: directions, grids, batched evaluation, HDF5 storage, plots and exports.
 
 :mod:`landscape.surface.plot` (matplotlib) is imported only when used.
 """
@@ -10,6 +10,7 @@ from landscape.surface.directions import (
     random_direction,
 )
 from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.export import export_surface
 from landscape.surface.grid import parse_axis
 from landscape.surface.store import SurfaceSpec, SurfaceStore
 
@@ -18,6 +19,7 @@ __all__ = [
     "SurfaceSpec",
     "SurfaceStore",
     "compute_surface",
+    "export_surface",
     "filter_normalize",
     "grid_points",
     "hessian_directions",
