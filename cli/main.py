@@ -57,6 +57,8 @@ COMMANDS = {
                 "Self-distil: train generations 1..G, each from the previous one's soft outputs."),
     "evaluate": ("cli.evaluate", "evaluate",
                  "Mean cross-entropy and accuracy of CHECKPOINT on its dataset (no augmentation)."),
+    "eigenmap": ("cli.eigenmap", "eigenmap",
+                 "lambda_max and lambda_min of the train-loss Hessian at every point of a grid."),
     "export": ("cli.export", "export",
                "Write a surface file as ParaView .vtp, CSV rows or .npz arrays."),
     "hessian": ("cli.hessian", "hessian_command", "Top Hessian eigenvalues, trace and spectral "

@@ -27,10 +27,11 @@ def _levels(text: str) -> int | list[float]:
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".pdf, .png or .svg")
 @click.option(
     "--key",
-    type=click.Choice(["train_loss", "train_acc", "test_loss", "test_acc"]),
     default="train_loss",
     show_default=True,
-    help="Quantity of a 2D plot (line plots show loss and accuracy of every split).",
+    help="Quantity of a 2D plot: train_loss, train_acc, test_loss, test_acc; of an "
+    "eigenvalue map lambda_max, lambda_min, lambda_ratio (|min/max|). Line plots show "
+    "loss and accuracy of every split.",
 )
 @click.option("--vmin", type=float, help="Lower end of the colour/level range (line: loss axis).")
 @click.option("--vmax", type=float, help="Upper end; larger values are clipped.")

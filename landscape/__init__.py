@@ -28,7 +28,7 @@ Measurements
 Surfaces
     loss_surface, SurfaceResult, random_direction, interpolation_direction,
     hessian_directions, filter_normalize, SurfaceEvaluator, SurfaceStore, plot_surfaces,
-    export_surface
+    export_surface, checkpoint_plane, trajectory_plane, Plane, eigen_map
 Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
@@ -90,6 +90,10 @@ _EXPORTS = {
     "interpolation_direction": "landscape.surface.directions",
     "hessian_directions": "landscape.surface.directions",
     "filter_normalize": "landscape.surface.directions",
+    "checkpoint_plane": "landscape.surface.plane",
+    "trajectory_plane": "landscape.surface.plane",
+    "Plane": "landscape.surface.plane",
+    "eigen_map": "landscape.surface.eigenmap",
     "SurfaceEvaluator": "landscape.surface.evaluate",
     "SurfaceStore": "landscape.surface.store",
     "plot_surfaces": "landscape.surface.plot",

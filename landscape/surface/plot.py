@@ -146,9 +146,16 @@ def plot_surfaces(
 def line_figure(
     surfaces: Sequence[Surface], vmin: float | None, vmax: float | None, log: bool
 ) -> Figure:
-    """Loss (left) and accuracy (right) along x; one colour per file, test dashed."""
+    """Loss (left) and accuracy (right) along x; one colour per file, test dashed.
+
+    Eigenvalue maps draw lambda_max (left) and lambda_min (right) instead.
+    """
     fig = Figure(figsize=(2 * PANEL[0], PANEL[1]), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
+    if all("lambda_max" in s.values for s in surfaces):
+        return _eigen_lines(fig, loss_ax, acc_ax, surfaces)
+    if any("lambda_max" in s.values for s in surfaces):
+        raise LandscapeInputError("plot: draw eigenvalue maps and loss curves in separate figures")
     present = {key.split("_")[0] for s in surfaces for key in s.values}
     splits = [split for split in ("train", "test") if split in present]
     for n, surface in enumerate(surfaces):
@@ -170,6 +177,19 @@ def line_figure(
     loss_ax.set(xlabel=_axis_label(surfaces[0], "x"), ylabel="loss")
     acc_ax.set(xlabel=_axis_label(surfaces[0], "x"), ylabel="accuracy (%)")
     loss_ax.legend()
+    return fig
+
+
+def _eigen_lines(fig: Figure, top: Axes, bottom: Axes, surfaces: Sequence[Surface]) -> Figure:
+    for n, surface in enumerate(surfaces):
+        marker = {"marker": "o", "markersize": 2} if len(surface.x) <= MARKED_POINTS else {}
+        color = COLORS[n % len(COLORS)]
+        top.plot(surface.x, _gaps(surface.values["lambda_max"], False), color=color,
+                 label=surface.label, **marker)  # fmt: skip
+        bottom.plot(surface.x, _gaps(surface.values["lambda_min"], False), color=color, **marker)
+    top.set(xlabel=_axis_label(surfaces[0], "x"), ylabel="lambda_max")
+    bottom.set(xlabel=_axis_label(surfaces[0], "x"), ylabel="lambda_min")
+    top.legend()
     return fig
 
 

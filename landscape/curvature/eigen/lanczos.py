@@ -77,6 +77,7 @@ def lanczos(
     block_size: int = 1,
     seed: int = 0,
     start: Tensor | None = None,
+    atol: float = 0.0,
 ) -> EigenResult:
     """The ``k`` largest (or smallest) algebraic eigenpairs of a symmetric operator.
 
@@ -84,7 +85,7 @@ def lanczos(
         operator: Anything with ``dim``, ``dtype``, ``device`` and ``matmat``.
         k: Number of eigenpairs.
         which: ``"largest"`` or ``"smallest"`` (algebraic).
-        tol: Stop when every wanted residual is at most ``tol * |theta_i|``.
+        tol: Stop when every wanted residual is at most ``tol * |theta_i|`` (or ``atol``).
         max_matvecs: Product budget (default ``min(dim, max(100, 20 k))``); the result
             says ``converged=False`` if it runs out first.
         block_size: Vectors multiplied at once; above 1 it pays where the operator's
@@ -93,6 +94,9 @@ def lanczos(
         seed: Seed of the random start block.
         start: Optional start vector(s), ``(dim,)`` or ``(dim, c)``; random columns fill
             the rest of the first block.
+        atol: An absolute residual that also counts as converged: for eigenvalues near 0
+            (the smallest of a Hessian), where a relative tolerance cannot be met, e.g.
+            ``tol`` times the largest eigenvalue's magnitude.
 
     Example:
         >>> from landscape.operators.base import DenseOperator
@@ -131,7 +135,8 @@ def lanczos(
         Q, W = torch.cat([Q, X], dim=1), torch.cat([W, AX], dim=1)
         values, vectors, residuals = _ritz_pairs(T, Q, W, k, which)
         exhausted = Q.shape[1] >= n
-        converged = exhausted or (Q.shape[1] > k and bool((residuals <= tol * values.abs()).all()))
+        bound = torch.clamp(tol * values.abs(), min=atol)
+        converged = exhausted or (Q.shape[1] > k and bool((residuals <= bound).all()))
         if converged or matvecs >= budget:
             return EigenResult(values, vectors, residuals, matvecs, converged, "lanczos")
         X = AX  # next block: the newest products, orthogonalised at the top of the loop

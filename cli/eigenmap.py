@@ -1,0 +1,115 @@
+"""`flatscape eigenmap`: the largest and smallest Hessian eigenvalue over a grid of weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli._common import (
+    apply_threads,
+    device_option,
+    force_option,
+    json_option,
+    loss_option,
+    max_memory_option,
+    memory_budget,
+    progress_bar,
+    quiet_option,
+    resolve_device,
+    seed_option,
+    source_options,
+    sources_from,
+    threads_option,
+    train_samples_option,
+    write_json,
+)
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--x", "x_range", default="-1:1:11", show_default=True, help="x grid MIN:MAX:N.")
+@click.option(
+    "--y", "y_range", default="-1:1:11", show_default=True, help="y grid MIN:MAX:N, or none (1D)."
+)
+@click.option(
+    "--normalization",
+    type=click.Choice(["filter", "layer", "none"]),
+    default="filter",
+    show_default=True,
+    help="Of the random directions (as `flatscape surface`: same seed, same axes).",
+)
+@click.option("--ignore", type=click.Choice(["biasbn", "none"]), default="biasbn",
+              show_default=True, help="Zero biases and norm layers in the directions.")  # fmt: skip
+@click.option(
+    "--tol",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=1e-3,
+    show_default=True,
+    help="lambda_max to this relative accuracy (Lanczos residual bound); lambda_min to this "
+    "times |lambda_max|.",
+)
+@train_samples_option
+@seed_option("the directions and of Lanczos")
+@max_memory_option("the Hessian's kept gradient graphs", "")
+@loss_option
+@source_options
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
+@click.option("--resume", is_flag=True, help="Continue OUT where a killed run stopped.")
+@json_option("a summary")
+@force_option
+@quiet_option
+@device_option
+@threads_option
+def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, seed, max_memory,
+             loss_spec, out, resume, json_path, force, quiet, device, threads,
+             **options):  # fmt: skip
+    """lambda_max and lambda_min of the train-loss Hessian at every point of a grid.
+
+    The point (a, b) is the weights theta + a*dx + b*dy along the random directions
+    `flatscape surface` draws with the same --seed and --normalization; at each, two
+    Lanczos runs over the first --samples train examples, model in eval mode. Stored
+    like a surface (resumable, locked) with the values lambda_max, lambda_min and
+    train_loss; `flatscape plot --key lambda_ratio` draws |lambda_min / lambda_max|.
+    Grids above 441 points (21 x 21) need --force: each point costs tens of
+    Hessian-vector products.
+
+    \b
+    Example:
+      flatscape eigenmap runs/teacher.safetensors --x -1:1:11 --y -1:1:11 --out eig.h5
+      flatscape plot eig.h5 --kind heatmap --key lambda_max --out eig.pdf
+    """
+    from distill.analysis import first_examples, open_checkpoint
+    from distill.checkpoint import file_sha256
+    from distill.losses import analysis_loss, check_loss
+    from landscape.surface.eigenmap import eigen_map
+
+    apply_threads(threads)
+    max_memory = memory_budget(max_memory)
+    y_range = None if y_range == "none" else y_range
+    torch_device = resolve_device(device)
+    loss_fn, loss_record = analysis_loss(loss_spec)
+    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device,
+                                          sources=sources_from(options))  # fmt: skip
+    batches = first_examples(bundle.train_eval, samples, 2**62, torch_device)
+    check_loss(loss_fn, model, batches[0], loss_spec)
+    settings = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": meta["dataset"]["name"],
+        "loss": loss_spec,
+        "loss_source_sha256": loss_record.get("source_sha256") or "",
+    }
+    with progress_bar(None, "eigenmap", quiet, unit="pt") as bar:
+        result = eigen_map(
+            model, loss_fn, batches, out, x_range=x_range, y_range=y_range,
+            normalization=normalization, ignore=ignore, seed=seed, tol=tol,
+            max_memory=max_memory, resume=resume, force=force, settings=settings,
+            info={"checkpoint": str(checkpoint)}, progress=bar.update,
+        )  # fmt: skip
+    if not quiet:
+        click.echo(
+            f"{out}: {result.points} points ({result.computed} computed in {result.seconds:.1f} s, "
+            f"{result.matvecs} Hessian-vector products, {result.converged} of {result.computed} "
+            "converged)"
+        )
+    write_json(Path(json_path) if json_path else None, result.to_dict())

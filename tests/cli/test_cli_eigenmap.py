@@ -1,0 +1,41 @@
+"""`flatscape eigenmap`: a map of a trained checkpoint, its plots, and one-line errors."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from cli.main import cli
+from landscape.surface.store import SurfaceStore
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_eigenmap_of_a_checkpoint_plots_and_refuses_bad_grids(tmp_path, mnist1d_teacher):
+    out, summary = tmp_path / "eig.h5", tmp_path / "eig.json"
+    common = ["--samples", "64", "--threads", "1", "--quiet"]
+    done = run("eigenmap", mnist1d_teacher, "--x", "-0.5:0.5:2", "--y", "none", *common,
+               "--out", out, "--json", summary)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    result = json.loads(summary.read_text())
+    assert result["points"] == result["computed"] == result["converged"] == 2
+    with SurfaceStore.read(out) as store:
+        top, bottom = store.arrays["lambda_max"], store.arrays["lambda_min"]
+        assert store.attrs["direction"] == "random" and store.attrs["normalization"] == "filter"
+    assert np.all(top > 0) and np.all(bottom < top)
+    line = run("plot", out, "--kind", "line", "--out", tmp_path / "line.png")
+    assert line.exit_code == 0, line.output
+
+    for args, needle in (
+        (["--x", "-1:1:22", "--y", "-1:1:21"], "more than 441"),
+        (["--x", "1:-1:3"], "--x"),
+        (["--tol", "2"], "--tol"),
+    ):
+        bad = run("eigenmap", mnist1d_teacher, *args, *common, "--out", tmp_path / "bad.h5")
+        assert bad.exit_code == 2 and needle in bad.output, bad.output
+        assert not (tmp_path / "bad.h5").exists()
+    exists = run("eigenmap", mnist1d_teacher, "--x", "-0.5:0.5:2", "--y", "none", *common,
+                 "--out", out)  # fmt: skip
+    assert exists.exit_code == 2 and "--resume" in exists.output

@@ -1,0 +1,102 @@
+"""Eigenvalue maps: lambda_max / lambda_min at grid points against dense float64 Hessians."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape.errors import LandscapeInputError
+from landscape.surface.eigenmap import eigen_map
+from landscape.surface.evaluate import grid_points
+from landscape.surface.plot import load_surface, plot_surfaces
+from landscape.surface.store import SurfaceStore
+from tests.landscape.surface_problems import classification_data, mlp, reference_loss
+
+DATA = classification_data([48], (6,))
+
+
+def _dense_spectrum(model: nn.Module, direction_pairs, point) -> tuple[torch.Tensor, float]:
+    """Eigenvalues of the float64 Hessian at theta + a dx + b dy (jacfwd of grad)."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([
+        (p.detach() + sum(c * d[n] for c, d in zip(point, direction_pairs, strict=True)))
+        .reshape(-1) for n, p in model.named_parameters()
+    ])  # fmt: skip
+    x, y = DATA[0]
+
+    def loss(flat):
+        parts = dict(zip(names, (c.view(s) for c, s in zip(flat.split(
+            [s.numel() for s in shapes]), shapes, strict=True)), strict=True))  # fmt: skip
+        return nn.functional.cross_entropy(torch.func.functional_call(model, parts, (x,)), y)
+
+    hessian = torch.func.jacfwd(torch.func.grad(loss))(theta)
+    return torch.linalg.eigvalsh(hessian), float(loss(theta))
+
+
+def test_the_map_holds_the_extreme_eigenvalues_of_the_dense_hessian(tmp_path):
+    model = mlp(0)
+    out = tmp_path / "eig.h5"
+    result = eigen_map(model, nn.functional.cross_entropy, DATA, out, x_range=(-1, 1, 3),
+                       y_range=(-0.5, 0.5, 2), seed=3, tol=1e-4, max_memory=None)  # fmt: skip
+    assert result.computed == result.points == 6 and result.converged == 6
+    with SurfaceStore.read(out) as store:
+        assert store.value_keys == ["lambda_max", "lambda_min", "train_loss"]
+        directions = store.directions()
+        values = dict(store.arrays)
+        coords = grid_points(store.x, store.y)
+    assert all(d["0.bias"].abs().max() == 0 for d in directions)  # biasbn, as surfaces
+    for index in (0, 2, 4):
+        spectrum, loss = _dense_spectrum(model, directions, coords[index])
+        top, bottom = float(spectrum[-1]), float(spectrum[0])
+        assert values["lambda_max"].reshape(-1)[index] == pytest.approx(top, rel=1e-3)
+        assert abs(values["lambda_min"].reshape(-1)[index] - bottom) <= 2e-4 * abs(top)
+        assert bottom < 0  # away from the minimum the Hessian is indefinite
+        assert values["train_loss"].reshape(-1)[index] == pytest.approx(loss, rel=1e-10)
+    centre_loss, _ = reference_loss(model, DATA, [])
+    assert _dense_spectrum(model, directions, (0.0, 0.0))[1] == pytest.approx(centre_loss)
+
+    surface = load_surface(out)
+    ratio = np.abs(surface.values["lambda_min"] / surface.values["lambda_max"])
+    assert surface.values["lambda_ratio"] == pytest.approx(ratio)
+    figure = plot_surfaces([out], tmp_path / "ratio.png", kind="heatmap", key="lambda_ratio")
+    assert figure.stat().st_size > 1000
+
+
+def test_a_killed_map_resumes_to_the_same_values(tmp_path):
+    model = mlp(1)
+    whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
+    kwargs = {"x_range": (-1, 1, 3), "y_range": None, "seed": 0, "max_memory": None}
+    eigen_map(model, nn.functional.cross_entropy, DATA, whole, **kwargs)
+    calls = []
+
+    def stop_after_two(n):
+        calls.append(n)
+        if sum(calls) >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        eigen_map(model, nn.functional.cross_entropy, DATA, part, progress=stop_after_two,
+                  **kwargs)  # fmt: skip
+    with SurfaceStore.read(part) as store:
+        assert int(store.done.sum()) == 2
+    again = eigen_map(model, nn.functional.cross_entropy, DATA, part, resume=True, **kwargs)
+    assert again.computed == 1
+    with SurfaceStore.read(whole) as a, SurfaceStore.read(part) as b:
+        for key in a.value_keys:
+            assert np.array_equal(a.arrays[key], b.arrays[key])
+
+
+def test_maps_too_big_or_made_otherwise_are_refused(tmp_path):
+    model = mlp(0)
+    with pytest.raises(LandscapeInputError, match="more than 441"):
+        eigen_map(model, nn.functional.cross_entropy, DATA, tmp_path / "big.h5",
+                  x_range=(-1, 1, 22), y_range=(-1, 1, 21))  # fmt: skip
+    assert not (tmp_path / "big.h5").exists()
+    out = tmp_path / "eig.h5"
+    eigen_map(model, nn.functional.cross_entropy, DATA, out, x_range=(-1, 1, 2), y_range=None)
+    with pytest.raises(LandscapeInputError, match="other settings"):
+        eigen_map(model, nn.functional.cross_entropy, DATA, out, x_range=(-1, 1, 2),
+                  y_range=None, seed=9, resume=True)  # fmt: skip
+    with pytest.raises(LandscapeInputError, match="exists"):
+        eigen_map(model, nn.functional.cross_entropy, DATA, out, x_range=(-1, 1, 2), y_range=None)
