@@ -267,6 +267,32 @@ def contour(spec: ModelSpec, experiment: Experiment, figures: Path, device="cpu"
     return png
 
 
+def seed_planes(
+    specs: list[ModelSpec], experiment: Experiment, figures: Path, device="cpu"
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """The teacher -> gen1 -> gen2 plane of every seed: ``{variant: {seed: plane report}}``.
+
+    Each into ``<seed folder>/plane.h5`` (resumed), on ``contour_points`` per axis; the
+    contour of seed 0 goes to ``figures``. None without contours or a second generation.
+    """
+    from cli._planes import plane_report
+
+    planes: dict[str, dict[int, dict[str, Any]]] = {}
+    if not experiment.contour_points or experiment.generations < 2:
+        return planes
+    for spec in (s for s in specs if s.group == "main" and s.role == "teacher"):
+        name = variant(spec.dataset, spec.regime)
+        trio = [spec.path] + [spec.path.with_name(f"gen{g}.safetensors") for g in (1, 2)]
+        batches = first_examples(_bundle(experiment, spec.dataset, spec.regime).train_eval,
+                                 experiment.samples, 256, device)  # fmt: skip
+        figure = figures / f"{name}_seed{spec.seed}_plane.png" if spec.seed == 0 else None
+        planes.setdefault(name, {})[spec.seed] = plane_report(
+            trio, batches, spec.path.with_name("plane.h5"), experiment.contour_points, device,
+            figure,
+        )  # fmt: skip
+    return planes
+
+
 def _identity(spec: ModelSpec, meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": spec.label,
@@ -385,5 +411,7 @@ def run_experiment(
         records.append(measure_ensemble([first, second], experiment, device))
     if experiment.profile.confounds:
         add_matched_curvature(specs, records, experiment, device)
+    planes = seed_planes(specs, experiment, root / "figures", device)
     torch.set_grad_enabled(True)
-    return write_report(root, experiment, specs, records, trained, time.perf_counter() - start)
+    return write_report(root, experiment, specs, records, trained, time.perf_counter() - start,
+                        planes)  # fmt: skip

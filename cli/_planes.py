@@ -171,3 +171,88 @@ def mark_lines(path: str | Path) -> list[str]:
         where = f", {off:.3g} off the plane" if off > 1e-9 else ""
         lines.append(f"  {label} at ({x:.4g}, {y:.4g}){values}{where}")
     return lines
+
+
+def plane_report(
+    paths: list[str | Path],
+    batches: list,
+    out: Path,
+    points: int,
+    device: torch.device | str = "cpu",
+    figure: Path | None = None,
+) -> dict[str, Any]:
+    """The plane through three checkpoints on ``batches``: where each model sits, its loss.
+
+    The surface goes to ``out`` (resumed when it exists with the same settings), on an
+    automatic ``points`` x ``points`` grid; ``figure`` gets its contour with the models
+    marked. Returns the models' positions and values and the grid's lowest loss.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    from distill.checkpoint import file_sha256, load_checkpoint
+    from landscape.surface import plane as planes
+    from landscape.surface.loss_surface import loss_surface
+    from landscape.surface.plot import plot_surfaces
+    from landscape.surface.store import SurfaceStore
+
+    loaded = [load_checkpoint(path, device=device) for path in paths]
+    for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
+        check_family(loaded[0][1], meta, path, paths[0])
+    labels = _labels(tuple(str(p) for p in paths))
+    plane = planes.checkpoint_plane(loaded[0][0], loaded[1][0].state_dict(),
+                                    loaded[2][0].state_dict(), labels=labels)  # fmt: skip
+    x, y = plane_axes(plane, f"auto:{points}", f"auto:{points}")
+    settings = {"checkpoint_sha256": file_sha256(paths[0]), "direction": "plane",
+                "plane_b_sha256": file_sha256(paths[1]),
+                "plane_c_sha256": file_sha256(paths[2])}  # fmt: skip
+    same = False
+    if out.exists():
+        with SurfaceStore.read(out) as old:
+            same = all(old.attrs.get(key) == value for key, value in settings.items())
+    loss_surface(loaded[0][0], F.cross_entropy, {"train": batches}, out, x_range=x, y_range=y,
+                 plane=plane, resume=same, force=out.exists() and not same,
+                 settings=settings)  # fmt: skip
+    with SurfaceStore.read(out) as store:
+        marks = store.extra("marks")
+        loss = store.arrays["train_loss"]
+    low = np.unravel_index(np.nanargmin(loss), loss.shape)
+    if figure is not None:
+        plot_surfaces([out], figure, kind="contour", labels=[" -> ".join(labels)], log=True)
+    return {
+        "file": str(out),
+        "models": [
+            {
+                "name": label,
+                "x": float(marks["coordinates"][n, 0]),
+                "y": float(marks["coordinates"][n, 1]),
+                "train_loss": float(marks["train_loss"][n]),
+            }  # fmt: skip
+            for n, label in enumerate(labels)
+        ],
+        "norms": {
+            "b": plane.attrs["plane_norm_b"],
+            "c": plane.attrs["plane_norm_c"],
+            "cosine": plane.attrs["plane_cosine"],
+        },  # fmt: skip
+        "lowest": {
+            "x": float(x[low[1]]),
+            "y": float(y[low[0]]),
+            "train_loss": float(loss[low]),
+        },  # fmt: skip
+    }
+
+
+def plane_lines(report: dict[str, Any]) -> list[str]:
+    """A Markdown table of the models on a plane, and the grid's lowest point."""
+    rows = ["| model | x | y | train loss |", "|---|---|---|---|"]
+    rows += [f"| {m['name']} | {m['x']:.4g} | {m['y']:.4g} | {m['train_loss']:.4g} |"
+             for m in report["models"]]  # fmt: skip
+    low = report["lowest"]
+    rows += [
+        "",
+        f"Lowest train loss on the grid: {low['train_loss']:.4g} at "
+        f"({low['x']:.4g}, {low['y']:.4g}); |B - A| = {report['norms']['b']:.4g}, "
+        f"|C - A| = {report['norms']['c']:.4g}, cosine {report['norms']['cosine']:.3f}.",
+    ]
+    return rows

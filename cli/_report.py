@@ -238,8 +238,29 @@ def regime_section(records, variants) -> list[str]:
     ]
 
 
-def write_report(root: Path, experiment, specs, records, trained: int, seconds: float) -> Path:
-    """Write report.md, report.json and figures under `root`; return the Markdown path."""
+def _plane_section(by_seed, figures: Path, root: Path, dataset: str):
+    """Each seed's models on their plane (raw weights: each point is the model itself)."""
+    from cli._planes import plane_lines
+
+    text = [
+        "Origin at the teacher, x towards gen1, y towards gen2 made orthogonal (Gram-Schmidt, "
+        "raw weight-space distance); the loss at each position is the model's own train loss.",
+    ]
+    for seed, report in sorted(by_seed.items()):
+        text += ["", f"Seed {seed}:", "", *plane_lines(report)]
+    figure = figures / f"{dataset}_seed0_plane.png"
+    if figure.exists():
+        text += ["", f"![plane, seed 0]({figure.relative_to(root)})"]
+    return {str(seed): report for seed, report in by_seed.items()}, text
+
+
+def write_report(
+    root: Path, experiment, specs, records, trained: int, seconds: float, planes=None
+) -> Path:
+    """Write report.md, report.json and figures under `root`; return the Markdown path.
+
+    ``planes``: the teacher -> gen1 -> gen2 plane per variant and seed (positions, losses).
+    """
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     command = "flatscape " + " ".join(sys.argv[1:]) if sys.argv else "flatscape reproduce"
@@ -299,6 +320,9 @@ def write_report(root: Path, experiment, specs, records, trained: int, seconds: 
         if contours:
             lines += ["", "2D filter-normalized contours (seed 0):", ""]
             lines += [f"![{p.stem}]({p.relative_to(root)})" for p in contours]
+        if (planes or {}).get(dataset):
+            entry["planes"], text = _plane_section(planes[dataset], figures, root, dataset)
+            lines += ["", "### The teacher -> gen1 -> gen2 plane", "", *text]
         if len(summary) >= 3:
             entry["mobahi"], text = _mobahi_section(summary)
             lines += ["", "### Accuracy over generations (Mobahi et al.)", "", *text]

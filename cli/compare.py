@@ -204,6 +204,33 @@ def compare_checkpoints(
     }
 
 
+def _plane(report: dict[str, Any], samples: int, plots_dir, points: int, device) -> dict:
+    """The plane through the reference and the next two models, into plots_dir or a temp dir."""
+    import tempfile
+
+    from cli._planes import plane_report
+    from distill.analysis import first_examples
+    from distill.checkpoint import load_checkpoint
+    from distill.data import dataset_from_description
+
+    models = report["models"]
+    ref = next(i for i, m in enumerate(models) if m["name"] == report["reference"])
+    order = [ref] + [i for i in range(len(models)) if i != ref][:2]
+    paths = [models[i]["path"] for i in order]
+    _, meta = load_checkpoint(paths[0])
+    batches = first_examples(dataset_from_description(meta["dataset"]).train_eval, samples,
+                             1024, device)  # fmt: skip
+    if plots_dir:
+        folder = Path(plots_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return plane_report(paths, batches, folder / "plane.h5", points, device,
+                            folder / "plane.png")  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        found = plane_report(paths, batches, Path(folder) / "plane.h5", points, device)
+    found["file"] = None
+    return found
+
+
 def write_plots(report: dict[str, Any], folder: Path) -> None:
     """1D curves along each model's own direction, and teacher -> student lines."""
     from cli._report import save_lines
@@ -277,6 +304,17 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "and λ1 at a matched train loss (each model's logits divided by a fitted "
     "temperature so all reach the highest train loss among them).",
 )
+@click.option(
+    "--plane",
+    is_flag=True,
+    help="Also the plane through the reference and the next two checkpoints (e.g. teacher, "
+    "gen1, gen2; raw weights, Gram-Schmidt): each model's position and train loss, and "
+    "with --plots plane.h5 and its contour plane.png.",
+)
+@click.option(
+    "--plane-points", type=click.IntRange(min=2), default=21, show_default=True,
+    help="Points per axis of the --plane grid.",
+)  # fmt: skip
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
 @parameter_options
 @click.option(
@@ -308,6 +346,8 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 def compare(
     checkpoints,
     surface,
+    plane,
+    plane_points,
     plots_dir,
     samples,
     batch_size,
@@ -353,6 +393,8 @@ def compare(
     if confounds and loss_spec != "cross_entropy":
         raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
     outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
+    if plane and len(checkpoints) < 3:
+        raise DistillInputError(f"--plane needs three checkpoints; {len(checkpoints)} given")
     settings = ProfileSettings(
         top_k=top_k,
         tol=tol,
@@ -379,6 +421,8 @@ def compare(
             resample_size=resample_size,
             loss_name=loss_spec,
         )
+    if plane:
+        report["plane"] = _plane(report, samples, plots_dir, plane_points, resolve_device(device))
     if plots_dir:
         write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
@@ -389,6 +433,12 @@ def compare(
     markdown = to_markdown(rows, columns)
     click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
     click.echo(markdown, nl=False)
+    if plane:
+        from cli._planes import plane_lines
+
+        names = " -> ".join(m["name"] for m in report["plane"]["models"])
+        click.echo(f"\nThe plane through {names} ({samples} train examples):\n")
+        click.echo("\n".join(plane_lines(report["plane"])))
     write_json(outputs[0], report)
     for path, text in ((outputs[1], markdown), (outputs[2], to_csv(rows, columns))):
         if path is not None:

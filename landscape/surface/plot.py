@@ -230,7 +230,10 @@ def grid_figure(
         if len(surfaces) > 1:
             ax.set_title(surface.label)
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes, label=key.replace("_", " "), shrink=0.9)
+        bar = fig.colorbar(mappable, ax=axes, label=key.replace("_", " "), shrink=0.9)
+        if log:  # round labels at the levels, not 1.11265 x 10^1
+            bar.ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+            bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     return fig
 
 
@@ -274,7 +277,7 @@ def _draw_marks(ax: Axes, surface: Surface) -> None:
         ax.annotate(str(marks["labels"][n]), (x, y), xytext=(4, 4), textcoords="offset points",
                     fontsize=7, path_effects=_halo())  # fmt: skip
     if surface.paths:
-        ax.legend(loc="best", fontsize=6)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=6)
 
 
 def _halo() -> list[Any]:

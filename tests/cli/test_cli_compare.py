@@ -109,3 +109,26 @@ def test_per_layer_and_resampled_spread(mnist1d_teacher, mnist1d_student, tmp_pa
     assert isinstance(student["lambda_1_change_exceeds_spread"], bool)
     assert (plots / "per_layer.png").stat().st_size > 1000
     assert "lambda_1_change_exceeds_spread" in result.output
+
+
+def test_the_plane_of_three_models_in_the_comparison(tmp_path, mnist1d_teacher, mnist1d_student):
+    from distill.losses import KDConfig
+    from distill.trainer import train_student
+
+    gen2 = tmp_path / "gen2.safetensors"
+    model, meta = train_student(mnist1d_student, KDConfig(4.0, 1.0), recipe=Recipe(epochs=1))
+    save_checkpoint(gen2, model, meta)
+    out, plots = tmp_path / "c.json", tmp_path / "plots"
+    result = run("compare", mnist1d_teacher, mnist1d_student, gen2, *FAST, "--plane",
+                 "--plane-points", "5", "--plots", plots, "--json", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "The plane through teacher -> gen1 -> gen2" in result.output
+    report = json.loads(out.read_text())
+    plane = report["plane"]
+    assert [m["name"] for m in plane["models"]] == ["teacher", "gen1", "gen2"]
+    for position, model in zip(plane["models"], report["models"], strict=True):
+        assert position["train_loss"] == pytest.approx(model["train_loss"], rel=1e-5)
+    assert plane["models"][1]["y"] == 0.0 and plane["models"][2]["y"] > 0
+    assert (plots / "plane.png").stat().st_size > 1000 and (plots / "plane.h5").is_file()
+    two = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--plane")
+    assert two.exit_code == 2 and "three checkpoints" in two.stderr

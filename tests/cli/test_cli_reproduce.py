@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
@@ -41,6 +42,20 @@ def test_reproduce_writes_report_and_resumes_without_retraining(tmp_path):
         if path.name != "gen2.safetensors" or "seed1" not in str(path):
             assert path.stat().st_mtime_ns == stamp
     assert (tmp_path / "figures" / "synthetic_lines_seed0.png").is_file()
+    # each seed's teacher -> gen1 -> gen2 plane holds the models' own train losses,
+    # recomputed for seed 1 whose gen2 was retrained
+    document = json.loads((tmp_path / "report.json").read_text())
+    planes = document["datasets"]["synthetic"]["planes"]
+    assert set(planes) == {"0", "1"}
+    for seed, plane in planes.items():
+        assert [m["name"] for m in plane["models"]] == ["teacher", "gen1", "gen2"]
+        assert (plane["models"][0]["x"], plane["models"][0]["y"]) == (0.0, 0.0)
+        for model in plane["models"]:
+            (record,) = [r for r in document["models"]
+                         if r["seed"] == int(seed) and r["name"] == model["name"]]  # fmt: skip
+            assert model["train_loss"] == pytest.approx(record["train_loss"], rel=1e-5)
+    assert "The teacher -> gen1 -> gen2 plane" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / "synthetic_seed0_plane.png").is_file()
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
