@@ -389,8 +389,12 @@ def _sigterm_raises() -> Iterator[_Critical]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield critical
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except BaseException:
+        # A failed run still has to save its points and say so; torchrun's SIGTERM (it
+        # stops every process once one has failed) must not cut that short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

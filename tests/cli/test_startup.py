@@ -52,7 +52,7 @@ def test_option_choices_equal_the_libraries_constants():
     from landscape.surface.store import SPLITS
 
     assert choices.KINDS == KINDS and choices.GEOMETRIES == GEOMETRIES
-    assert tuple(sorted(PRESETS)) == choices.PRESETS and choices.VECTORIZE == VECTORIZE
+    assert tuple(sorted([*PRESETS, "sweep"])) == choices.PRESETS and choices.VECTORIZE == VECTORIZE
     assert tuple(SPLITS) == choices.SPLITS and choices.DATASETS == DATASETS
     assert tuple(sorted(ARCHITECTURES)) == choices.ARCHITECTURES
     assert choices.ALPHA_MEANING == ALPHA_MEANING

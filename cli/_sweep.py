@@ -1,0 +1,493 @@
+"""`flatscape reproduce --preset sweep`: student recipes over data, widths and seeds.
+
+For every regime (clean data, label noise), teacher width and seed one teacher; from it,
+one student per recipe (temperature x alpha x epoch budget x learning rate). Every model
+is measured on the same examples (test accuracy, lambda_1, Hutch++ trace, and lambda_1 of
+teacher and student at a matched train loss). The recipe with the highest mean gain is
+then trained again on fresh seeds, so that its gain is not selected on the seeds that
+chose it. A KD run that diverges or ends at chance is kept as collapsed.
+
+Everything is cached under the output folder (checkpoints, one JSON per measurement), so
+a killed sweep continues where it stopped; a grid of other settings is refused there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distill.analysis import first_examples
+from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from distill.data import load_dataset
+from distill.errors import DistillInputError
+from distill.losses import KDConfig
+from distill.trainer import TEACHER_RECIPES, Recipe, train_student, train_teacher
+from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
+
+LR_MODES = ("teacher", "quarter")
+"""Student learning rate: the teacher's, or a quarter of it; both with a 2-epoch warm-up."""
+FRESH_SEED_BASE = 100
+CHANCE_MARGIN = 1.5
+"""A student whose test accuracy is below this many times chance has collapsed."""
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The sweep's grid; every field can be set from a JSON file (``--grid``).
+
+    Attributes:
+        regimes: Name to ``load_dataset`` options (``{"label_noise": 0.2}``).
+        widths: cnn1d widths of the teacher (and its students).
+        temperatures, alphas: KD settings of the students (alpha weights the KL term).
+        epoch_factors: Student epochs as multiples of ``teacher_epochs``.
+        lr_modes: ``teacher`` (the teacher's lr) and/or ``quarter`` (a quarter of it).
+        seeds: Seeds 0..seeds-1 of the sweep itself.
+        fresh_seeds: Seeds the best recipe is trained again on (100, 101, ...; 0: skip).
+        teacher_epochs: The teacher's epochs (MNIST-1D's recipe otherwise).
+        samples: Train examples every model is measured on.
+        trace_matvecs: Hutch++ products of the trace.
+    """
+
+    regimes: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"clean": {}, "noise20": {"label_noise": 0.2}}
+    )
+    widths: tuple[int, ...] = (32, 128)
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
+    alphas: tuple[float, ...] = (0.5, 1.0)
+    epoch_factors: tuple[int, ...] = (1, 2)
+    lr_modes: tuple[str, ...] = LR_MODES
+    seeds: int = 3
+    fresh_seeds: int = 3
+    teacher_epochs: int = 20
+    samples: int = 512
+    trace_matvecs: int = 30
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.lr_modes if m not in LR_MODES]
+        checks = [
+            (not bad, f"lr_modes {bad}: choose from {', '.join(LR_MODES)}"),
+            (self.seeds >= 1 and self.fresh_seeds >= 0, "seeds must be >= 1, fresh_seeds >= 0"),
+            (self.teacher_epochs >= 1, "teacher_epochs must be >= 1"),
+            (all(w >= 1 for w in self.widths) and self.widths, "widths must be >= 1"),
+            (all(f >= 1 for f in self.epoch_factors), "epoch_factors must be >= 1"),
+            (all(t > 0 for t in self.temperatures), "temperatures must be > 0"),
+            (all(0 <= a <= 1 for a in self.alphas), "alphas must lie in [0, 1]"),
+            (bool(self.regimes), "regimes: give at least one"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DistillInputError(f"--grid: {message}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SweepGrid:
+        """A grid from a JSON object; fields left out keep the preset's values."""
+        try:
+            given = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DistillInputError(f"--grid {path}: not a readable JSON file ({err})") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(given, dict) or set(given) - known:
+            unknown = sorted(set(given) - known) if isinstance(given, dict) else given
+            raise DistillInputError(
+                f"--grid {path}: unknown keys {unknown}; known: {', '.join(sorted(known))}"
+            )
+        tuples = {k: tuple(v) for k, v in given.items() if isinstance(v, list)}
+        try:
+            return replace(cls(), **{**given, **tuples})
+        except TypeError as err:
+            raise DistillInputError(f"--grid {path}: {err}") from None
+
+    def recipes(self) -> list[dict[str, Any]]:
+        """Every student recipe of the grid, with its name."""
+        rows = []
+        for t, a, e, lr in itertools.product(
+            self.temperatures, self.alphas, self.epoch_factors, self.lr_modes
+        ):
+            name = f"T{t:g}-a{a:g}-e{e}x-lr{lr}"
+            rows.append({"name": name, "temperature": t, "alpha": a, "epochs": e, "lr": lr})
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready, and what a resumed sweep must match."""
+        return asdict(self)
+
+
+def teacher_recipe(grid: SweepGrid) -> Recipe:
+    """MNIST-1D's teacher recipe at the grid's epoch budget."""
+    return replace(TEACHER_RECIPES["mnist1d"], epochs=grid.teacher_epochs)
+
+
+def student_recipe(grid: SweepGrid, recipe: dict[str, Any]) -> Recipe:
+    """A student's optimiser: the teacher's recipe, its epochs and lr changed as named."""
+    base = teacher_recipe(grid)
+    epochs = base.epochs * recipe["epochs"]
+    lr = base.lr if recipe["lr"] == "teacher" else base.lr / 4
+    return replace(base, epochs=epochs, lr=lr, warmup_epochs=min(2, epochs - 1))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One teacher of the sweep: regime, width and seed."""
+
+    regime: str
+    width: int
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.regime}/w{self.width}/seed{self.seed}"
+
+
+def _bundle(grid: SweepGrid, regime: str):
+    return load_dataset("mnist1d", **grid.regimes[regime])
+
+
+def _train_teacher(path: Path, grid: SweepGrid, cell: Cell, device) -> None:
+    model, meta = train_teacher(_bundle(grid, cell.regime), recipe=teacher_recipe(grid),
+                                seed=cell.seed, arch_overrides={"width": cell.width},
+                                device=device)  # fmt: skip
+    save_checkpoint(path, model, meta)
+
+
+def _train_student(path: Path, teacher: Path, grid: SweepGrid, recipe: dict, device) -> dict:
+    """Train one student; a diverged run is recorded (``collapsed``) instead of raising."""
+    kd = KDConfig(temperature=recipe["temperature"], alpha=recipe["alpha"])
+    try:
+        model, meta = train_student(teacher, kd, recipe=student_recipe(grid, recipe),
+                                    device=device)  # fmt: skip
+    except DistillInputError as err:
+        if "diverged" not in str(err):
+            raise
+        return {"collapsed": True, "reason": str(err)}
+    save_checkpoint(path, model, meta)
+    return {}
+
+
+def _measure(path: Path, grid: SweepGrid, regime: str, device) -> dict[str, Any]:
+    """Accuracy, train loss, lambda_1 and trace of one checkpoint (cached beside it)."""
+    cache = path.with_suffix(".sweep.json")
+    sha = file_sha256(path)
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("checkpoint_sha256") == sha:
+            return stored["record"]
+    model, _ = load_checkpoint(path, device=device)
+    bundle = _bundle(grid, regime)
+    train = first_examples(bundle.train_eval, grid.samples, grid.samples, device)
+    test = first_examples(bundle.test, None, 1024, device)
+    settings = ProfileSettings(top_k=1, trace_matvecs=grid.trace_matvecs, line_points=0)
+    record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
+    record = {k: record[k] for k in ("train_loss", "test_accuracy", "lambda_1", "trace")}
+    cache.write_text(json.dumps({"checkpoint_sha256": sha, "record": record}))
+    return record
+
+
+def _matched(path: Path, grid: SweepGrid, regime: str, target: float, device) -> float | None:
+    """lambda_1 of a checkpoint at train loss ``target`` (temperature-matched), cached."""
+    cache = path.with_suffix(f".matched-{target:.6g}.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())["matched_lambda_1"]
+    model, _ = load_checkpoint(path, device=device)
+    train = first_examples(_bundle(grid, regime).train_eval, grid.samples, grid.samples, device)
+    value = matched_lambda_1(model, train, target, ProfileSettings(top_k=1))["matched_lambda_1"]
+    cache.write_text(json.dumps({"matched_lambda_1": value}))
+    return value
+
+
+def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) -> dict:
+    """Train (if needed) and measure one student of ``cell``; its gains over the teacher."""
+    teacher = root / cell.folder / "teacher.safetensors"
+    path = root / cell.folder / f"{recipe['name']}.safetensors"
+    failed = path.with_suffix(".collapsed.json")
+    outcome: dict[str, Any] = {}
+    if not path.is_file() and not failed.is_file():
+        outcome = _train_student(path, teacher, grid, recipe, device)
+        if outcome:
+            failed.write_text(json.dumps(outcome))
+    elif failed.is_file():
+        outcome = json.loads(failed.read_text())
+    base = _measure(teacher, grid, cell.regime, device)
+    row = {**asdict(cell), "recipe": recipe["name"], "teacher": base}
+    if outcome.get("collapsed"):
+        return {**row, "collapsed": True, "reason": outcome["reason"], "gain": None}
+    student = _measure(path, grid, cell.regime, device)
+    classes = 10
+    target = max(base["train_loss"], student["train_loss"])
+    row.update(
+        student=student,
+        collapsed=student["test_accuracy"] < CHANCE_MARGIN / classes,
+        gain=student["test_accuracy"] - base["test_accuracy"],
+        lambda_1_ratio=student["lambda_1"] / base["lambda_1"],
+        trace_ratio=student["trace"] / base["trace"],
+        matched_target=target,
+        matched_lambda_1=_matched(path, grid, cell.regime, target, device),
+        teacher_matched_lambda_1=_matched(teacher, grid, cell.regime, target, device),
+    )
+    return row
+
+
+def epoch_seconds(grid: SweepGrid, device="cpu") -> dict[int, float]:
+    """Seconds of one training epoch of each width, measured here (for the estimate)."""
+    bundle = _bundle(grid, next(iter(grid.regimes)))
+    two = replace(teacher_recipe(grid), epochs=2)
+    measured = {}
+    for width in grid.widths:
+        records: list[dict[str, Any]] = []
+        train_teacher(bundle, recipe=two, seed=0, arch_overrides={"width": width},
+                      device=device, log=records.append)  # fmt: skip
+        measured[width] = records[-1]["seconds"]  # the second epoch: no first-call costs
+    return measured
+
+
+def estimate(grid: SweepGrid, per_epoch: dict[int, float]) -> tuple[int, float]:
+    """Models and seconds of the whole sweep (training, plus measuring as 5 epochs each)."""
+    recipes = grid.recipes()
+    student_epochs = sum(grid.teacher_epochs * r["epochs"] for r in recipes)
+    mean_factor = student_epochs / len(recipes) / grid.teacher_epochs
+    models = seconds = 0.0
+    for width in grid.widths:
+        cells = len(grid.regimes) * grid.seeds
+        fresh = len(grid.regimes) * grid.fresh_seeds
+        epochs = cells * (grid.teacher_epochs + student_epochs)
+        epochs += fresh * grid.teacher_epochs * (1 + mean_factor)
+        count = cells * (1 + len(recipes)) + 2 * fresh
+        models += count
+        seconds += per_epoch[width] * (epochs + 5 * count)
+    return int(models), seconds
+
+
+def run_sweep(grid: SweepGrid, out_dir: str | Path, quiet: bool = False, device="cpu") -> Path:
+    """Train and measure the sweep (resuming), write its report; return report.md's path."""
+    from cli._common import progress_bar
+
+    root = Path(out_dir)
+    _check_grid(root, grid)
+    start = time.perf_counter()
+    per_epoch = epoch_seconds(grid, device)
+    models, seconds = estimate(grid, per_epoch)
+    rates = ", ".join(f"width {w}: {s:.2f} s" for w, s in per_epoch.items())
+    print(f"sweep: {models} models; about {seconds / 60:.0f} min on this machine if none is "
+          f"cached (one epoch: {rates})", file=sys.stderr, flush=True)  # fmt: skip
+    cells = [Cell(r, w, s) for r in grid.regimes for w in grid.widths for s in range(grid.seeds)]
+    recipes = grid.recipes()
+    rows = []
+    with progress_bar(len(cells) * (1 + len(recipes)), "sweep", quiet, unit="model") as bar:
+        for cell in cells:
+            _ensure_teacher(root, grid, cell, device)
+            bar.update(1)
+            for recipe in recipes:
+                rows.append(_student_row(root, grid, cell, recipe, device))
+                bar.update(1)
+    best = best_recipe(rows, recipes)
+    fresh = []
+    if best is not None and grid.fresh_seeds:
+        recipe = next(r for r in recipes if r["name"] == best)
+        for regime, width in itertools.product(grid.regimes, grid.widths):
+            for seed in range(FRESH_SEED_BASE, FRESH_SEED_BASE + grid.fresh_seeds):
+                cell = Cell(regime, width, seed)
+                _ensure_teacher(root, grid, cell, device)
+                fresh.append(_student_row(root, grid, cell, recipe, device))
+    torch.set_grad_enabled(True)
+    return write_sweep_report(root, grid, rows, fresh, best, time.perf_counter() - start,
+                              seconds)  # fmt: skip
+
+
+def _ensure_teacher(root: Path, grid: SweepGrid, cell: Cell, device) -> None:
+    path = root / cell.folder / "teacher.safetensors"
+    if not path.is_file():
+        _train_teacher(path, grid, cell, device)
+
+
+def _check_grid(root: Path, grid: SweepGrid) -> None:
+    stamp = root / "sweep.json"
+    document = json.loads(json.dumps(grid.to_json()))
+    if stamp.is_file() and json.loads(stamp.read_text()) != document:
+        raise DistillInputError(
+            f"{root} holds a sweep with another grid ({stamp}); use another --out-dir"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(document, indent=2))
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gain and flatness ratios of one recipe in one (regime, width) over its seeds."""
+    done = [r for r in rows if not r["collapsed"]]
+    gains = [r["gain"] for r in done]
+
+    def stats(values):
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return {"mean": None, "std": None, "n": 0}
+        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))
+                if len(values) > 1 else 0.0, "n": len(values)}  # fmt: skip
+
+    teacher_acc = float(np.mean([r["teacher"]["test_accuracy"] for r in rows]))
+    return {
+        "gain": stats(gains),
+        "wins": sum(g > 0 for g in gains),
+        "seeds": len(rows),
+        "collapsed": len(rows) - len(done),
+        "teacher_accuracy": teacher_acc,
+        "lambda_1_ratio": stats([r["lambda_1_ratio"] for r in done]),
+        "trace_ratio": stats([r["trace_ratio"] for r in done]),
+        "matched_lambda_1_ratio": stats(
+            [
+                r["matched_lambda_1"] / r["teacher_matched_lambda_1"]
+                for r in done
+                if r.get("matched_lambda_1") and r.get("teacher_matched_lambda_1")
+            ]
+        ),  # fmt: skip
+    }
+
+
+def best_recipe(rows: list[dict[str, Any]], recipes: list[dict[str, Any]]) -> str | None:
+    """The recipe with the highest mean gain over every cell (collapsed runs count as -1)."""
+    means = {}
+    for recipe in recipes:
+        gains = [r["gain"] if not r["collapsed"] else -1.0
+                 for r in rows if r["recipe"] == recipe["name"]]  # fmt: skip
+        if gains:
+            means[recipe["name"]] = float(np.mean(gains))
+    return max(means, key=means.get) if means else None
+
+
+def noise_floor(accuracy: float, test_examples: int) -> float:
+    """Two standard errors of the difference of two accuracies near ``accuracy`` on one test set.
+
+    Treating the two models' errors as independent: sqrt(2 p (1 - p) / n); a gain below
+    twice that is within the test set's binomial noise.
+    """
+    return 2 * math.sqrt(2 * accuracy * (1 - accuracy) / test_examples)
+
+
+def write_sweep_report(
+    root: Path, grid: SweepGrid, rows, fresh, best, seconds: float, estimated: float
+) -> Path:
+    """report.md, report.json and the gain-vs-lambda_1 figure of a sweep."""
+    from landscape.compare.table import to_markdown
+
+    test_examples = len(load_dataset("mnist1d").test)
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        groups.setdefault((row["regime"], row["width"]), {}).setdefault(row["recipe"], []).append(
+            row
+        )
+    command = "flatscape " + " ".join(sys.argv[1:]) if sys.argv else "flatscape reproduce"
+    lines = [
+        "# flatscape recipe sweep",
+        "",
+        f"Command: `{command}`  ",
+        f"{len(rows) + len(fresh)} students, {seconds / 60:.1f} min (estimated beforehand: "
+        f"{estimated / 60:.0f} min), torch {torch.__version__}, {torch.get_num_threads()} "
+        "threads.",
+        "",
+        f"MNIST-1D, cnn1d teachers of widths {', '.join(map(str, grid.widths))} trained "
+        f"{grid.teacher_epochs} epochs (SGD lr 0.1, cosine); each student a fresh init of the "
+        "teacher's architecture trained on its soft outputs. Gain = student test accuracy "
+        "minus its own teacher's (same seed), in points; wins = seeds with a positive gain "
+        f"(with {grid.seeds} seeds and no effect, all win with probability "
+        f"{0.5**grid.seeds:.3f}); ratios are student / teacher on the first "
+        f"{grid.samples} train examples; matched λ1: both at the higher of their two train "
+        "losses (temperature-matched). A gain below the noise floor (two standard errors of "
+        f"a difference of two accuracies on {test_examples} test examples) is noise.",
+    ]
+    summaries: dict[str, dict[str, Any]] = {}
+    for (regime, width), by_recipe in groups.items():
+        table = []
+        for name, recipe_rows in by_recipe.items():
+            s = summarise(recipe_rows)
+            summaries[f"{regime}/w{width}/{name}"] = s
+            table.append({
+                "recipe": name, "gain (pts)": _pm(s["gain"], 100),
+                "wins": f"{s['wins']}/{s['seeds']}",
+                "collapsed": s["collapsed"], "λ1 ratio": _pm(s["lambda_1_ratio"]),
+                "trace ratio": _pm(s["trace_ratio"]),
+                "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"]),
+            })  # fmt: skip
+        teacher = float(np.mean([s["teacher_accuracy"] for s in [summarise(v) for v in
+                                 by_recipe.values()]]))  # fmt: skip
+        floor = noise_floor(teacher, test_examples)
+        lines += ["", f"## {regime}, width {width}", "",
+                  f"Teacher test accuracy {100 * teacher:.2f} % (mean over seeds); noise floor "
+                  f"of a gain: {100 * floor:.2f} points.", "",
+                  to_markdown(table, list(table[0]))]  # fmt: skip
+    verdict, fresh_summary = _verdict(fresh, best, test_examples)
+    lines += ["", "## Best recipe on fresh seeds", "", *verdict]
+    figure = root / "gain_vs_lambda_1.png"
+    _figure(summaries, figure)
+    lines += ["", f"![gain vs λ1 ratio]({figure.name})"]
+    path = root / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    document = {"grid": grid.to_json(), "students": rows, "summaries": summaries,
+                "best": best, "fresh": fresh, "fresh_summary": fresh_summary,
+                "seconds": seconds, "estimated_seconds": estimated}  # fmt: skip
+    (root / "report.json").write_text(json.dumps(document, indent=2, default=str))
+    return path
+
+
+def _pm(summary: dict[str, Any], scale: float = 1.0) -> str:
+    if summary["mean"] is None:
+        return "—"
+    return f"{scale * summary['mean']:+.3g} ± {scale * summary['std']:.2g}"
+
+
+def _verdict(fresh, best, test_examples: int) -> tuple[list[str], dict[str, Any]]:
+    if best is None:
+        return ["No recipe finished."], {}
+    if not fresh:
+        return [f"Best recipe on the sweep's seeds: {best}; no fresh seeds were run."], {}
+    by_cell: dict[str, Any] = {}
+    count = len({r["seed"] for r in fresh})
+    lines = [f"Best recipe on the sweep's seeds (highest mean gain over every cell): "
+             f"**{best}**, trained again on {count} fresh seeds:", ""]  # fmt: skip
+    for key in dict.fromkeys((r["regime"], r["width"]) for r in fresh):
+        rows = [r for r in fresh if (r["regime"], r["width"]) == key]
+        s = summarise(rows)
+        floor = noise_floor(s["teacher_accuracy"], test_examples)
+        mean = s["gain"]["mean"]
+        beyond = mean is not None and mean > floor and s["wins"] == len(rows)
+        by_cell[f"{key[0]}/w{key[1]}"] = {**s, "noise_floor": floor, "beyond_noise": beyond}
+        lines.append(
+            f"- {key[0]}, width {key[1]}: gain {_pm(s['gain'], 100)} points, wins "
+            f"{s['wins']}/{len(rows)}, collapsed {s['collapsed']}, noise floor "
+            f"{100 * floor:.2f}: {'beyond noise' if beyond else 'within noise or negative'}; "
+            f"λ1 ratio {_pm(s['lambda_1_ratio'])}, matched λ1 ratio "
+            f"{_pm(s['matched_lambda_1_ratio'])}."
+        )
+    return lines, by_cell
+
+
+def _figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:
+    """Mean gain against the mean lambda_1 ratio, one point per recipe and cell."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from landscape.surface.plot import COLORS, STYLE
+
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(4.2, 3.0), layout="constrained")
+        ax = fig.subplots()
+        cells = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in summaries))
+        for n, cell in enumerate(cells):
+            points = [(s["lambda_1_ratio"]["mean"], 100 * s["gain"]["mean"])
+                      for key, s in summaries.items() if key.startswith(cell + "/")
+                      and s["gain"]["mean"] is not None]  # fmt: skip
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.scatter(xs, ys, s=10, color=COLORS[n % len(COLORS)], label=cell)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axvline(1, color="black", lw=0.6, ls=":")
+        ax.set(xlabel="λ1 ratio (student / teacher)", ylabel="gain in test accuracy (points)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        fig.savefig(path)

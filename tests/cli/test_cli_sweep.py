@@ -1,0 +1,102 @@
+"""`flatscape reproduce --preset sweep`: a 2-recipe, 1-seed, 3-epoch sweep end to end."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import cli._sweep as sweep_module
+from cli._sweep import SweepGrid, noise_floor, student_recipe
+from cli.main import cli
+from distill.errors import DistillInputError
+
+GRID = {
+    "regimes": {"clean": {}},
+    "widths": [16],
+    "temperatures": [1.0, 4.0],
+    "alphas": [1.0],
+    "epoch_factors": [1],
+    "lr_modes": ["teacher"],
+    "seeds": 1,
+    "fresh_seeds": 1,
+    "teacher_epochs": 3,
+    "samples": 128,
+    "trace_matvecs": 6,
+}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(GRID))
+    out = tmp_path / "sweep"
+    original = sweep_module.train_student
+
+    def collapsing(teacher, kd, **kwargs):  # T = 4 "diverges": kept as collapsed
+        if kd.temperature == 4.0:
+            raise DistillInputError("training diverged at epoch 1 (loss nan); lower --lr")
+        return original(teacher, kd, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train_student", collapsing)
+    args = ["reproduce", "--preset", "sweep", "--grid", grid, "--out-dir", out, "--quiet",
+            "--threads", "1"]  # fmt: skip
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert "sweep: 5 models; about" in first.stderr  # the estimate comes first
+    document = json.loads((out / "report.json").read_text())
+    names = {row["recipe"] for row in document["students"]}
+    assert names == {"T1-a1-e1x-lrteacher", "T4-a1-e1x-lrteacher"}
+    collapsed = [r for r in document["students"] if r["recipe"].startswith("T4")]
+    assert collapsed[0]["collapsed"] and collapsed[0]["gain"] is None
+    kept = next(r for r in document["students"] if r["recipe"].startswith("T1"))
+    gain = kept["student"]["test_accuracy"] - kept["teacher"]["test_accuracy"]
+    assert kept["gain"] == pytest.approx(gain)
+    assert kept["lambda_1_ratio"] == pytest.approx(
+        kept["student"]["lambda_1"] / kept["teacher"]["lambda_1"]
+    )
+    assert document["best"] == "T1-a1-e1x-lrteacher"  # the collapsed recipe counts as -1
+    assert [r["seed"] for r in document["fresh"]] == [100]
+    assert "clean/w16" in document["fresh_summary"]
+    report = (out / "report.md").read_text()
+    assert "## clean, width 16" in report and "Best recipe on fresh seeds" in report
+    assert "T4-a1-e1x-lrteacher | — | 0/1 | 1 |" in report
+    assert (out / "gain_vs_lambda_1.png").stat().st_size > 1000
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing retrained
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**GRID, "teacher_epochs": 4}))
+    refused = run("reproduce", "--preset", "sweep", "--grid", other, "--out-dir", out)
+    assert refused.exit_code == 2 and "another grid" in refused.stderr
+
+
+def test_bad_grids_are_one_line_errors(tmp_path):
+    for text, needle in (
+        ('{"widhts": [8]}', "unknown keys"),
+        ("[1, 2]", "unknown keys"),
+        ("{not json", "not a readable JSON"),
+        ('{"lr_modes": ["half"]}', "lr_modes"),
+    ):
+        path = tmp_path / "g.json"
+        path.write_text(text)
+        result = run("reproduce", "--preset", "sweep", "--grid", path, "--out-dir", tmp_path)
+        assert result.exit_code == 2 and needle in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    mixed = run("reproduce", "--preset", "quick", "--grid", path, "--out-dir", tmp_path)
+    assert mixed.exit_code == 2 and "--preset sweep" in mixed.stderr
+
+
+def test_the_preset_grid_and_recipes():
+    grid = SweepGrid()
+    recipes = grid.recipes()
+    assert len(recipes) == 24 and len({r["name"] for r in recipes}) == 24
+    quarter = student_recipe(grid, {"epochs": 2, "lr": "quarter"})
+    same = student_recipe(grid, {"epochs": 1, "lr": "teacher"})
+    assert quarter.epochs == 2 * grid.teacher_epochs and quarter.lr == pytest.approx(0.025)
+    assert same.lr == pytest.approx(0.1) and same.warmup_epochs == 2
+    assert noise_floor(0.9, 1000) == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)
