@@ -100,6 +100,11 @@ def test_bad_planes_exit_2_and_leave_the_file(tmp_path, mnist1d_teacher, mnist1d
     other = run("surface", "--plane", mnist1d_teacher, mnist1d_student, wide, *SMALL,
                 "--out", out, "--force")  # fmt: skip
     assert_one_line_error(other, "another model arguments")
+    noisy = tmp_path / "noisy.safetensors"
+    model, meta = train_teacher(load_dataset("mnist1d", label_noise=0.2), recipe=Recipe(epochs=1))
+    save_checkpoint(noisy, model, meta)
+    data = run("surface", "--plane", mnist1d_teacher, noisy, gen2, *SMALL, "--out", out, "--force")
+    assert_one_line_error(data, "another dataset")
     both = run("surface", mnist1d_teacher, "--plane", mnist1d_teacher, mnist1d_student, gen2,
                *SMALL, "--out", out, "--force")  # fmt: skip
     assert_one_line_error(both, "not both")
