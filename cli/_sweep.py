@@ -152,11 +152,26 @@ def _bundle(grid: SweepGrid, regime: str):
     return load_dataset("mnist1d", **grid.regimes[regime])
 
 
-def _train_teacher(path: Path, grid: SweepGrid, cell: Cell, device) -> None:
-    model, meta = train_teacher(_bundle(grid, cell.regime), recipe=teacher_recipe(grid),
+def _train_teacher(path: Path, grid: SweepGrid, cell: Cell, device, factor: int = 1) -> None:
+    recipe = teacher_recipe(grid)
+    model, meta = train_teacher(_bundle(grid, cell.regime),
+                                recipe=replace(recipe, epochs=recipe.epochs * factor),
                                 seed=cell.seed, arch_overrides={"width": cell.width},
                                 device=device)  # fmt: skip
     save_checkpoint(path, model, meta)
+
+
+def _control(root: Path, grid: SweepGrid, cell: Cell, factor: int, device) -> dict[str, Any]:
+    """The teacher trained on hard labels for ``factor`` times its epochs, measured.
+
+    The same budget as a student of that many epochs, so that a gain from training longer
+    is not taken for one from distillation (factor 1 is the teacher itself).
+    """
+    name = "teacher" if factor == 1 else f"teacher_e{factor}x"
+    path = root / cell.folder / f"{name}.safetensors"
+    if not path.is_file():
+        _train_teacher(path, grid, cell, device, factor)
+    return _measure(path, grid, cell.regime, device)
 
 
 def _train_student(path: Path, teacher: Path, grid: SweepGrid, recipe: dict, device) -> dict:
@@ -223,10 +238,13 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
     student = _measure(path, grid, cell.regime, device)
     classes = 10
     target = max(base["train_loss"], student["train_loss"])
+    control = _control(root, grid, cell, recipe["epochs"], device)
     row.update(
         student=student,
         collapsed=student["test_accuracy"] < CHANCE_MARGIN / classes,
         gain=student["test_accuracy"] - base["test_accuracy"],
+        budget_gain=student["test_accuracy"] - control["test_accuracy"],
+        control_accuracy=control["test_accuracy"],
         lambda_1_ratio=student["lambda_1"] / base["lambda_1"],
         trace_ratio=student["trace"] / base["trace"],
         matched_target=target,
@@ -250,7 +268,11 @@ def epoch_seconds(grid: SweepGrid, device="cpu") -> dict[int, float]:
 
 
 def estimate(grid: SweepGrid, per_epoch: dict[int, float]) -> tuple[int, float]:
-    """Models and seconds of the whole sweep (training, plus measuring as 5 epochs each)."""
+    """Models and seconds of the whole sweep (training, plus measuring as 5 epochs each).
+
+    Fresh seeds are counted with a teacher, an equal-budget teacher and a student of the
+    mean epoch budget.
+    """
     recipes = grid.recipes()
     student_epochs = sum(grid.teacher_epochs * r["epochs"] for r in recipes)
     mean_factor = student_epochs / len(recipes) / grid.teacher_epochs
@@ -258,9 +280,10 @@ def estimate(grid: SweepGrid, per_epoch: dict[int, float]) -> tuple[int, float]:
     for width in grid.widths:
         cells = len(grid.regimes) * grid.seeds
         fresh = len(grid.regimes) * grid.fresh_seeds
-        epochs = cells * (grid.teacher_epochs + student_epochs)
-        epochs += fresh * grid.teacher_epochs * (1 + mean_factor)
-        count = cells * (1 + len(recipes)) + 2 * fresh
+        longer = [f for f in grid.epoch_factors if f > 1]  # equal-budget teachers
+        epochs = cells * (grid.teacher_epochs * (1 + sum(longer)) + student_epochs)
+        epochs += fresh * grid.teacher_epochs * (1 + 2 * mean_factor)
+        count = cells * (1 + len(recipes) + len(longer)) + 3 * fresh
         models += count
         seconds += per_epoch[width] * (epochs + 5 * count)
     return int(models), seconds
@@ -332,9 +355,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 if len(values) > 1 else 0.0, "n": len(values)}  # fmt: skip
 
     teacher_acc = float(np.mean([r["teacher"]["test_accuracy"] for r in rows]))
+    budget = [r["budget_gain"] for r in done]
     return {
         "gain": stats(gains),
         "wins": sum(g > 0 for g in gains),
+        "budget_gain": stats(budget),
+        "budget_wins": sum(g > 0 for g in budget),
         "seeds": len(rows),
         "collapsed": len(rows) - len(done),
         "teacher_accuracy": teacher_acc,
@@ -394,7 +420,9 @@ def write_sweep_report(
         f"MNIST-1D, cnn1d teachers of widths {', '.join(map(str, grid.widths))} trained "
         f"{grid.teacher_epochs} epochs (SGD lr 0.1, cosine); each student a fresh init of the "
         "teacher's architecture trained on its soft outputs. Gain = student test accuracy "
-        "minus its own teacher's (same seed), in points; wins = seeds with a positive gain "
+        "minus its own teacher's (same seed), in points; vs equal budget: minus the teacher "
+        "trained on hard labels for the student's number of epochs (same seed), so that "
+        "training longer is not taken for distillation; wins = seeds with a positive gain "
         f"(with {grid.seeds} seeds and no effect, all win with probability "
         f"{0.5**grid.seeds:.3f}); ratios are student / teacher on the first "
         f"{grid.samples} train examples; matched λ1: both at the higher of their two train "
@@ -410,6 +438,8 @@ def write_sweep_report(
             table.append({
                 "recipe": name, "gain (pts)": _pm(s["gain"], 100),
                 "wins": f"{s['wins']}/{s['seeds']}",
+                "vs equal budget (pts)": _pm(s["budget_gain"], 100),
+                "budget wins": f"{s['budget_wins']}/{s['seeds']}",
                 "collapsed": s["collapsed"], "λ1 ratio": _pm(s["lambda_1_ratio"]),
                 "trace ratio": _pm(s["trace_ratio"]),
                 "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"]),
@@ -454,13 +484,18 @@ def _verdict(fresh, best, test_examples: int) -> tuple[list[str], dict[str, Any]
         rows = [r for r in fresh if (r["regime"], r["width"]) == key]
         s = summarise(rows)
         floor = noise_floor(s["teacher_accuracy"], test_examples)
-        mean = s["gain"]["mean"]
+        mean, budget = s["gain"]["mean"], s["budget_gain"]["mean"]
         beyond = mean is not None and mean > floor and s["wins"] == len(rows)
-        by_cell[f"{key[0]}/w{key[1]}"] = {**s, "noise_floor": floor, "beyond_noise": beyond}
+        budget_beyond = budget is not None and budget > floor and s["budget_wins"] == len(rows)
+        by_cell[f"{key[0]}/w{key[1]}"] = {**s, "noise_floor": floor, "beyond_noise": beyond,
+                                          "budget_beyond_noise": budget_beyond}  # fmt: skip
         lines.append(
             f"- {key[0]}, width {key[1]}: gain {_pm(s['gain'], 100)} points, wins "
             f"{s['wins']}/{len(rows)}, collapsed {s['collapsed']}, noise floor "
             f"{100 * floor:.2f}: {'beyond noise' if beyond else 'within noise or negative'}; "
+            f"against the equal-budget teacher {_pm(s['budget_gain'], 100)} points, wins "
+            f"{s['budget_wins']}/{len(rows)}: "
+            f"{'beyond noise' if budget_beyond else 'within noise or negative'}; "
             f"λ1 ratio {_pm(s['lambda_1_ratio'])}, matched λ1 ratio "
             f"{_pm(s['matched_lambda_1_ratio'])}."
         )

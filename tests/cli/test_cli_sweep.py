@@ -1,4 +1,4 @@
-"""`flatscape reproduce --preset sweep`: a 2-recipe, 1-seed, 3-epoch sweep end to end."""
+"""`flatscape reproduce --preset sweep`: a 4-recipe, 1-seed, 3-epoch sweep end to end."""
 
 import json
 
@@ -8,6 +8,7 @@ from click.testing import CliRunner
 import cli._sweep as sweep_module
 from cli._sweep import SweepGrid, noise_floor, student_recipe
 from cli.main import cli
+from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
 
 GRID = {
@@ -15,7 +16,7 @@ GRID = {
     "widths": [16],
     "temperatures": [1.0, 4.0],
     "alphas": [1.0],
-    "epoch_factors": [1],
+    "epoch_factors": [1, 2],
     "lr_modes": ["teacher"],
     "seeds": 1,
     "fresh_seeds": 1,
@@ -45,24 +46,31 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
             "--threads", "1"]  # fmt: skip
     first = run(*args)
     assert first.exit_code == 0, first.output
-    assert "sweep: 5 models; about" in first.stderr  # the estimate comes first
+    assert "sweep: 9 models; about" in first.stderr  # the estimate comes first
     document = json.loads((out / "report.json").read_text())
-    names = {row["recipe"] for row in document["students"]}
-    assert names == {"T1-a1-e1x-lrteacher", "T4-a1-e1x-lrteacher"}
-    collapsed = [r for r in document["students"] if r["recipe"].startswith("T4")]
-    assert collapsed[0]["collapsed"] and collapsed[0]["gain"] is None
-    kept = next(r for r in document["students"] if r["recipe"].startswith("T1"))
-    gain = kept["student"]["test_accuracy"] - kept["teacher"]["test_accuracy"]
-    assert kept["gain"] == pytest.approx(gain)
-    assert kept["lambda_1_ratio"] == pytest.approx(
-        kept["student"]["lambda_1"] / kept["teacher"]["lambda_1"]
-    )
-    assert document["best"] == "T1-a1-e1x-lrteacher"  # the collapsed recipe counts as -1
+    rows = {row["recipe"]: row for row in document["students"]}
+    assert set(rows) == {f"T{t}-a1-e{e}x-lrteacher" for t in (1, 4) for e in (1, 2)}
+    for name in ("T4-a1-e1x-lrteacher", "T4-a1-e2x-lrteacher"):
+        assert rows[name]["collapsed"] and rows[name]["gain"] is None  # kept, not dropped
+    for epochs in (1, 2):
+        kept = rows[f"T1-a1-e{epochs}x-lrteacher"]
+        gain = kept["student"]["test_accuracy"] - kept["teacher"]["test_accuracy"]
+        assert kept["gain"] == pytest.approx(gain)
+        assert kept["lambda_1_ratio"] == pytest.approx(
+            kept["student"]["lambda_1"] / kept["teacher"]["lambda_1"]
+        )
+        control = "teacher" if epochs == 1 else "teacher_e2x"  # same epochs, hard labels
+        measured = json.loads((out / "clean/w16/seed0" / f"{control}.sweep.json").read_text())
+        expected = kept["student"]["test_accuracy"] - measured["record"]["test_accuracy"]
+        assert kept["budget_gain"] == pytest.approx(expected)
+    _, meta = load_checkpoint(out / "clean/w16/seed0/teacher_e2x.safetensors")
+    assert meta["recipe"]["epochs"] == 6 and meta["role"] == "teacher"
+    assert document["best"].startswith("T1")  # collapsed recipes count as -1
     assert [r["seed"] for r in document["fresh"]] == [100]
     assert "clean/w16" in document["fresh_summary"]
     report = (out / "report.md").read_text()
     assert "## clean, width 16" in report and "Best recipe on fresh seeds" in report
-    assert "T4-a1-e1x-lrteacher | — | 0/1 | 1 |" in report
+    assert "| T4-a1-e1x-lrteacher | — | 0/1 | — | 0/1 | 1 |" in report
     assert (out / "gain_vs_lambda_1.png").stat().st_size > 1000
 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
