@@ -223,6 +223,13 @@ def grid_figure(
         mappable = _draw(ax, kind, surface.x, surface.y, z, norm, level_values) or mappable
         if kind != "surface3d":
             _draw_marks(ax, surface)
+        elif key in surface.marks:  # models at their own value, above the surface
+            (x, y), z = surface.marks["coordinates"].T, surface.marks[key]
+            ax.computed_zorder = False  # the stars in front of the surface they sit on
+            ax.scatter(x, y, np.minimum(z, norm.vmax), marker="*", s=40, color="white",
+                       edgecolors="black", linewidths=0.5, depthshade=False, zorder=10)  # fmt: skip
+            for n, label in enumerate(surface.marks["labels"]):
+                ax.text(x[n], y[n], min(z[n], norm.vmax), f" {label}", fontsize=6, zorder=11)
         ax.set_xlabel(_axis_label(surface, "x"))
         ax.set_ylabel(_axis_label(surface, "y"))
         if kind != "surface3d":

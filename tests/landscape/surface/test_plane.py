@@ -65,6 +65,9 @@ def test_the_plane_holds_the_three_models_exactly_and_its_axes_are_orthonormal(t
         marks = store.extra("marks")
         assert store.attrs["plane_norm_b"] == pytest.approx(plane.coordinates[1, 0])
     assert marks["labels"].tolist() == ["a", "b", "c"]
+    for kind in ("contour", "heatmap", "surface3d"):  # the models marked on every kind
+        figure = plot_surfaces([out], tmp_path / f"{kind}.png", kind=kind)
+        assert figure.stat().st_size > 1000
     for n, state in enumerate((model.state_dict(), state_b, state_c)):
         loss, acc = reference_loss(_loaded(model, state), DATA, [])
         assert marks["train_loss"][n] == pytest.approx(loss, rel=1e-10)
