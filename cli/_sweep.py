@@ -254,22 +254,43 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
     return row
 
 
-def epoch_seconds(grid: SweepGrid, device="cpu") -> dict[int, float]:
-    """Seconds of one training epoch of each width, measured here (for the estimate)."""
+@dataclass(frozen=True)
+class Rates:
+    """Seconds of one training epoch, one measurement and one matched lambda_1 of a width."""
+
+    epoch: float
+    measure: float
+    matched: float
+
+
+def calibrate(grid: SweepGrid, device="cpu") -> dict[int, Rates]:
+    """Time, on this machine, what the sweep repeats, for each width (for the estimate).
+
+    A throwaway teacher trains 2 epochs (the second is timed: no first-call costs), then
+    is measured as every model is, and matched once at 1.5 times its train loss.
+    """
     bundle = _bundle(grid, next(iter(grid.regimes)))
     two = replace(teacher_recipe(grid), epochs=2)
-    measured = {}
+    settings = ProfileSettings(top_k=1, trace_matvecs=grid.trace_matvecs, line_points=0)
+    rates = {}
     for width in grid.widths:
         records: list[dict[str, Any]] = []
-        train_teacher(bundle, recipe=two, seed=0, arch_overrides={"width": width},
-                      device=device, log=records.append)  # fmt: skip
-        measured[width] = records[-1]["seconds"]  # the second epoch: no first-call costs
-    return measured
+        model, _ = train_teacher(bundle, recipe=two, seed=0, arch_overrides={"width": width},
+                                 device=device, log=records.append)  # fmt: skip
+        train = first_examples(bundle.train_eval, grid.samples, grid.samples, device)
+        start = time.perf_counter()
+        record = profile_model(model, F.cross_entropy, train, settings)
+        measured = time.perf_counter() - start
+        start = time.perf_counter()
+        matched_lambda_1(model, train, 1.5 * record["train_loss"], ProfileSettings(top_k=1))
+        rates[width] = Rates(records[-1]["seconds"], measured, time.perf_counter() - start)
+    return rates
 
 
-def estimate(grid: SweepGrid, per_epoch: dict[int, float]) -> tuple[int, float]:
-    """Models and seconds of the whole sweep (training, plus measuring as 5 epochs each).
+def estimate(grid: SweepGrid, rates: dict[int, Rates]) -> tuple[int, float]:
+    """Models and seconds of the whole sweep: training, measuring, matching.
 
+    Each model is measured once; each student is matched twice (itself and its teacher).
     Fresh seeds are counted with a teacher, an equal-budget teacher and a student of the
     mean epoch budget.
     """
@@ -278,14 +299,16 @@ def estimate(grid: SweepGrid, per_epoch: dict[int, float]) -> tuple[int, float]:
     mean_factor = student_epochs / len(recipes) / grid.teacher_epochs
     models = seconds = 0.0
     for width in grid.widths:
+        rate = rates[width]
         cells = len(grid.regimes) * grid.seeds
         fresh = len(grid.regimes) * grid.fresh_seeds
         longer = [f for f in grid.epoch_factors if f > 1]  # equal-budget teachers
         epochs = cells * (grid.teacher_epochs * (1 + sum(longer)) + student_epochs)
         epochs += fresh * grid.teacher_epochs * (1 + 2 * mean_factor)
         count = cells * (1 + len(recipes) + len(longer)) + 3 * fresh
+        students = cells * len(recipes) + fresh
         models += count
-        seconds += per_epoch[width] * (epochs + 5 * count)
+        seconds += rate.epoch * epochs + rate.measure * count + 2 * rate.matched * students
     return int(models), seconds
 
 
@@ -296,11 +319,12 @@ def run_sweep(grid: SweepGrid, out_dir: str | Path, quiet: bool = False, device=
     root = Path(out_dir)
     _check_grid(root, grid)
     start = time.perf_counter()
-    per_epoch = epoch_seconds(grid, device)
-    models, seconds = estimate(grid, per_epoch)
-    rates = ", ".join(f"width {w}: {s:.2f} s" for w, s in per_epoch.items())
+    rates = calibrate(grid, device)
+    models, seconds = estimate(grid, rates)
+    shown = "; ".join(f"width {w}: epoch {r.epoch:.2f} s, measurement {r.measure:.1f} s, "
+                      f"matched λ1 {r.matched:.1f} s" for w, r in rates.items())  # fmt: skip
     print(f"sweep: {models} models; about {seconds / 60:.0f} min on this machine if none is "
-          f"cached (one epoch: {rates})", file=sys.stderr, flush=True)  # fmt: skip
+          f"cached ({shown})", file=sys.stderr, flush=True)  # fmt: skip
     cells = [Cell(r, w, s) for r in grid.regimes for w in grid.widths for s in range(grid.seeds)]
     recipes = grid.recipes()
     rows = []
