@@ -194,8 +194,9 @@ def fit(
                     soft = cached[index] if cached is not None else teacher(x)
                 loss = kd_loss(logits, soft, y, kd).mean()
             if not torch.isfinite(loss):
+                value = float(loss.detach())
                 raise DistillInputError(
-                    f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr"
+                    f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
