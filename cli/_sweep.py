@@ -464,9 +464,9 @@ def write_sweep_report(
                 "wins": f"{s['wins']}/{s['seeds']}",
                 "vs equal budget (pts)": _pm(s["budget_gain"], 100),
                 "budget wins": f"{s['budget_wins']}/{s['seeds']}",
-                "collapsed": s["collapsed"], "λ1 ratio": _pm(s["lambda_1_ratio"]),
-                "trace ratio": _pm(s["trace_ratio"]),
-                "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"]),
+                "collapsed": s["collapsed"], "λ1 ratio": _pm(s["lambda_1_ratio"], signed=False),
+                "trace ratio": _pm(s["trace_ratio"], signed=False),
+                "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"], signed=False),
             })  # fmt: skip
         teacher = float(np.mean([s["teacher_accuracy"] for s in [summarise(v) for v in
                                  by_recipe.values()]]))  # fmt: skip
@@ -489,10 +489,11 @@ def write_sweep_report(
     return path
 
 
-def _pm(summary: dict[str, Any], scale: float = 1.0) -> str:
+def _pm(summary: dict[str, Any], scale: float = 1.0, signed: bool = True) -> str:
     if summary["mean"] is None:
         return "—"
-    return f"{scale * summary['mean']:+.3g} ± {scale * summary['std']:.2g}"
+    sign = "+" if signed else ""
+    return f"{scale * summary['mean']:{sign}.3g} ± {scale * summary['std']:.2g}"
 
 
 def _verdict(fresh, best, test_examples: int) -> tuple[list[str], dict[str, Any]]:
@@ -520,8 +521,8 @@ def _verdict(fresh, best, test_examples: int) -> tuple[list[str], dict[str, Any]
             f"against the equal-budget teacher {_pm(s['budget_gain'], 100)} points, wins "
             f"{s['budget_wins']}/{len(rows)}: "
             f"{'beyond noise' if budget_beyond else 'within noise or negative'}; "
-            f"λ1 ratio {_pm(s['lambda_1_ratio'])}, matched λ1 ratio "
-            f"{_pm(s['matched_lambda_1_ratio'])}."
+            f"λ1 ratio {_pm(s['lambda_1_ratio'], signed=False)}, matched λ1 ratio "
+            f"{_pm(s['matched_lambda_1_ratio'], signed=False)}."
         )
     return lines, by_cell
 
