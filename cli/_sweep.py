@@ -455,9 +455,10 @@ def write_sweep_report(
     ]
     summaries: dict[str, dict[str, Any]] = {}
     for (regime, width), by_recipe in groups.items():
-        table = []
+        table, teachers = [], []
         for name, recipe_rows in by_recipe.items():
             s = summarise(recipe_rows)
+            teachers.append(s["teacher_accuracy"])
             summaries[f"{regime}/w{width}/{name}"] = s
             table.append({
                 "recipe": name, "gain (pts)": _pm(s["gain"], 100),
@@ -468,8 +469,7 @@ def write_sweep_report(
                 "trace ratio": _pm(s["trace_ratio"], signed=False),
                 "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"], signed=False),
             })  # fmt: skip
-        teacher = float(np.mean([s["teacher_accuracy"] for s in [summarise(v) for v in
-                                 by_recipe.values()]]))  # fmt: skip
+        teacher = float(np.mean(teachers))
         floor = noise_floor(teacher, test_examples)
         lines += ["", f"## {regime}, width {width}", "",
                   f"Teacher test accuracy {100 * teacher:.2f} % (mean over seeds); noise floor "

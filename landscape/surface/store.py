@@ -195,7 +195,8 @@ class SurfaceStore:
     @property
     def value_keys(self) -> list[str]:
         """The keys of the value arrays, e.g. ``train_loss``, ``train_acc``."""
-        return stored_keys(self.splits, self.file.attrs.get("quantities"))
+        quantities = _plain(self.file.attrs.get("quantities", ""))
+        return stored_keys(self.splits, quantities.split(",") if quantities else None)
 
     def extra(self, prefix: str) -> dict[str, np.ndarray]:
         """The extra arrays under ``prefix`` (e.g. ``"marks"``) by relative path; {} if none.
@@ -269,7 +270,7 @@ class SurfaceStore:
         attrs = self.attrs
         if attrs.get("split") != spec.split:
             raise differ("split", attrs.get("split"), spec.split)
-        if self.value_keys != stored_keys(SPLITS[spec.split], _joined(spec.quantities)):
+        if self.value_keys != stored_keys(SPLITS[spec.split], spec.quantities):
             raise differ("values", ",".join(self.value_keys), ",".join(spec.quantities or ()))
         for key, value in spec.settings.items():
             if attrs.get(key) != _plain(_attr_value(value)):
@@ -346,9 +347,9 @@ def _create(path: Path, spec: SurfaceSpec) -> None:
             if spec.y is not None:
                 f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
             if spec.quantities:
-                f.attrs["quantities"] = _joined(spec.quantities)
+                f.attrs["quantities"] = ",".join(spec.quantities)
             nan = np.full(spec.shape, np.nan)
-            for key in stored_keys(SPLITS[spec.split], _joined(spec.quantities)):
+            for key in stored_keys(SPLITS[spec.split], spec.quantities):
                 f.create_dataset(key, data=nan)
             f.create_dataset("done", data=np.zeros(spec.shape, dtype=bool))
             for axis, direction in zip(AXES, spec.directions, strict=False):
@@ -367,15 +368,11 @@ def _create(path: Path, spec: SurfaceSpec) -> None:
             tmp.unlink()
 
 
-def stored_keys(splits: Sequence[str], quantities: Any = None) -> list[str]:
-    """The value arrays of a file: its ``quantities`` attribute, else loss and accuracy."""
-    if quantities is not None and len(_plain(quantities)):
-        return _plain(quantities).split(",")
+def stored_keys(splits: Sequence[str], quantities: Sequence[str] | None = None) -> list[str]:
+    """The value arrays of a file: its ``quantities``, else loss and accuracy per split."""
+    if quantities:
+        return list(quantities)
     return [f"{s}_{q}" for s in splits for q in ("loss", "acc")]
-
-
-def _joined(quantities: Sequence[str] | None) -> str | None:
-    return ",".join(quantities) if quantities else None
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:

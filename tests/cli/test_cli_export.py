@@ -7,18 +7,12 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from landscape.surface.store import SurfaceStore
+from tests.cli.helpers import assert_one_line_error
 from tests.landscape.surface.test_export import _surface
 
 
 def run(*args):
     return CliRunner().invoke(cli, ["export", *(str(a) for a in args)])
-
-
-def assert_one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert needle in lines[0], lines[0]
 
 
 def test_export_writes_each_file_and_says_what_it_holds(tmp_path):

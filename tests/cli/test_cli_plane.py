@@ -11,6 +11,7 @@ from distill.data import load_dataset
 from distill.losses import KDConfig
 from distill.trainer import Recipe, evaluate, train_student, train_teacher
 from landscape.surface.store import SurfaceStore
+from tests.cli.helpers import assert_one_line_error
 
 SMALL = ["--x", "auto:4", "--y", "auto:3", "--samples", "300", "--batch-size", "150",
          "--threads", "1", "--quiet"]  # fmt: skip
@@ -18,12 +19,6 @@ SMALL = ["--x", "auto:4", "--y", "auto:3", "--samples", "300", "--batch-size", "
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,13 @@ from cli.main import cli
 from distill.analysis import load_for_analysis
 from landscape.curvature.temperature import TemperatureScaled
 from landscape.sharpness import sharpness_report
+from tests.cli.helpers import assert_one_line_error
 
 SMALL = ["--samples", "64", "--draws", "2", "--steps", "2", "--restarts", "1", "--threads", "1"]
 
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.trainer import Recipe, evaluate, train_teacher
 from landscape.surface.store import SurfaceSpec, SurfaceStore
+from tests.cli.helpers import assert_one_line_error
 
 SMALL = [
     "--x",
@@ -53,13 +54,6 @@ def _load_each_checkpoint_once():
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert needle in lines[0], lines[0]
 
 
 def _arrays(path):

@@ -11,19 +11,13 @@ from distill.analysis import load_for_analysis
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.hessian import PRODUCT_RESERVE, HessianOperator
+from tests.cli.helpers import assert_one_line_error
 
 SMALL = ["--samples", "128", "--threads", "1", "--quiet"]
 
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert needle in lines[0], lines[0]
 
 
 def test_report_matches_the_library(mnist1d_teacher, tmp_path):
