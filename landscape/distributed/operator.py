@@ -28,6 +28,7 @@ from landscape._types import Batch, LossFunction, analysis_mode, batch_size
 from landscape.curvature.measure import CurvatureRequest, CurvatureResult, model_curvature
 from landscape.distributed.process import (
     all_reduce_sum,
+    rank,
     shard_batches,
     shard_examples,
     world_size,
@@ -131,7 +132,16 @@ def data_parallel_operator(
     """
     batches = list(batches)
     global_mean_loss(model, loss_fn, batches, options.get("bn_mode", "eval"))
+    if kind == "fisher":  # the Monte-Carlo draws continue those of the processes before
+        options["example_offset"] = examples_before(sum(batch_size(b) for b in batches))
     return DataParallelOperator(make_operator(kind, model, loss_fn, batches, **options))
+
+
+def examples_before(count: int) -> int:
+    """How many examples the processes of lower rank hold (``count``: this process's)."""
+    counts = torch.zeros(world_size(), dtype=torch.float64)
+    counts[rank()] = count
+    return int(all_reduce_sum(counts)[: rank()].sum())
 
 
 def data_parallel_curvature(

@@ -102,6 +102,9 @@ class FisherOperator(GGNOperator):
         kind: ``"mc"`` or ``"empirical"``.
         mc_samples: Targets drawn per prediction (``kind="mc"``).
         seed: Seed of the draws.
+        example_offset: Examples that precede ``batches`` in the whole data set: their
+            draws are skipped, so a share of the data gets the draws it has in the whole
+            (the data-parallel operator passes each process's offset).
         dtype, bn_mode, keep_graphs, max_memory: As for the GGN.
 
     Example:
@@ -131,6 +134,7 @@ class FisherOperator(GGNOperator):
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
         max_memory: int | None = None,
+        example_offset: int = 0,
     ) -> None:
         if kind not in KINDS:
             raise LandscapeInputError(f"kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -154,6 +158,7 @@ class FisherOperator(GGNOperator):
         self.kind, self.mc_samples, self.seed = kind, mc_samples if kind == "mc" else 1, seed
         self.hvp = f"fisher/mc({self.mc_samples})" if kind == "mc" else "fisher/empirical"
         generator = torch.Generator().manual_seed(seed)
+        self._skip = example_offset if kind == "mc" else 0
         self._factors = [self._output_gradients(batch, generator) for batch in self.batches]
 
     def _output_gradients(self, batch: Batch, generator: torch.Generator) -> Tensor:
@@ -166,6 +171,11 @@ class FisherOperator(GGNOperator):
             per_example = outputs[0].numel() // outputs.shape[1] if outputs.ndim > 1 else 1
             if self.likelihood == "gaussian":
                 per_example = outputs[0].numel()
+            while self._skip:  # the draws of the examples before these, in chunks
+                skipped = min(self._skip, 65536)
+                torch.rand(skipped * per_example, self.mc_samples, generator=generator,
+                           dtype=torch.float64)  # fmt: skip
+                self._skip -= skipped
             uniforms = torch.rand(
                 outputs.shape[0] * per_example, self.mc_samples, generator=generator,
                 dtype=torch.float64,

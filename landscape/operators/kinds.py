@@ -35,6 +35,7 @@ def make_operator(
     max_memory: int | None = None,
     mc_samples: int = 1,
     seed: int = 0,
+    example_offset: int = 0,
 ) -> MeanLossOperator:
     """The curvature matrix ``kind``: Hessian, GGN, Monte-Carlo or empirical Fisher.
 
@@ -55,6 +56,8 @@ def make_operator(
             hold (default: no limit); batches beyond it are rebuilt per product.
         mc_samples: Labels drawn per prediction for the Monte-Carlo Fisher.
         seed: Seed of those draws.
+        example_offset: Examples before these batches in the whole data (the draws of a
+            process's share under torchrun continue those of the processes before it).
 
     Raises:
         LandscapeInputError: an unknown kind, or an option the kind does not take.
@@ -72,7 +75,8 @@ def make_operator(
     if kind in ("fisher", "empirical_fisher"):
         mc = kind == "fisher"
         return FisherOperator(model, loss_fn, batches, kind="mc" if mc else "empirical",
-                              mc_samples=mc_samples, seed=seed, **common)  # fmt: skip
+                              mc_samples=mc_samples, seed=seed, example_offset=example_offset,
+                              **common)  # fmt: skip
     if output_hessian != "auto":
         raise LandscapeInputError("output_hessian chooses the GGN's; drop it for the Hessian")
     if hvp is None:

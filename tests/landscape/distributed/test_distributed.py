@@ -147,6 +147,8 @@ def _scenarios(folder: Path):
     out["ggn"] = _curvature(
         measure_curvature(data_parallel_operator("ggn", model, loss_fn, local), GGN_REQUEST)
     )
+    fisher = data_parallel_operator("fisher", model, loss_fn, local, mc_samples=3, seed=4)
+    out["fisher_dense"] = fisher.to_dense()
     operator = data_parallel_operator("hessian", model, loss_fn, local)
     out["dense"] = operator.to_dense()
     out["gradient"] = operator.gradient()
@@ -230,6 +232,18 @@ def test_distributed_hvps_are_the_single_process_hessian(ranks, single):
         torch.testing.assert_close(
             r["gradient"], single["operator"].gradient(), rtol=1e-12, atol=1e-14
         )
+
+
+def test_the_monte_carlo_fisher_draws_what_one_process_draws(ranks):
+    """Each rank's labels continue the draws of the ranks before it: the same matrix."""
+    from landscape.operators.fisher import FisherOperator
+
+    model, loss_fn, batches = _problem()
+    one = FisherOperator(model, loss_fn, batches, mc_samples=3, seed=4).to_dense()
+    other_seed = FisherOperator(model, loss_fn, batches, mc_samples=3, seed=5).to_dense()
+    assert not torch.allclose(one, other_seed, rtol=1e-3)  # the draws matter
+    for r in ranks:
+        torch.testing.assert_close(r["fisher_dense"], one, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["hessian", "power", "ggn"])
