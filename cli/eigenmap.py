@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ from cli._common import (
     loss_option,
     max_memory_option,
     memory_budget,
+    parameter_filter,
+    parameter_options,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -52,6 +55,7 @@ from cli._common import (
 @train_samples_option
 @seed_option("the directions and of Lanczos")
 @max_memory_option("the Hessian's kept gradient graphs", "")
+@parameter_options
 @loss_option
 @source_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
@@ -62,7 +66,7 @@ from cli._common import (
 @device_option
 @threads_option
 def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, seed, max_memory,
-             loss_spec, out, resume, json_path, force, quiet, device, threads,
+             params, exclude, loss_spec, out, resume, json_path, force, quiet, device, threads,
              **options):  # fmt: skip
     """lambda_max and lambda_min of the train-loss Hessian at every point of a grid.
 
@@ -79,7 +83,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
       flatscape eigenmap runs/teacher.safetensors --x -1:1:11 --y -1:1:11 --out eig.h5
       flatscape plot eig.h5 --kind heatmap --key lambda_max --out eig.pdf
     """
-    from distill.analysis import first_examples, open_checkpoint
+    from distill.analysis import first_examples, open_checkpoint, provenance
     from distill.checkpoint import file_sha256
     from distill.losses import analysis_loss, check_loss
     from landscape.surface.eigenmap import eigen_map
@@ -103,8 +107,10 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
         result = eigen_map(
             model, loss_fn, batches, out, x_range=x_range, y_range=y_range,
             normalization=normalization, ignore=ignore, seed=seed, tol=tol,
-            max_memory=max_memory, resume=resume, force=force, settings=settings,
-            info={"checkpoint": str(checkpoint)}, progress=bar.update,
+            max_memory=max_memory, params=parameter_filter(params, exclude), resume=resume,
+            force=force, settings=settings,
+            info={"checkpoint": str(checkpoint), "provenance": json.dumps(provenance(meta))},
+            progress=bar.update,
         )  # fmt: skip
     if not quiet:
         click.echo(

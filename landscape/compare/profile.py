@@ -23,7 +23,7 @@ from landscape.curvature.temperature import temperature_matched_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import HessianOperator
-from landscape.operators.mean_loss import ParameterFilter
+from landscape.operators.mean_loss import ParameterFilter, select_parameters
 from landscape.sharpness import sharpness_report
 from landscape.surface.directions import interpolation_direction, random_direction
 from landscape.surface.evaluate import SurfaceEvaluator
@@ -118,9 +118,11 @@ def curvature(
         top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
         trace_matvecs=max(s.trace_matvecs, 3), seed=s.seed,
     )  # fmt: skip
-    result = measure_curvature(HessianOperator(model, loss_fn, batches, params=s.params), request)
+    operator = HessianOperator(model, loss_fn, batches, params=s.params)
+    result = measure_curvature(operator, request)
     top, trace = result.eigen, result.trace
     return {
+        "parameters": operator.dim,
         "eigenvalues": top.eigenvalues.tolist(),
         "residuals": top.residuals.tolist(),
         "lambda_1": float(top.eigenvalues[0]),
@@ -134,8 +136,16 @@ def curvature(
 def line_profile(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
 ) -> dict[str, Any]:
-    """1D loss along the model's own filter-normalized Gaussian direction (seed `s.seed`)."""
+    """1D loss along the model's own filter-normalized Gaussian direction (seed `s.seed`).
+
+    With ``s.params`` the direction is zero outside the selected parameters, so the
+    width is of the same block as the curvature.
+    """
     direction = random_direction(model, torch.Generator().manual_seed(s.seed))
+    if s.params is not None:
+        chosen = set(select_parameters(model, s.params))
+        direction = {name: d if name in chosen else torch.zeros_like(d)
+                     for name, d in direction.items()}  # fmt: skip
     alphas = np.linspace(-s.line_radius, s.line_radius, s.line_points)
     values = SurfaceEvaluator(model, loss_fn, [direction]).evaluate(batches, alphas[:, None])
     losses = np.asarray(values.loss, dtype=np.float64)

@@ -256,6 +256,12 @@ def _pyhessian(
         )
     if operator.bn_mode != "eval":
         raise LandscapeInputError("engine pyhessian runs BatchNorm in eval mode only")
+    every = [name for name, p in operator.model.named_parameters() if p.requires_grad]
+    if operator.names != every:
+        raise LandscapeInputError(
+            "engine pyhessian measures every trainable parameter; a parameter block "
+            "(params) needs engine lanczos or power"
+        )
     from landscape.curvature import pyhessian  # imported only when this engine is chosen
 
     args = (operator.model, operator.loss_fn, operator.batches)

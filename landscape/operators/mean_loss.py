@@ -75,8 +75,8 @@ def _filtered(named: dict[str, nn.Parameter], selection: ParameterFilter) -> lis
     for pattern in (*selection.include, *selection.exclude):
         if not fnmatch.filter(trainable, pattern):
             raise LandscapeInputError(
-                f"params: {pattern!r} matches no trainable parameter; the model has "
-                f"{_some_names(named)}"
+                f"params: {pattern!r} matches no trainable parameter; the model's trainable "
+                f"ones are {_some_names({name: named[name] for name in trainable})}"
             )
     names = [
         name

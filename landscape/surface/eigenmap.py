@@ -19,6 +19,7 @@ surface of one checkpoint and seed share their axes.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,11 @@ from landscape.curvature.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError
 from landscape.operators.batching import gather_examples, split_batches
 from landscape.operators.hessian import HessianOperator
+from landscape.operators.mean_loss import (
+    ParameterFilter,
+    ParameterSelection,
+    select_parameters,
+)
 from landscape.operators.memory import resolve_budget
 from landscape.surface.directions import Direction
 from landscape.surface.evaluate import grid_points
@@ -96,6 +102,7 @@ def eigen_map(
     samples: int | None = None,
     batch_size: int = 1024,
     max_memory: int | str | None = "auto",
+    params: ParameterSelection = None,
     resume: bool = False,
     force: bool = False,
     settings: Mapping[str, Any] | None = None,
@@ -122,6 +129,9 @@ def eigen_map(
         batch_size: Examples per Hessian-vector product pass.
         max_memory: Bytes the Hessian's kept gradient graphs and products may hold:
             ``"auto"`` (half the memory available at the start), None (no limit) or bytes.
+        params: The Hessian block measured at each point (names, globs or a
+            :class:`~landscape.operators.mean_loss.ParameterFilter`; default all
+            trainable parameters); the grid still moves every parameter.
         resume: Continue ``out`` where a killed run stopped.
         force: Replace ``out``; also allows more than :data:`MAX_POINTS` points.
         settings: More attributes a resumed run must match.
@@ -149,6 +159,7 @@ def eigen_map(
     if len(specs) != ndirs or any(s == "eigen" for s in specs if isinstance(s, str)):
         raise LandscapeInputError("directions: give 'random' or one direction per axis")
     data = split_batches(*gather_examples(batches, samples), batch_size)
+    select_parameters(model, params)  # a selection that matches nothing fails here
     budget = resolve_budget(max_memory, data[0][1].device)
     made, _ = build_directions(model, specs, normalization=normalization, ignore=ignore,
                                seed=seed)  # fmt: skip
@@ -157,6 +168,7 @@ def eigen_map(
                 "bn_mode": "eval", "samples": samples if samples is not None else "all",
                 "train_examples": sum(int(b[1].shape[0]) for b in data),
                 "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__),
+                **({"params": _describe(params)} if params is not None else {}),
                 **(settings or {})}  # fmt: skip
     spec = SurfaceSpec(x, y, made, "train", recorded, dict(info or {}), quantities=QUANTITIES)
     start = time.perf_counter()
@@ -168,7 +180,7 @@ def eigen_map(
         moved = _Moved(model, store.directions())
         for index in store.pending():
             values, products, ok = _extremes(moved.at(coords[index]), loss_fn, data, tol,
-                                             seed, budget)  # fmt: skip
+                                             seed, budget, params)  # fmt: skip
             store.write_arrays(np.array([index]), values)
             matvecs, converged, computed = matvecs + products, converged + ok, computed + 1
             if progress is not None:
@@ -176,6 +188,16 @@ def eigen_map(
     seconds = round(time.perf_counter() - start, 3)
     shape = [len(v) for v in (y, x) if v is not None]
     return EigenMapResult(str(out), shape, total, computed, seconds, matvecs, converged)
+
+
+def _describe(params: ParameterSelection) -> str:
+    """The parameter selection as a file attribute: ``all``, or its globs or names."""
+    if params is None:
+        return "all"
+    if isinstance(params, ParameterFilter):
+        return json.dumps(params.describe())
+    names = [p if isinstance(p, str) else f"tensor{tuple(p.shape)}" for p in params]
+    return json.dumps(names)
 
 
 class _Moved:
@@ -207,9 +229,10 @@ def _extremes(
     tol: float,
     seed: int,
     max_memory: int | None,
+    params: ParameterSelection = None,
 ) -> tuple[dict[str, np.ndarray], int, bool]:
     """lambda_max, lambda_min and the loss at the model's weights; products; converged."""
-    operator = HessianOperator(model, loss_fn, data, max_memory=max_memory)
+    operator = HessianOperator(model, loss_fn, data, params=params, max_memory=max_memory)
     top = lanczos(operator, k=1, tol=tol, seed=seed)
     scale = float(top.eigenvalues.abs().max())
     bottom = lanczos(operator, k=1, which="smallest", tol=tol, atol=tol * scale, seed=seed)

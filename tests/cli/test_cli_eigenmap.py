@@ -39,3 +39,29 @@ def test_eigenmap_of_a_checkpoint_plots_and_refuses_bad_grids(tmp_path, mnist1d_
     exists = run("eigenmap", mnist1d_teacher, "--x", "-0.5:0.5:2", "--y", "none", *common,
                  "--out", out)  # fmt: skip
     assert exists.exit_code == 2 and "--resume" in exists.output
+
+
+def test_eigenmap_of_a_parameter_block(tmp_path, mnist1d_teacher):
+    import torch
+
+    from distill.analysis import load_for_analysis
+    from landscape.curvature.eigen.lanczos import lanczos
+    from landscape.operators.hessian import HessianOperator
+
+    out = tmp_path / "block.h5"
+    common = ["--samples", "64", "--threads", "1", "--quiet", "--y", "none"]
+    done = run("eigenmap", mnist1d_teacher, "--x", "0:0.5:2", "--params", "classifier.*",
+               "--tol", "1e-6", *common, "--out", out)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    loaded = load_for_analysis(mnist1d_teacher, samples=64)
+    block = HessianOperator(loaded.model, torch.nn.functional.cross_entropy, loaded.batches,
+                            params=["classifier.weight", "classifier.bias"])  # fmt: skip
+    expected = float(lanczos(block, k=1, tol=1e-8).eigenvalues[0])
+    with SurfaceStore.read(out) as store:
+        assert store.arrays["lambda_max"][0] == np.float64(store.arrays["lambda_max"][0])
+        assert abs(store.arrays["lambda_max"][0] - expected) <= 1e-5 * expected
+        assert json.loads(store.attrs["params"]) == {"include": ["classifier.*"], "exclude": []}
+    bad = run("eigenmap", mnist1d_teacher, "--x", "0:0.5:2", "--params", "nothing.*", *common,
+              "--out", tmp_path / "bad.h5")  # fmt: skip
+    assert bad.exit_code == 2 and "matches no trainable parameter" in bad.output
+    assert not (tmp_path / "bad.h5").exists()

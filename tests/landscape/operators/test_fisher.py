@@ -95,6 +95,35 @@ def test_fisher_through_every_solver_and_the_one_call_api():
     assert result.trace.estimate == pytest.approx(float(F.trace()), rel=1e-8)  # exact: small
 
 
+@pytest.mark.parametrize("kind", ["fisher", "empirical_fisher"])
+def test_power_hutchinson_and_slq_see_the_fisher_as_its_dense_matrix(kind):
+    """Every solver on the operator equals the same solver on its dense matrix."""
+    from landscape.curvature.measure import CurvatureRequest, measure_curvature
+    from landscape.operators.base import DenseOperator
+
+    model, batches = _softmax_regression()
+    request = CurvatureRequest(top_k=2, engine="power", tol=1e-10, trace=True,
+                               trace_method="hutchinson", trace_matvecs=7, density=True,
+                               density_steps=6, seed=3)  # fmt: skip
+    operator = make_operator(kind, model, LOSS, batches, mc_samples=2, seed=1)
+    got = measure_curvature(operator, request)
+    dense = operator.to_dense()
+    want = measure_curvature(DenseOperator(dense), request)
+    exact = torch.linalg.eigvalsh(dense).flip(0)
+    assert got.eigenvalues == pytest.approx(exact[:2].tolist(), rel=1e-4)
+    assert got.trace.estimate == pytest.approx(want.trace.estimate, rel=1e-10)
+    torch.testing.assert_close(got.density.nodes, want.density.nodes, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(got.density.weights, want.density.weights, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["fisher", "empirical_fisher"])
+def test_a_parameter_block_of_the_fisher_is_its_dense_block(kind):
+    model, batches = _softmax_regression()
+    full = make_operator(kind, model, LOSS, batches, mc_samples=2, seed=1).to_dense()
+    block = make_operator(kind, model, LOSS, batches, params=["bias"], mc_samples=2, seed=1)
+    torch.testing.assert_close(block.to_dense(), full[12:, 12:], rtol=1e-12, atol=1e-14)
+
+
 def test_bad_fisher_requests_are_user_errors():
     model, batches = _softmax_regression()
     with pytest.raises(LandscapeInputError, match="mc_samples 0"):

@@ -60,7 +60,7 @@ def test_globs_keep_model_order_and_names_keep_the_order_given():
 @pytest.mark.parametrize(
     ("selection", "needle"),
     [
-        (["conv*"], "'conv*' matches no trainable parameter; the model has 0.weight, 0.bias"),
+        (["conv*"], "'conv*' matches no trainable parameter; the model's trainable ones are 0.w"),
         (ParameterFilter(("0.*",), ("0.*",)), "leaves no parameter"),
         (ParameterFilter(("*",), ("nothing.*",)), "'nothing.*' matches no trainable"),
         (["3.weight"], "'3.weight' is not a parameter of the model"),
