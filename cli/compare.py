@@ -81,7 +81,7 @@ def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
 
 
 def _blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer, resamples, size,
-                       device) -> dict[str, Any]:  # fmt: skip
+                       device, bootstrap=False) -> dict[str, Any]:  # fmt: skip
     """The per-layer rows and the resampled spread of one model, as asked."""
     from distill.analysis import first_examples
     from landscape.curvature.measure import CurvatureRequest, model_curvature
@@ -99,11 +99,30 @@ def _blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer, resam
     if resamples:
         everything = first_examples(bundle.train_eval, None, 4096, device)
         extra["resampling"] = resampled_curvature(
-            model, loss_fn, everything, request, resamples, size, seed=settings.seed,
-            params=settings.params,
+            model, loss_fn, everything, request, resamples, size, bootstrap=bootstrap,
+            seed=settings.seed, params=settings.params,
         )  # fmt: skip
         extra["lambda_1_sd"] = extra["resampling"]["eigenvalues"][0]["std"]
+        trace = extra["resampling"]["trace"]
+        extra["trace_sd"] = None if trace is None else trace["std"]
     return extra
+
+
+def _spread_verdicts(records: list[dict[str, Any]], ref: int) -> None:
+    """``lambda_1_change_exceeds_spread`` and ``trace_change_exceeds_spread`` per record."""
+    from landscape.curvature.resampling import exceeds_spread
+
+    def measured(record, key):
+        resampled = record["resampling"]
+        return resampled["eigenvalues"][0] if key == "lambda_1" else resampled["trace"]
+
+    for key in ("lambda_1", "trace"):
+        reference = measured(records[ref], key)
+        for i, record in enumerate(records):
+            spread = measured(record, key)
+            record[f"{key}_change_exceeds_spread"] = (
+                None if i == ref or spread is None else exceeds_spread(spread, reference)
+            )
 
 
 def reference_index(records: list[dict[str, Any]]) -> int:
@@ -126,15 +145,18 @@ def compare_checkpoints(
     resamples: int | None = None,
     resample_size: int = 512,
     loss_name: str = "cross_entropy",
+    bootstrap: bool = False,
 ) -> dict[str, Any]:
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
 
     With `per_layer`, each record gets ``per_layer``: lambda_1 and trace of each module's
     block (:mod:`landscape.curvature.per_layer`). With `resamples`, ``resampling``:
-    lambda_1 and the trace on that many disjoint subsets of `resample_size` examples of
-    the whole train split, the same subsets for every model, with ``lambda_1_sd`` and,
-    against the reference, ``lambda_1_change_exceeds_spread`` (the paired difference
-    beyond two of its standard deviations, :func:`landscape.curvature.resampling.exceeds_spread`).
+    lambda_1 and the trace on that many disjoint (or, with `bootstrap`, drawn with
+    replacement) subsets of `resample_size` examples of the whole train split, the same
+    subsets for every model, with ``lambda_1_sd``, ``trace_sd`` and, against the
+    reference, ``lambda_1_change_exceeds_spread`` and ``trace_change_exceeds_spread``
+    (the paired difference beyond two of its standard deviations,
+    :func:`landscape.curvature.resampling.exceeds_spread`).
 
     With `interpolation_points`, also the loss on the straight line from the reference
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
@@ -154,13 +176,20 @@ def compare_checkpoints(
 
     records = []
     loaded = load_models(paths, device, allow_mixed, sources)
+    if resamples:  # subsets that cannot be drawn are refused before anything is measured
+        from landscape.curvature.resampling import subset_indices
+
+        for _, _, _, bundle in loaded:
+            subset_indices(len(bundle.train_eval), resamples, resample_size, bootstrap,
+                           settings.seed)  # fmt: skip
     for path, model, meta, bundle in loaded:
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
         check_loss(loss_fn, model, train[0], loss_name)
         record = profile_model(model, loss_fn, train, settings, test_batches=test)
         record.update(_blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer,
-                                         resamples, resample_size, device))  # fmt: skip
+                                         resamples, resample_size, device,
+                                         bootstrap))  # fmt: skip
         records.append(
             {
                 "name": Path(path).stem,
@@ -175,14 +204,7 @@ def compare_checkpoints(
             progress(1)
     ref = reference_index(records)
     if resamples:
-        from landscape.curvature.resampling import exceeds_spread
-
-        reference = records[ref]["resampling"]["eigenvalues"][0]
-        for i, record in enumerate(records):
-            spread = record["resampling"]["eigenvalues"][0]
-            record["lambda_1_change_exceeds_spread"] = (
-                None if i == ref else exceeds_spread(spread, reference)
-            )
+        _spread_verdicts(records, ref)
     if settings.confounds:
         target = max(r["train_loss"] for r in records)
         for record, (_, model, _, bundle) in zip(records, loaded, strict=True):
@@ -198,35 +220,36 @@ def compare_checkpoints(
                 records[i]["interpolation"] = line
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
+        "loss_function": loss_name,
+        "parameters": records[0]["parameters"],
         "settings": records[0]["settings"],
         "reference": records[ref]["name"],
         "models": with_changes(records, CHANGE_COLUMNS, ref),
     }
 
 
-def _plane(report: dict[str, Any], samples: int, plots_dir, points: int, device) -> dict:
+def _plane(report: dict[str, Any], samples: int, plots_dir, points: int, device, sources=None,
+           loss_fn=None) -> dict:  # fmt: skip
     """The plane through the reference and the next two models, into plots_dir or a temp dir."""
     import tempfile
 
     from cli._planes import plane_report
-    from distill.analysis import first_examples
-    from distill.checkpoint import load_checkpoint
-    from distill.data import dataset_from_description
+    from distill.analysis import first_examples, open_checkpoint
 
     models = report["models"]
     ref = next(i for i, m in enumerate(models) if m["name"] == report["reference"])
     order = [ref] + [i for i in range(len(models)) if i != ref][:2]
     paths = [models[i]["path"] for i in order]
-    _, meta = load_checkpoint(paths[0])
-    batches = first_examples(dataset_from_description(meta["dataset"]).train_eval, samples,
-                             1024, device)  # fmt: skip
+    bundle = open_checkpoint(paths[0], device=device, sources=sources)[2]
+    batches = first_examples(bundle.train_eval, samples, 1024, device)
+    named = {"sources": sources, "loss_fn": loss_fn}
     if plots_dir:
         folder = Path(plots_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return plane_report(paths, batches, folder / "plane.h5", points, device,
-                            folder / "plane.png")  # fmt: skip
+                            folder / "plane.png", **named)  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
-        found = plane_report(paths, batches, Path(folder) / "plane.h5", points, device)
+        found = plane_report(paths, batches, Path(folder) / "plane.h5", points, device, **named)
     found["file"] = None
     return found
 
@@ -334,6 +357,13 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "--resample-size", type=click.IntRange(min=1), default=512, show_default=True,
     help="Examples per subset of --resamples.",
 )  # fmt: skip
+@click.option("--bootstrap", is_flag=True, help="Draw the --resamples subsets with replacement.")
+@click.option(
+    "--per-layer-table",
+    type=click.Path(dir_okay=False),
+    help="Write the per-layer rows of every model here (.md Markdown or .csv); implies "
+    "--per-layer.",
+)
 @loss_option
 @source_options
 @json_option("the comparison")
@@ -363,6 +393,8 @@ def compare(
     per_layer,
     resamples,
     resample_size,
+    bootstrap,
+    per_layer_table,
     loss_spec,
     json_path,
     markdown_path,
@@ -389,12 +421,12 @@ def compare(
     from landscape.compare.table import to_csv, to_markdown
 
     apply_threads(threads)
-    loss_fn, _ = analysis_loss(loss_spec)
+    loss_fn, loss_record = analysis_loss(loss_spec)
     if confounds and loss_spec != "cross_entropy":
         raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
-    outputs = [check_output(p, force) for p in (json_path, markdown_path, csv_path)]
-    if plane and len(checkpoints) < 3:
-        raise DistillInputError(f"--plane needs three checkpoints; {len(checkpoints)} given")
+    outputs = _outputs((json_path, markdown_path, csv_path, per_layer_table), force)
+    per_layer = per_layer or outputs[3] is not None
+    _check_requests(bootstrap, resamples, plane, len(checkpoints))
     settings = ProfileSettings(
         top_k=top_k,
         tol=tol,
@@ -404,6 +436,7 @@ def compare(
         confounds=confounds,
         params=parameter_filter(params, exclude),
     )
+    sources = sources_from(options)
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
         report = compare_checkpoints(
             list(checkpoints),
@@ -414,15 +447,18 @@ def compare(
             allow_mixed,
             progress=bar.update,
             interpolation_points=41 if surface else 0,
-            sources=sources_from(options),
+            sources=sources,
             loss_fn=loss_fn,
             per_layer=per_layer,
             resamples=resamples,
             resample_size=resample_size,
             loss_name=loss_spec,
+            bootstrap=bootstrap,
         )
+    report["loss_function"] = loss_record
     if plane:
-        report["plane"] = _plane(report, samples, plots_dir, plane_points, resolve_device(device))
+        report["plane"] = _plane(report, samples, plots_dir, plane_points, resolve_device(device),
+                                 sources, loss_fn)  # fmt: skip
     if plots_dir:
         write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
@@ -430,6 +466,8 @@ def compare(
         columns += CONFOUND_COLUMNS
     if resamples:
         columns += ["lambda_1_sd", "lambda_1_change_exceeds_spread"]
+        if trace_matvecs:
+            columns += ["trace_sd", "trace_change_exceeds_spread"]
     markdown = to_markdown(rows, columns)
     click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
     click.echo(markdown, nl=False)
@@ -440,7 +478,35 @@ def compare(
         click.echo(f"\nThe plane through {names} ({samples} train examples):\n")
         click.echo("\n".join(plane_lines(report["plane"])))
     write_json(outputs[0], report)
-    for path, text in ((outputs[1], markdown), (outputs[2], to_csv(rows, columns))):
+    texts = [(outputs[1], markdown), (outputs[2], to_csv(rows, columns))]
+    if outputs[3] is not None:
+        texts.append((outputs[3], _per_layer_text(rows, outputs[3].suffix)))
+    for path, text in texts:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+
+
+def _check_requests(bootstrap: bool, resamples: int | None, plane: bool, models: int) -> None:
+    if bootstrap and not resamples:
+        raise DistillInputError("--bootstrap draws the --resamples subsets; give --resamples")
+    if plane and models < 3:
+        raise DistillInputError(f"--plane needs three checkpoints; {models} given")
+
+
+def _outputs(paths, force: bool) -> list:
+    """The JSON, Markdown, CSV and per-layer table files, none overwritten without force."""
+    outputs = [check_output(p, force) for p in paths]
+    if outputs[3] is not None and outputs[3].suffix not in (".md", ".csv"):
+        raise DistillInputError(f"--per-layer-table {outputs[3]}: end it in .md or .csv")
+    return outputs
+
+
+def _per_layer_text(models: list[dict[str, Any]], suffix: str) -> str:
+    """Every model's per-layer rows in one table, a ``model`` column first."""
+    from landscape.compare.table import to_csv, to_markdown
+    from landscape.curvature.report import PER_LAYER_COLUMNS, per_layer_table
+
+    rows = [{"model": m["name"], **row} for m in models for row in per_layer_table(m["per_layer"])]
+    render = to_csv if suffix == ".csv" else to_markdown
+    return render(rows, ["model", *PER_LAYER_COLUMNS])

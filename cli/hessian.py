@@ -202,7 +202,7 @@ def hessian_command(
     """
     import torch
 
-    from distill.analysis import load_for_analysis
+    from distill.analysis import load_for_analysis, provenance
     from distill.losses import analysis_loss, check_loss
     from landscape.curvature.measure import CurvatureRequest
     from landscape.curvature.report import curvature_report, format_summary
@@ -210,12 +210,8 @@ def hessian_command(
     from landscape.distributed.operator import data_parallel_curvature
 
     json_out = check_output(json_path, force)
-    table_out, plot_out = (check_output(p, force) for p in (per_layer_table, per_layer_plot))
-    if table_out is not None and table_out.suffix not in (".md", ".csv"):
-        raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
+    table_out, plot_out = _per_layer_outputs(per_layer_table, per_layer_plot, force)
     per_layer = per_layer or table_out is not None or plot_out is not None
-    if plot_out is not None and plot_out.suffix not in (".png", ".pdf", ".svg"):
-        raise DistillInputError(f"--per-layer-plot {plot_out}: end it in .png, .pdf or .svg")
     if per_layer and not top_k and not trace:
         raise DistillInputError("--per-layer measures --top-k or --trace per module; ask one")
     if per_layer and engine == "pyhessian":
@@ -243,6 +239,12 @@ def hessian_command(
         sources=sources,
     )  # fmt: skip
     check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
+    if resamples:  # subsets that cannot be drawn are refused before anything is measured
+        from landscape.curvature.resampling import subset_indices
+
+        train = load_for_analysis(checkpoint, split="train", batch_size=4096,
+                                  device=torch_device, sources=sources)  # fmt: skip
+        subset_indices(train.samples, resamples, resample_size, bootstrap, seed)
     with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(
             loaded.model, loss_fn, loaded.batches, request, operator=operator.replace("-", "_"),
@@ -263,15 +265,16 @@ def hessian_command(
         data=data, bn_mode=bn_mode,
     )  # fmt: skip
     report["operator"] = operator
+    report["provenance"] = provenance(loaded.metadata)
     report["loss_function"] = loss_record
     report["params"] = None if selection is None else selection.describe()
     if distributed.world_size() > 1:
         report["processes"] = distributed.world_size()
+    if operator == "fisher":
+        report["mc_samples"] = mc_samples
     if resamples:
         from landscape.curvature.resampling import resampled_curvature
 
-        train = load_for_analysis(checkpoint, split="train", batch_size=4096,
-                                  device=torch_device, sources=sources)  # fmt: skip
         with progress_bar(None, "resampling", quiet, unit="mv") as bar:
             report["resampling"] = resampled_curvature(
                 loaded.model, loss_fn, train.batches, request, resamples, resample_size,
@@ -291,6 +294,16 @@ def hessian_command(
 
         plot_per_layer({Path(checkpoint).stem: report["per_layer"]}, plot_out)
     click.echo(format_summary(report), err=str(json_path) == "-")
+
+
+def _per_layer_outputs(table: str | None, plot: str | None, force: bool) -> tuple:
+    """``--per-layer-table`` and ``--per-layer-plot`` as paths, their suffixes checked."""
+    table_out, plot_out = (check_output(p, force) for p in (table, plot))
+    if table_out is not None and table_out.suffix not in (".md", ".csv"):
+        raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
+    if plot_out is not None and plot_out.suffix not in (".png", ".pdf", ".svg"):
+        raise DistillInputError(f"--per-layer-plot {plot_out}: end it in .png, .pdf or .svg")
+    return table_out, plot_out
 
 
 def _write_table(path, rows) -> None:

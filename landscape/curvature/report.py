@@ -104,7 +104,9 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.extend(per_layer_lines(report["per_layer"]))
     if report.get("resampling"):
         lines.extend(resampling_lines(report["resampling"]))
-    lines.append(f"{report['matvecs']} Hessian-vector products, {report['seconds']:.2f} s")
+    products = {"ggn": "GGN", "fisher": "Fisher", "empirical-fisher": "empirical Fisher"}
+    matrix = products.get(report.get("operator", "hessian"), "Hessian")
+    lines.append(f"{report['matvecs']} {matrix}-vector products, {report['seconds']:.2f} s")
     memory = report.get("memory") or {}
     if memory.get("kept_examples") is not None:
         size = {key: format_size(value or 0) for key, value in memory.items()}

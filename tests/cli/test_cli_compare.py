@@ -12,6 +12,7 @@ from cli.main import cli
 from distill.checkpoint import save_checkpoint
 from distill.data import load_dataset
 from distill.trainer import Recipe, train_teacher
+from tests.cli.helpers import assert_one_line_error
 
 FAST = [
     "--samples",
@@ -92,23 +93,67 @@ def test_missing_checkpoint_is_named(tmp_path, mnist1d_teacher):
 
 
 def test_per_layer_and_resampled_spread(mnist1d_teacher, mnist1d_student, tmp_path):
-    out, plots = tmp_path / "c.json", tmp_path / "plots"
+    from landscape.curvature.resampling import exceeds_spread
+
+    out, plots, table = tmp_path / "c.json", tmp_path / "plots", tmp_path / "layers.csv"
     result = CliRunner().invoke(cli, [str(a) for a in (
         "compare", mnist1d_teacher, mnist1d_student, "--samples", 128, "--top-k", 1,
-        "--trace-matvecs", 0, "--line-points", 0, "--per-layer", "--resamples", 3,
-        "--resample-size", 200, "--plots", plots, "--json", out, "--threads", 1, "--quiet",
+        "--trace-matvecs", 6, "--line-points", 0, "--per-layer", "--resamples", 3,
+        "--resample-size", 200, "--plots", plots, "--json", out, "--per-layer-table", table,
+        "--threads", 1, "--quiet",
     )])  # fmt: skip
     assert result.exit_code == 0, result.output
-    teacher, student = json.loads(out.read_text())["models"]
+    report = json.loads(out.read_text())
+    teacher, student = report["models"]
+    assert report["parameters"] == teacher["parameters"] == 9610
+    assert report["loss_function"]["name"] == "cross_entropy"
     for model in (teacher, student):
         assert [r["module"] for r in model["per_layer"]] == [
             "features.0", "features.2", "features.4", "classifier"]  # fmt: skip
         values = model["resampling"]["eigenvalues"][0]["values"]
         assert len(values) == 3 and model["lambda_1_sd"] == pytest.approx(np.std(values, ddof=1))
+        traces = model["resampling"]["trace"]["values"]
+        assert model["trace_sd"] == pytest.approx(np.std(traces, ddof=1))
     assert teacher["lambda_1_change_exceeds_spread"] is None
-    assert isinstance(student["lambda_1_change_exceeds_spread"], bool)
+    for key, at in (("lambda_1", ("eigenvalues", 0)), ("trace", ("trace",))):
+        a, b = student["resampling"], teacher["resampling"]
+        for step in at:
+            a, b = a[step], b[step]
+        assert student[f"{key}_change_exceeds_spread"] == exceeds_spread(a, b)
     assert (plots / "per_layer.png").stat().st_size > 1000
     assert "lambda_1_change_exceeds_spread" in result.output
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("model,module,size,lambda_1,trace") and len(lines) == 1 + 2 * 4
+    assert lines[1].startswith(f"{teacher['name']},features.0,")
+
+
+def test_bootstrap_subsets_and_impossible_resamples(mnist1d_teacher, mnist1d_student, tmp_path):
+    out = tmp_path / "b.json"
+    common = ["compare", mnist1d_teacher, mnist1d_student, "--samples", 64, "--top-k", 1,
+              "--trace-matvecs", 0, "--line-points", 0, "--threads", 1, "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            str(a)
+            for a in (
+                *common,
+                "--resamples",
+                2,
+                "--resample-size",
+                100,
+                "--bootstrap",
+                "--json",
+                out,
+            )
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["models"][0]["resampling"]["bootstrap"] is True
+    too_many = CliRunner().invoke(cli, [str(a) for a in (
+        *common, "--resamples", 9, "--resample-size", 500)])  # fmt: skip
+    assert_one_line_error(too_many, "or pass --bootstrap")
+    alone = CliRunner().invoke(cli, [str(a) for a in (*common, "--bootstrap")])
+    assert_one_line_error(alone, "give --resamples")
 
 
 def test_the_plane_of_three_models_in_the_comparison(tmp_path, mnist1d_teacher, mnist1d_student):

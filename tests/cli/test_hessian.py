@@ -107,6 +107,10 @@ def test_float64_and_power_engine(mnist1d_teacher, tmp_path):
         (["--samples", -3], "'--samples': -3 is not in the range"),
         (["--engine", "pyhessian", "--which", "smallest"], "need the lanczos engine"),
         (["--trace", "--trace-matvecs", 2], "--trace-matvecs 2"),
+        (["--engine", "pyhessian", "--params", "classifier.*"], "needs engine lanczos or power"),
+        (["--exclude", "*"], "leaves no parameter"),
+        (["--params", "*.weight", "--exclude", "*"], "leaves no parameter"),
+        (["--operator", "fisher", "--mc-samples", 0], "'--mc-samples': 0 is not in the range"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(mnist1d_teacher, args, needle):
@@ -197,8 +201,8 @@ def test_a_parameter_block_by_glob(mnist1d_teacher, tmp_path):
     expected = measure_curvature(block, CurvatureRequest(top_k=2, tol=1e-6))
     assert report["eigenvalues"] == pytest.approx(expected.eigen.eigenvalues.tolist(), rel=1e-5)
     assert_one_line_error(run("hessian", mnist1d_teacher, "--params", "conv*", *SMALL),
-                          "--params: 'conv*' matches no trainable parameter; the model has "
-                          "features.0.weight")  # fmt: skip
+                          "--params: 'conv*' matches no trainable parameter; the model's "
+                          "trainable ones are features.0.weight")  # fmt: skip
 
 
 def test_per_layer_table_json_markdown_and_plot(mnist1d_teacher, tmp_path):
@@ -266,3 +270,17 @@ def test_resampled_spread_of_the_eigenvalues(mnist1d_teacher, tmp_path):
     assert first["values"][1] == pytest.approx(direct.eigenvalues[0], rel=1e-5)
     too_many = run("hessian", mnist1d_teacher, "--resamples", 9, "--resample-size", 500, *SMALL)
     assert_one_line_error(too_many, "4500 disjoint examples, but the data has 4000")
+    assert "or pass --bootstrap" in too_many.stderr
+
+
+def test_impossible_resamples_are_refused_before_measuring(mnist1d_teacher, monkeypatch):
+    import landscape.distributed.operator as parallel
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the subsets were checked")
+
+    monkeypatch.setattr(parallel, "data_parallel_curvature", measured)
+    for extra in (["--resamples", 9, "--resample-size", 500],
+                  ["--resamples", 2, "--resample-size", 5000, "--bootstrap"]):  # fmt: skip
+        result = run("hessian", mnist1d_teacher, *extra, *SMALL)
+        assert_one_line_error(result, "--resample")
