@@ -100,9 +100,17 @@ def checkpoint_plane(
 
 
 def trajectory_plane(
-    model: torch.nn.Module, meta: dict, checkpoint: str, directories: tuple[str, ...]
+    model: torch.nn.Module,
+    meta: dict,
+    checkpoint: str,
+    directories: tuple[str, ...],
+    named_model: str | None = None,
 ) -> tuple[Plane, dict[str, str]]:
-    """The PCA plane of the snapshots in ``directories`` around ``model``."""
+    """The PCA plane of the snapshots in ``directories`` around ``model``.
+
+    ``named_model`` is the ``--model`` the user named: snapshots of a model made from
+    user code are rebuilt from it (never from the code they record).
+    """
     from distill.checkpoint import file_sha256, load_checkpoint
     from landscape.surface import plane as planes
 
@@ -126,7 +134,7 @@ def trajectory_plane(
             label = str(directory)
         loaded = []
         for path in files:
-            snapshot, snapshot_meta = load_checkpoint(path)
+            snapshot, snapshot_meta = load_checkpoint(path, named_model=named_model)
             check_family(meta, snapshot_meta, path, checkpoint)
             loaded.append((snapshot_meta.get("epoch", len(loaded)), snapshot.state_dict()))
             digest.update(file_sha256(path).encode())
@@ -180,23 +188,28 @@ def plane_report(
     points: int,
     device: torch.device | str = "cpu",
     figure: Path | None = None,
+    sources: Sources | None = None,
+    loss_fn: Any = None,
 ) -> dict[str, Any]:
     """The plane through three checkpoints on ``batches``: where each model sits, its loss.
 
     The surface goes to ``out`` (resumed when it exists with the same settings), on an
     automatic ``points`` x ``points`` grid; ``figure`` gets its contour with the models
-    marked. Returns the models' positions and values and the grid's lowest loss.
+    marked. ``sources`` names the models' code (:class:`distill.analysis.Sources`) and
+    ``loss_fn`` the batch-mean loss (default cross-entropy). Returns the models' positions
+    and values and the grid's lowest loss.
     """
     import numpy as np
     import torch.nn.functional as F
 
-    from distill.checkpoint import file_sha256, load_checkpoint
+    from distill.analysis import open_checkpoint
+    from distill.checkpoint import file_sha256
     from landscape.surface import plane as planes
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.plot import plot_surfaces
     from landscape.surface.store import SurfaceStore
 
-    loaded = [load_checkpoint(path, device=device) for path in paths]
+    loaded = [open_checkpoint(path, device=device, sources=sources)[:2] for path in paths]
     for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
         check_family(loaded[0][1], meta, path, paths[0])
     labels = _labels(tuple(str(p) for p in paths))
@@ -210,8 +223,8 @@ def plane_report(
     if out.exists():
         with SurfaceStore.read(out) as old:
             same = all(old.attrs.get(key) == value for key, value in settings.items())
-    loss_surface(loaded[0][0], F.cross_entropy, {"train": batches}, out, x_range=x, y_range=y,
-                 plane=plane, resume=same, force=out.exists() and not same,
+    loss_surface(loaded[0][0], loss_fn or F.cross_entropy, {"train": batches}, out, x_range=x,
+                 y_range=y, plane=plane, resume=same, force=out.exists() and not same,
                  settings=settings)  # fmt: skip
     with SurfaceStore.read(out) as store:
         marks = store.extra("marks")

@@ -41,7 +41,7 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
     """
     from distill.analysis import open_checkpoint
     from distill.trainer import evaluate as evaluate_model
-    from distill.user_data import require_class_labels
+    from distill.user_data import check_model_fits, require_class_labels
 
     apply_threads(threads)
     json_path = check_output(json_path, force)
@@ -49,6 +49,7 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
         checkpoint, device=resolve_device(device), sources=sources_from(options)
     )
     require_class_labels(bundle, "evaluate")
+    check_model_fits(model, bundle, "evaluate")
     splits = ["train", "test"] if split == "both" else [split]
     report = {"checkpoint": str(checkpoint)}
     for name in splits:

@@ -160,7 +160,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
       flatscape sharpness runs/sd/gen1.safetensors --measure average --geometry elementwise
       flatscape sharpness runs/sd/gen1.safetensors --match-teacher runs/teacher.safetensors
     """
-    from distill.analysis import load_for_analysis
+    from distill.analysis import load_for_analysis, provenance
     from distill.losses import analysis_loss, check_loss
     from landscape.curvature.temperature import TemperatureScaled, temperature_matched_curvature
     from landscape.operators.mean_loss import select_parameters
@@ -219,6 +219,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         "checkpoint": str(loaded.path),
         "checkpoint_sha256": loaded.sha256,
         "data": {"dataset": loaded.dataset_name, "split": "train", "samples": loaded.samples},
+        "provenance": provenance(loaded.metadata),
         "settings": {**options, "rho": rho, "default_rho": DEFAULT_RHO, "loss": loss_spec},
         "loss_function": loss_record,
         "params": None if selection is None else selection.describe(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,7 +145,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
           --trajectory runs/teacher.snapshots --trajectory runs/sd/gen1.snapshots --out pca.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
-    from distill.analysis import first_examples, open_checkpoint
+    from distill.analysis import first_examples, open_checkpoint, provenance
     from distill.checkpoint import file_sha256
     from distill.losses import analysis_loss, check_loss
     from landscape.distributed import process as distributed
@@ -173,7 +174,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
         "loss": loss_spec,
         "loss_source_sha256": loss_record.get("source_sha256") or "",
     }
-    info = {"checkpoint": str(checkpoint)}
+    info = {"checkpoint": str(checkpoint), "provenance": json.dumps(provenance(meta))}
     specs, hessian_data, made_plane = kind, None, None
     if kind in ("plane", "pca"):
         made_plane, plane_settings = _plane(kind, model, meta, checkpoint, plane, trajectories,
@@ -283,7 +284,7 @@ def _axis_defaults(kind: str, x_range: str | None, y_range: str | None) -> tuple
 def _plane(kind, model, meta, checkpoint, paths, trajectories, normalization, device, sources):
     if kind == "plane":
         return planes.checkpoint_plane(model, meta, paths, normalization, device, sources)
-    return planes.trajectory_plane(model, meta, checkpoint, trajectories)
+    return planes.trajectory_plane(model, meta, checkpoint, trajectories, sources.model)
 
 
 def _parse_direction(text: str) -> tuple[str, Path | None]:

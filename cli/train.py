@@ -159,6 +159,8 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
     apply_threads(threads)
     out = check_output(out, force)
     json_path = check_output(json_path, force)
+    if data_kwargs is not None and not data_spec:
+        raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
     if data_spec or data_file:
         given = [flag for flag, value in (("--train-size", train_size), ("--label-noise",
                  label_noise), ("--augment", augment), ("--test-size", test_size),
@@ -263,11 +265,14 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     """
     from distill.checkpoint import load_checkpoint, save_checkpoint
     from distill.losses import KDConfig
-    from distill.trainer import recipe_for_student, train_student
+    from distill.trainer import recipe_for_student, require_flatscape_teacher, train_student
     from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
     kd = KDConfig(temperature=temperature, alpha=alpha)
+    require_flatscape_teacher(teacher)
+    if data_kwargs is not None and data_spec is None:
+        raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
     _, parent = load_checkpoint(teacher, named_model=model_spec)
     new_kwargs = None if data_kwargs is None else parse_json_kwargs(data_kwargs, "--data-kwargs")
     start = parent.get("generation", 0)

@@ -19,7 +19,12 @@ from distill.data import DatasetBundle, dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import is_code_spec
-from distill.user_data import load_data_spec, load_npz, require_class_labels
+from distill.user_data import (
+    check_model_fits,
+    load_data_spec,
+    load_npz,
+    require_class_labels,
+)
 
 SPLITS = ("train", "test")
 
@@ -92,6 +97,8 @@ class Sources:
 
     def bundle(self) -> DatasetBundle | None:
         """The data the user named, or None."""
+        if self.data_kwargs and not self.data:
+            raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
         named = [flag for flag, value in (("--dataset", self.dataset), ("--data", self.data),
                  ("--data-file", self.data_file)) if value]  # fmt: skip
         if len(named) > 1:
@@ -109,6 +116,18 @@ class Sources:
         if is_code_spec(self.model):
             return dict(self.model_kwargs or {})
         return model_kwargs(self.model, bundle, self.model_kwargs)
+
+
+def provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    """Where a measured model came from, for a report: its model, code, data and file.
+
+    ``arch`` and ``arch_kwargs``, ``model_source`` (user code: the file and its SHA-256),
+    ``dataset`` (the whole description: a file's path and SHA-256, a code spec and its
+    source's, a built-in's options) and, for another trainer's file, ``foreign`` (its
+    layout and SHA-256).
+    """
+    keys = ("arch", "arch_kwargs", "model_source", "dataset", "foreign", "imported_from")
+    return {key: meta[key] for key in keys if meta.get(key) is not None}
 
 
 def open_checkpoint(
@@ -195,6 +214,7 @@ def import_checkpoint(
         raise DistillInputError(f"--generation {generation}: must be >= 0")
     model, meta, bundle = open_checkpoint(path, sources=sources)
     require_class_labels(bundle, "import (for its accuracy)")
+    check_model_fits(model, bundle, "import")
     train, test = evaluate(model, bundle.train_eval), evaluate(model, bundle.test)
     metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"],
                "test_loss": test["loss"], "test_accuracy": test["accuracy"]}  # fmt: skip

@@ -127,6 +127,11 @@ def check_loss(
     A NaN/inf value is left to the measurement, which names the examples it was over.
     """
     inputs, targets = batch[0][:8], batch[1][:8]
+    if name == "cross_entropy" and targets.is_floating_point():
+        raise DistillInputError(
+            f"--loss cross_entropy needs class labels, and these targets are {targets.dtype}; "
+            "pass --loss mse or your own --loss file.py:callable"
+        )
     with torch.no_grad():
         try:
             outputs = model(inputs)

@@ -16,7 +16,7 @@ from torch import nn
 
 from distill.errors import DistillInputError
 from distill.models import build_model
-from distill.user_code import call_user, import_callable, is_code_spec
+from distill.user_code import call_user, import_callable, is_code_spec, spec_from_here
 
 FLAG = "--model"
 
@@ -61,6 +61,7 @@ def require_named(meta: dict[str, Any], named: str | None, path: str) -> str:
             file that changed since the checkpoint was made; the message holds the flag.
     """
     arch = meta["arch"]
+    here = spec_from_here(arch, (meta.get("model_source") or {}).get("source"))
     if not is_code_spec(arch):
         if named is not None and named != arch:
             raise DistillInputError(
@@ -69,11 +70,11 @@ def require_named(meta: dict[str, Any], named: str | None, path: str) -> str:
         return arch
     if named is None:
         raise DistillInputError(
-            f"{path}: made from user code {arch}; pass {model_flag(arch)} to import it "
+            f"{path}: made from user code {arch}; pass {model_flag(here)} to import it "
             "(flatscape never imports code that a checkpoint names by itself)"
         )
     if named.rpartition(":")[2] != arch.rpartition(":")[2]:
-        raise DistillInputError(f"{path}: made with {arch}, not {named}; pass {model_flag(arch)}")
+        raise DistillInputError(f"{path}: made with {arch}, not {named}; pass {model_flag(here)}")
     recorded = (meta.get("model_source") or {}).get("source_sha256")
     found = import_callable(named, FLAG).source_sha256
     if recorded and found != recorded:

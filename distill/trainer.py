@@ -18,14 +18,19 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from distill.checkpoint import file_sha256, load_checkpoint, package_versions
+from distill.checkpoint import (
+    file_sha256,
+    is_flatscape_checkpoint,
+    load_checkpoint,
+    package_versions,
+)
 from distill.data import DatasetBundle, dataset_from_description
 from distill.errors import DistillInputError
 from distill.losses import KDConfig, cross_entropy, kd_loss
 from distill.model_spec import build_from_spec, require_named
 from distill.models import input_kwargs, resolve_model_kwargs
 from distill.user_code import is_code_spec
-from distill.user_data import require_class_labels
+from distill.user_data import check_model_fits, require_class_labels
 
 EpochLog = Callable[[dict[str, Any]], None]
 EpochHook = Callable[[int, torch.nn.Module, dict[str, Any]], None]
@@ -159,6 +164,7 @@ def fit(
     (e.g. :class:`Snapshots`). Returns final metrics on the (unaugmented) train split
     and the test split.
     """
+    check_model_fits(model, bundle, "training")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     inputs, targets = (t.to(device) for t in bundle.train.tensors)
@@ -307,10 +313,27 @@ class LogitEnsemble(torch.nn.Module):
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 
+def require_flatscape_teacher(path: str | Path) -> None:
+    """Refuse another trainer's file as a teacher: it records no data or recipe to follow.
+
+    Raises:
+        DistillInputError: ``path`` is not a flatscape checkpoint (the message gives the
+            ``flatscape import`` that makes one).
+    """
+    if Path(path).is_file() and not is_flatscape_checkpoint(path):
+        raise DistillInputError(
+            f"{path}: another trainer's checkpoint; distill needs a flatscape one, which "
+            f"records the data and recipe: flatscape import {path} --model SPEC "
+            "--data-file DATA.npz --out teacher.safetensors"
+        )
+
+
 def _load_teachers(
     paths: Sequence[str | Path], device: str | torch.device, named_model: str | None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """One teacher, or several of one architecture and dataset as a `LogitEnsemble`."""
+    for path in paths:
+        require_flatscape_teacher(path)
     loaded = [load_checkpoint(path, device=device, named_model=named_model) for path in paths]
     first = loaded[0][1]
     for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):

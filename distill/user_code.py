@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,20 @@ class UserCallable:
 def is_code_spec(text: str) -> bool:
     """Whether ``text`` names code (``x:y``) rather than a registry entry."""
     return ":" in text
+
+
+def spec_from_here(spec: str, source: str | None) -> str:
+    """``spec`` as the user can name it from the current folder.
+
+    A ``file.py:callable`` spec recorded with a relative path names another file (or
+    none) from another folder; then the recorded ``source`` file is named instead,
+    relative to here when it lies below, else by its absolute path.
+    """
+    where, _, attr = spec.rpartition(":")
+    if not source or not where.endswith(".py") or Path(where).resolve() == Path(source):
+        return spec
+    relative = os.path.relpath(source)
+    return f"{source if relative.startswith('..') else relative}:{attr}"
 
 
 def parse_json_kwargs(text: str | None, flag: str) -> dict[str, Any]:

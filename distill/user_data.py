@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from distill.data import DatasetBundle
 from distill.errors import DistillInputError
-from distill.user_code import call_user, describe_error, import_callable
+from distill.user_code import call_user, describe_error, import_callable, spec_from_here
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 FLAG = "--data"
@@ -159,6 +159,8 @@ def load_npz(path: str | Path) -> DatasetBundle:
                 )
             data = {name: arrays[name] for name in ARRAYS}
             classes = arrays["classes"] if "classes" in arrays.files else None
+    except DistillInputError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DistillInputError(
             f"--data-file {path}: not a readable .npz of arrays ({err})"
@@ -203,7 +205,8 @@ def load_data_spec(spec: str, kwargs: dict[str, Any]) -> DatasetBundle:
 
 def data_flag(description: dict[str, Any]) -> str:
     """The ``--data ... [--data-kwargs ...]`` that builds a recorded code dataset again."""
-    flag = f"{FLAG} {shlex.quote(description['spec'])}"
+    spec = spec_from_here(description["spec"], description.get("source"))
+    flag = f"{FLAG} {shlex.quote(spec)}"
     if description.get("kwargs"):
         flag += f" --data-kwargs {shlex.quote(json.dumps(description['kwargs'], sort_keys=True))}"
     return flag
@@ -229,7 +232,7 @@ def user_data_from_description(
                 "(SHA-256 differs); pass the original with --data-file"
             )
         return bundle
-    if named != description["spec"]:
+    if named is None or named.rpartition(":")[2] != description["spec"].rpartition(":")[2]:
         raise DistillInputError(
             f"the checkpoint's data comes from user code {description['spec']}; pass "
             f"{data_flag(description)} to import it"
@@ -253,4 +256,42 @@ def require_class_labels(bundle: DatasetBundle, what: str) -> None:
             f"{what} uses cross-entropy on class labels, and this data's labels are floats "
             f"({bundle.description['name']}); measure it with hessian/surface/sharpness "
             "--loss mse or your own --loss"
+        )
+
+
+def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -> None:
+    """Run ``model`` on 8 train examples: inputs it takes and an output per class label.
+
+    Refuses, in one line, inputs the model cannot take and class labels beyond its
+    outputs (train or test labels of ``max + 1`` classes against fewer logits), before
+    ``what`` (training, evaluating) starts. The model's mode is left as it was.
+
+    Raises:
+        DistillInputError: The data does not fit the model.
+    """
+    inputs, labels = bundle.train.tensors
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(inputs[:8].to(device))
+    except Exception as err:
+        raise DistillInputError(
+            f"{what}: the model cannot take this data's inputs of shape "
+            f"{tuple(inputs.shape[1:])} per example: {describe_error(err)}"
+        ) from err
+    finally:
+        model.train(was_training)
+    if labels.dtype.is_floating_point:
+        return
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim < 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        raise DistillInputError(
+            f"{what}: class labels need one output per class, and the model returns {shape}"
+        )
+    top = int(max(labels.max(), bundle.test.tensors[1].max()))
+    if int(labels.min()) < 0 or top >= outputs.shape[1]:
+        raise DistillInputError(
+            f"{what}: the labels go from {int(labels.min())} to {top}, and the model gives "
+            f"{outputs.shape[1]} outputs per example; labels must be 0 .. {outputs.shape[1] - 1}"
         )

@@ -72,6 +72,11 @@ def blobs(n=120, seed=0):
     return data, data
 
 
+def blobs_dict(n=60):
+    train, test = blobs(n)
+    return {"train": train, "test": test}
+
+
 def wrong_labels():
     x = torch.zeros(10, 6)
     return (x, torch.zeros(10, 2, dtype=torch.int64)), (x, torch.zeros(10, dtype=torch.int64))
@@ -369,3 +374,124 @@ def test_code_that_exits_on_import_and_kwargs_for_a_recorded_model(teacher, proj
     assert_one_line_error(result, "raised SystemExit")
     result = run("evaluate", teacher, "--model", "mynet.py:Net", "--model-kwargs", "{}")
     assert_one_line_error(result, "drop --model-kwargs")
+
+
+def test_planes_and_trajectories_of_a_user_model(project):
+    model = ["--model", "mynet.py:Net"]
+    ok("train", "--data-file", "data.npz", *model, "--epochs", "3", "--snapshots", "3",
+       "--threads", "1", "--quiet", "--out", "t.safetensors")  # fmt: skip
+    ok("distill", "--teacher", "t.safetensors", "--generations", "2", "--epochs", "2", *model,
+       "--threads", "1", "--quiet", "--out-dir", "sd")  # fmt: skip
+    ok("compare", "t.safetensors", "sd/gen1.safetensors", "sd/gen2.safetensors", *model,
+       "--plane", "--plane-points", "5", "--samples", "100", "--top-k", "1", "--trace-matvecs",
+       "0", "--line-points", "0", "--quiet", "--json", "c.json")  # fmt: skip
+    report = json.loads(Path("c.json").read_text())
+    own = {m["name"]: m["train_loss"] for m in report["models"]}
+    for mark in report["plane"]["models"]:  # each model's point on the plane is the model
+        assert mark["train_loss"] == pytest.approx(own[mark["name"]], rel=1e-5)
+    ok("surface", "t.safetensors", *model, "--direction", "pca", "--trajectory",
+       "t.snapshots", "--x", "-1:1:3", "--y", "-1:1:3", "--samples", "50", "--quiet",
+       "--out", "pca.h5")  # fmt: skip
+    assert_one_line_error(run("surface", "t.safetensors", *model, "--direction", "pca",
+                              "--trajectory", "t.snapshots", "--x", "-1:1:3", "--y", "-1:1:3",
+                              "--model", "mydata.py:blobs", "--out", "p2.h5"),
+                          "not mydata.py:blobs")  # fmt: skip
+
+
+def test_data_that_does_not_fit_the_model_is_one_line(teacher, project):
+    rng = np.random.default_rng(1)
+    narrow = {"x_train": rng.normal(size=(20, 5)).astype(np.float32),
+              "y_train": rng.integers(0, 3, 20), "x_test": rng.normal(size=(8, 5)),
+              "y_test": rng.integers(0, 3, 8)}  # fmt: skip
+    np.savez("narrow.npz", **narrow)
+    np.savez("labels.npz", **{**narrow, "x_train": rng.normal(size=(20, 6)).astype(np.float32),
+                              "x_test": rng.normal(size=(8, 6)).astype(np.float32),
+                              "y_train": rng.integers(0, 5, 20)})  # fmt: skip
+    torch.save(_state(project)[1], "w.pt")
+    model = ["--model", "mynet.py:Net"]
+    for data, needle in (
+        ("narrow.npz", "cannot take this data's inputs of shape (5,)"),
+        ("labels.npz", "the labels go from 0 to 4, and the model gives 3"),
+    ):
+        assert_one_line_error(run("train", "--data-file", data, *model, "--epochs", 1,
+                                  "--out", "n.safetensors"), needle)  # fmt: skip
+        assert_one_line_error(run("evaluate", "w.pt", *model, "--data-file", data), needle)
+        assert_one_line_error(run("import", "w.pt", *model, "--data-file", data, "--out",
+                                  "o.safetensors"), needle)  # fmt: skip
+    assert not Path("n.safetensors").exists() and not Path("o.safetensors").exists()
+    assert not Path("n.log.jsonl").exists()
+
+
+def test_the_flag_to_pass_works_from_another_folder(teacher, project, monkeypatch):
+    inner = project / "inner"
+    inner.mkdir()
+    monkeypatch.chdir(inner)
+    result = run("evaluate", teacher)
+    assert_one_line_error(result, "pass --model")
+    flag = result.stderr.split("pass --model ", 1)[1].split()[0]
+    assert flag == str(project / "mynet.py") + ":Net"
+    ok("evaluate", teacher, "--model", flag)
+
+
+def test_reports_of_other_trainers_files_record_model_and_data(project):
+    net, state = _state(project)
+    torch.save({"ema": state, "step": 3}, "w.pt")
+    torch.save({"state_dict": {f"student.{k}": v for k, v in state.items()}}, "l.ckpt")
+    common = ["--model", "mynet.py:Net", "--data-file", "data.npz", "--samples", 50, "--quiet"]
+    ok("hessian", "w.pt", "--state-key", "ema", *common, "--json", "h.json")
+    found = json.loads(Path("h.json").read_text())["provenance"]
+    assert found["model_source"]["source_sha256"] == import_callable(
+        "mynet.py:Net", "--model").source_sha256  # fmt: skip
+    assert found["dataset"]["path"] == str(project / "data.npz")
+    assert found["dataset"]["sha256"] and found["foreign"]["key"] == "ema"
+    ok("hessian", "l.ckpt", "--strip-prefix", "student", *common, "--json", "l.json")
+    same = json.loads(Path("l.json").read_text())
+    assert same["eigenvalues"] == json.loads(Path("h.json").read_text())["eigenvalues"]
+    assert_one_line_error(run("hessian", "l.ckpt", *common), "--strip-prefix")
+    ok("surface", "w.pt", "--state-key", "ema", *common, "--x", "-1:1:3", "--out", "s.h5")
+    import h5py
+
+    with h5py.File("s.h5", "r") as handle:
+        stored = json.loads(handle.attrs["provenance"])
+    assert stored["dataset"]["sha256"] == found["dataset"]["sha256"]
+
+
+def test_losses_packages_and_data_dicts_in_every_command(teacher, project, monkeypatch):
+    monkeypatch.syspath_prepend(str(project))
+    model = ["--model", "mynet:Net"]  # a module on the path, not a file
+    ok("train", "--data", "mydata.py:blobs_dict", *model, "--epochs", 1, "--quiet",
+       "--out", "p.safetensors")  # fmt: skip
+    named = [*model, "--data", "mydata.py:blobs_dict", "--samples", 60, "--quiet"]
+    ok("hessian", "p.safetensors", *named, "--loss", "mse", "--json", "h.json")
+    mse = json.loads(Path("h.json").read_text())["loss"]
+    ok("surface", "p.safetensors", *named, "--loss", "mse", "--x", "-1:1:3", "--out", "s.h5")
+    import h5py
+
+    with h5py.File("s.h5", "r") as handle:
+        assert float(handle["train_loss"][1]) == pytest.approx(mse, rel=1e-5)
+    ok("compare", "p.safetensors", "p.safetensors", *named, "--loss", "mse", "--top-k", 1,
+       "--trace-matvecs", 0, "--line-points", 0, "--json", "c.json")  # fmt: skip
+    compared = json.loads(Path("c.json").read_text())
+    assert compared["loss_function"]["name"] == "mse"
+    assert compared["models"][0]["train_loss"] == pytest.approx(mse, rel=1e-5)
+    ok("sharpness", "p.safetensors", *named, "--loss", "mse", "--draws", 2, "--steps", 2,
+       "--restarts", 1, "--json", "sh.json")  # fmt: skip
+    assert json.loads(Path("sh.json").read_text())["loss_function"]["name"] == "mse"
+
+
+def test_misplaced_data_flags_and_foreign_teachers(teacher, project):
+    torch.save(_state(project)[1], "w.pt")
+    assert_one_line_error(run("train", "--data-file", "data.npz", "--data-kwargs", '{"n": 1}',
+                              "--model", "mynet.py:Net", "--out", "z.safetensors"),
+                          "give --data")  # fmt: skip
+    assert_one_line_error(run("distill", "--teacher", "w.pt", "--model", "mynet.py:Net",
+                              "--out-dir", "x"), "flatscape import w.pt")  # fmt: skip
+    rng = np.random.default_rng(2)
+    np.savez("soft.npz", x_train=rng.normal(size=(20, 6)).astype(np.float32),
+             y_train=rng.random((20, 3)).astype(np.float32), x_test=np.zeros((4, 6), np.float32),
+             y_test=np.zeros((4, 3), np.float32))  # fmt: skip
+    result = run("hessian", "w.pt", "--model", "mynet.py:Net", "--data-file", "soft.npz")
+    assert_one_line_error(result, "--loss cross_entropy needs class labels")
+    ok("hessian", "w.pt", "--model", "mynet.py:Net", "--data-file", "soft.npz", "--loss", "mse",
+       "--quiet")  # fmt: skip
+    assert not Path("z.safetensors").exists() and not Path("x").exists()
