@@ -188,8 +188,16 @@ def sources_from(options: dict[str, Any]):
     )  # fmt: skip
 
 
-def parameter_options(func):
-    """``--params GLOB`` and ``--exclude GLOB`` (repeatable): a block of the parameters."""
+BLOCK_HELP = "the rest are held fixed, so the Hessian is the block of the selected rows and columns"
+
+
+def parameter_options(func=None, *, held: str = BLOCK_HELP):
+    """``--params GLOB`` and ``--exclude GLOB`` (repeatable): a block of the parameters.
+
+    ``held`` says in the help what happens to the other parameters.
+    """
+    if func is None:
+        return lambda f: parameter_options(f, held=held)
     func = click.option(
         "--exclude",
         multiple=True,
@@ -201,8 +209,7 @@ def parameter_options(func):
         multiple=True,
         metavar="GLOB",
         help="Only the parameters whose names match GLOB (fnmatch, repeatable: e.g. "
-        "'features.0.*', '*.weight'); the rest are held fixed, so the Hessian is the "
-        "block of the selected rows and columns. Default: every trainable parameter.",
+        f"'features.0.*', '*.weight'); {held}. Default: every trainable parameter.",
     )(func)
 
 

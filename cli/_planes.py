@@ -218,7 +218,10 @@ def plane_report(
     x, y = plane_axes(plane, f"auto:{points}", f"auto:{points}")
     settings = {"checkpoint_sha256": file_sha256(paths[0]), "direction": "plane",
                 "plane_b_sha256": file_sha256(paths[1]),
-                "plane_c_sha256": file_sha256(paths[2])}  # fmt: skip
+                "plane_c_sha256": file_sha256(paths[2]),
+                "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn
+                else "cross_entropy",
+                "train_examples": sum(len(b[1]) for b in batches)}  # fmt: skip
     same = False
     if out.exists():
         with SurfaceStore.read(out) as old:

@@ -220,8 +220,10 @@ def compare_checkpoints(
                 records[i]["interpolation"] = line
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
-        "loss_function": loss_name,
-        "parameters": records[0]["parameters"],
+        "loss": loss_name,
+        "parameters": records[0]["parameters"]
+        if len({r["parameters"] for r in records}) == 1
+        else None,
         "settings": records[0]["settings"],
         "reference": records[ref]["name"],
         "models": with_changes(records, CHANGE_COLUMNS, ref),

@@ -55,7 +55,10 @@ from cli._common import (
 @train_samples_option
 @seed_option("the directions and of Lanczos")
 @max_memory_option("the Hessian's kept gradient graphs", "")
-@parameter_options
+@parameter_options(
+    held="the eigenvalues are of the Hessian block of these rows and columns, while the "
+    "grid still moves every parameter"
+)
 @loss_option
 @source_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")

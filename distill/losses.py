@@ -127,11 +127,6 @@ def check_loss(
     A NaN/inf value is left to the measurement, which names the examples it was over.
     """
     inputs, targets = batch[0][:8], batch[1][:8]
-    if name == "cross_entropy" and targets.is_floating_point():
-        raise DistillInputError(
-            f"--loss cross_entropy needs class labels, and these targets are {targets.dtype}; "
-            "pass --loss mse or your own --loss file.py:callable"
-        )
     with torch.no_grad():
         try:
             outputs = model(inputs)
@@ -140,6 +135,13 @@ def check_loss(
                 f"the model cannot take these inputs of shape {tuple(inputs.shape)}: "
                 f"{describe_error(err)}"
             ) from err
+        soft = isinstance(outputs, torch.Tensor) and targets.shape == outputs.shape
+        if name == "cross_entropy" and targets.is_floating_point() and not soft:
+            raise DistillInputError(
+                f"--loss cross_entropy needs class labels (or soft labels of the outputs' "
+                f"shape), and these targets are {targets.dtype} of shape "
+                f"{tuple(targets.shape)}; pass --loss mse or your own --loss file.py:callable"
+            )
         try:
             value = loss_fn(outputs, targets)
         except Exception as err:

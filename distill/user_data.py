@@ -232,7 +232,12 @@ def user_data_from_description(
                 "(SHA-256 differs); pass the original with --data-file"
             )
         return bundle
-    if named is None or named.rpartition(":")[2] != description["spec"].rpartition(":")[2]:
+    same_name = named is not None and (
+        named == description["spec"]
+        or (named.rpartition(":")[2] == description["spec"].rpartition(":")[2]
+            and description.get("source_sha256"))
+    )  # another path to it is checked by its recorded SHA-256 below  # fmt: skip
+    if not same_name:
         raise DistillInputError(
             f"the checkpoint's data comes from user code {description['spec']}; pass "
             f"{data_flag(description)} to import it"
@@ -271,7 +276,7 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
     """
     inputs, labels = bundle.train.tensors
     device = next(model.parameters()).device
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     try:
         with torch.no_grad():
             outputs = model.eval()(inputs[:8].to(device))
@@ -281,11 +286,13 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
             f"{tuple(inputs.shape[1:])} per example: {describe_error(err)}"
         ) from err
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if labels.dtype.is_floating_point:
         return
     if not isinstance(outputs, torch.Tensor) or outputs.ndim < 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        shape = (tuple(outputs.shape) if isinstance(outputs, torch.Tensor)
+                 else type(outputs).__name__)  # fmt: skip
         raise DistillInputError(
             f"{what}: class labels need one output per class, and the model returns {shape}"
         )

@@ -171,11 +171,12 @@ class FisherOperator(GGNOperator):
             per_example = outputs[0].numel() // outputs.shape[1] if outputs.ndim > 1 else 1
             if self.likelihood == "gaussian":
                 per_example = outputs[0].numel()
-            while self._skip:  # the draws of the examples before these, in chunks
-                skipped = min(self._skip, 65536)
-                torch.rand(skipped * per_example, self.mc_samples, generator=generator,
-                           dtype=torch.float64)  # fmt: skip
-                self._skip -= skipped
+            values = self._skip * per_example * self.mc_samples
+            while values:  # the draws of the examples before these, a chunk at a time
+                chunk = min(values, 2**22)
+                torch.rand(chunk, generator=generator, dtype=torch.float64)
+                values -= chunk
+            self._skip = 0
             uniforms = torch.rand(
                 outputs.shape[0] * per_example, self.mc_samples, generator=generator,
                 dtype=torch.float64,

@@ -159,7 +159,7 @@ def eigen_map(
     if len(specs) != ndirs or any(s == "eigen" for s in specs if isinstance(s, str)):
         raise LandscapeInputError("directions: give 'random' or one direction per axis")
     data = split_batches(*gather_examples(batches, samples), batch_size)
-    select_parameters(model, params)  # a selection that matches nothing fails here
+    names = None if params is None else select_parameters(model, params)  # fails here
     budget = resolve_budget(max_memory, data[0][1].device)
     made, _ = build_directions(model, specs, normalization=normalization, ignore=ignore,
                                seed=seed)  # fmt: skip
@@ -168,8 +168,7 @@ def eigen_map(
                 "bn_mode": "eval", "samples": samples if samples is not None else "all",
                 "train_examples": sum(int(b[1].shape[0]) for b in data),
                 "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__),
-                **({"params": _describe(params)} if params is not None else {}),
-                **(settings or {})}  # fmt: skip
+                "params": _describe(params), **(settings or {})}  # fmt: skip
     spec = SurfaceSpec(x, y, made, "train", recorded, dict(info or {}), quantities=QUANTITIES)
     start = time.perf_counter()
     matvecs = converged = computed = 0
@@ -180,7 +179,7 @@ def eigen_map(
         moved = _Moved(model, store.directions())
         for index in store.pending():
             values, products, ok = _extremes(moved.at(coords[index]), loss_fn, data, tol,
-                                             seed, budget, params)  # fmt: skip
+                                             seed, budget, names)  # fmt: skip
             store.write_arrays(np.array([index]), values)
             matvecs, converged, computed = matvecs + products, converged + ok, computed + 1
             if progress is not None:
@@ -229,7 +228,7 @@ def _extremes(
     tol: float,
     seed: int,
     max_memory: int | None,
-    params: ParameterSelection = None,
+    params: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, bool]:
     """lambda_max, lambda_min and the loss at the model's weights; products; converged."""
     operator = HessianOperator(model, loss_fn, data, params=params, max_memory=max_memory)

@@ -106,7 +106,7 @@ def test_per_layer_and_resampled_spread(mnist1d_teacher, mnist1d_student, tmp_pa
     report = json.loads(out.read_text())
     teacher, student = report["models"]
     assert report["parameters"] == teacher["parameters"] == 9610
-    assert report["loss_function"]["name"] == "cross_entropy"
+    assert report["loss_function"]["name"] == "cross_entropy" and report["loss"] == "cross_entropy"
     for model in (teacher, student):
         assert [r["module"] for r in model["per_layer"]] == [
             "features.0", "features.2", "features.4", "classifier"]  # fmt: skip

@@ -487,11 +487,20 @@ def test_misplaced_data_flags_and_foreign_teachers(teacher, project):
     assert_one_line_error(run("distill", "--teacher", "w.pt", "--model", "mynet.py:Net",
                               "--out-dir", "x"), "flatscape import w.pt")  # fmt: skip
     rng = np.random.default_rng(2)
-    np.savez("soft.npz", x_train=rng.normal(size=(20, 6)).astype(np.float32),
-             y_train=rng.random((20, 3)).astype(np.float32), x_test=np.zeros((4, 6), np.float32),
-             y_test=np.zeros((4, 3), np.float32))  # fmt: skip
-    result = run("hessian", "w.pt", "--model", "mynet.py:Net", "--data-file", "soft.npz")
+    x = {"x_train": rng.normal(size=(20, 6)).astype(np.float32),
+         "x_test": np.zeros((4, 6), np.float32)}  # fmt: skip
+    np.savez("values.npz", **x, y_train=rng.normal(size=20).astype(np.float32),
+             y_test=np.zeros(4, np.float32))  # regression targets  # fmt: skip
+    soft = rng.random((20, 3)).astype(np.float32)
+    np.savez("soft.npz", **x, y_train=soft / soft.sum(1, keepdims=True),
+             y_test=np.full((4, 3), 1 / 3, np.float32))  # per-class soft labels  # fmt: skip
+    model = ["--model", "mynet.py:Net", "--quiet", "--samples", 20]
+    result = run("hessian", "w.pt", *model, "--data-file", "values.npz")
     assert_one_line_error(result, "--loss cross_entropy needs class labels")
-    ok("hessian", "w.pt", "--model", "mynet.py:Net", "--data-file", "soft.npz", "--loss", "mse",
-       "--quiet")  # fmt: skip
+    ok("hessian", "w.pt", *model, "--data-file", "soft.npz", "--json", "soft.json")
+    net, _ = _state(project)
+    with torch.no_grad():
+        expected = F.cross_entropy(net(torch.tensor(x["x_train"])), torch.tensor(soft / soft.sum(
+            1, keepdims=True))).item()  # fmt: skip
+    assert json.loads(Path("soft.json").read_text())["loss"] == pytest.approx(expected, rel=1e-5)
     assert not Path("z.safetensors").exists() and not Path("x").exists()
