@@ -296,9 +296,10 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
         raise DistillInputError(
             f"{what}: class labels need one output per class, and the model returns {shape}"
         )
-    top = int(max(labels.max(), bundle.test.tensors[1].max()))
-    if int(labels.min()) < 0 or top >= outputs.shape[1]:
+    test = bundle.test.tensors[1]
+    low, top = int(min(labels.min(), test.min())), int(max(labels.max(), test.max()))
+    if low < 0 or top >= outputs.shape[1]:
         raise DistillInputError(
-            f"{what}: the labels go from {int(labels.min())} to {top}, and the model gives "
+            f"{what}: the labels go from {low} to {top}, and the model gives "
             f"{outputs.shape[1]} outputs per example; labels must be 0 .. {outputs.shape[1] - 1}"
         )
