@@ -1,12 +1,10 @@
-"""Options and helpers every command shares: output files, progress bars, devices, JSON."""
+"""Options and helpers every command shares: sources, progress bars, devices, memory."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -239,30 +237,6 @@ def apply_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def check_output(path: str | Path | None, force: bool) -> Path | None:
-    """Refuse to overwrite an existing result file unless ``--force`` was given."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.exists() and not force:
-        raise DistillInputError(f"{path} exists; pass --force to overwrite it")
-    return path
-
-
-def write_json(path: Path | None, document: dict[str, Any]) -> None:
-    """Write a JSON report (``-`` means stdout)."""
-    if path is None:
-        return
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    if str(path) == "-":
-        sys.stdout.write(text)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @contextmanager

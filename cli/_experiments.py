@@ -34,6 +34,7 @@ from distill.trainer import (
     train_student,
     train_teacher,
 )
+from landscape.atomic_files import write_text_atomically
 from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
 from landscape.surface.directions import random_direction
 from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
@@ -230,7 +231,9 @@ def measure_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> dict
     test = first_examples(bundle.test, None, 1024, device)
     record = profile_model(model, F.cross_entropy, train, experiment.profile, test_batches=test)
     record.update(_identity(spec, meta))
-    cache.write_text(json.dumps({"checkpoint_sha256": sha, "request": settings, "record": record}))
+    write_text_atomically(
+        cache, json.dumps({"checkpoint_sha256": sha, "request": settings, "record": record})
+    )
     return record
 
 
@@ -366,7 +369,7 @@ def _matched(
     bundle = dataset_from_description(meta["dataset"])
     train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
     matched = matched_lambda_1(model, train, target, experiment.profile)
-    cache.write_text(json.dumps({"key": key, "matched": matched}))
+    write_text_atomically(cache, json.dumps({"key": key, "matched": matched}))
     return matched
 
 
@@ -383,7 +386,7 @@ def _check_settings(root: Path, experiment: Experiment) -> None:
                 "use another --out-dir"
             )
     root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, indent=2))
+    write_text_atomically(path, json.dumps(wanted, indent=2))
 
 
 def run_experiment(

@@ -190,10 +190,12 @@ def plane_report(
     figure: Path | None = None,
     sources: Sources | None = None,
     loss_fn: Any = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """The plane through three checkpoints on ``batches``: where each model sits, its loss.
 
-    The surface goes to ``out`` (resumed when it exists with the same settings), on an
+    The surface goes to ``out`` (resumed when it exists with the same settings, unless
+    ``replace``: then it is made anew; the caller has the user's --force), on an
     automatic ``points`` x ``points`` grid; ``figure`` gets its contour with the models
     marked. ``sources`` names the models' code (:class:`distill.analysis.Sources`) and
     ``loss_fn`` the batch-mean loss (default cross-entropy). Returns the models' positions
@@ -223,7 +225,7 @@ def plane_report(
                 else "cross_entropy",
                 "train_examples": sum(len(b[1]) for b in batches)}  # fmt: skip
     same = False
-    if out.exists():
+    if out.exists() and not replace:
         with SurfaceStore.read(out) as old:
             same = all(old.attrs.get(key) == value for key, value in settings.items())
     loss_surface(loaded[0][0], loss_fn or F.cross_entropy, {"train": batches}, out, x_range=x,

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cli._claims import claims_table, rise_then_fall  # noqa: E402
+from landscape.atomic_files import save_figure, write_text_atomically  # noqa: E402
 from landscape.compare.table import (  # noqa: E402
     by_generation,
     summarize,
@@ -85,7 +86,7 @@ def save_lines(curves: list[dict[str, Any]], path: Path, direction: str, log: bo
         for c in curves
     ]
     fig = line_figure(surfaces, None, None, log)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -112,7 +113,7 @@ def _figure_generations(summary, path: Path, title: str) -> None:
         ax.errorbar(gens, means, yerr=stds, marker="o", capsize=3)
         ax.set(xlabel="generation", title=LABELS[m], xticks=gens)
     fig.suptitle(title)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -353,6 +354,6 @@ def write_report(
         ),
     ]
     path = root / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    (root / "report.json").write_text(json.dumps(document, indent=2, default=str))
+    write_text_atomically(path, "\n".join(lines) + "\n")
+    write_text_atomically((root / "report.json"), json.dumps(document, indent=2, default=str))
     return path

@@ -32,6 +32,7 @@ from distill.data import load_dataset
 from distill.errors import DistillInputError
 from distill.losses import KDConfig
 from distill.trainer import TEACHER_RECIPES, Recipe, train_student, train_teacher
+from landscape.atomic_files import save_figure, write_text_atomically
 from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
 
 LR_MODES = ("teacher", "quarter")
@@ -203,7 +204,7 @@ def _measure(path: Path, grid: SweepGrid, regime: str, device) -> dict[str, Any]
     settings = ProfileSettings(top_k=1, trace_matvecs=grid.trace_matvecs, line_points=0)
     record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
     record = {k: record[k] for k in ("train_loss", "test_accuracy", "lambda_1", "trace")}
-    cache.write_text(json.dumps({"checkpoint_sha256": sha, "record": record}))
+    write_text_atomically(cache, json.dumps({"checkpoint_sha256": sha, "record": record}))
     return record
 
 
@@ -215,7 +216,7 @@ def _matched(path: Path, grid: SweepGrid, regime: str, target: float, device) ->
     model, _ = load_checkpoint(path, device=device)
     train = first_examples(_bundle(grid, regime).train_eval, grid.samples, grid.samples, device)
     value = matched_lambda_1(model, train, target, ProfileSettings(top_k=1))["matched_lambda_1"]
-    cache.write_text(json.dumps({"matched_lambda_1": value}))
+    write_text_atomically(cache, json.dumps({"matched_lambda_1": value}))
     return value
 
 
@@ -228,7 +229,7 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
     if not path.is_file() and not failed.is_file():
         outcome = _train_student(path, teacher, grid, recipe, device)
         if outcome:
-            failed.write_text(json.dumps(outcome))
+            write_text_atomically(failed, json.dumps(outcome))
     elif failed.is_file():
         outcome = json.loads(failed.read_text())
     base = _measure(teacher, grid, cell.regime, device)
@@ -363,7 +364,7 @@ def _check_grid(root: Path, grid: SweepGrid) -> None:
             f"{root} holds a sweep with another grid ({stamp}); use another --out-dir"
         )
     root.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(document, indent=2))
+    write_text_atomically(stamp, json.dumps(document, indent=2))
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -481,11 +482,11 @@ def write_sweep_report(
     _figure(summaries, figure)
     lines += ["", f"![gain vs λ1 ratio]({figure.name})"]
     path = root / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomically(path, "\n".join(lines) + "\n")
     document = {"grid": grid.to_json(), "students": rows, "summaries": summaries,
                 "best": best, "fresh": fresh, "fresh_summary": fresh_summary,
                 "seconds": seconds, "estimated_seconds": estimated}  # fmt: skip
-    (root / "report.json").write_text(json.dumps(document, indent=2, default=str))
+    write_text_atomically((root / "report.json"), json.dumps(document, indent=2, default=str))
     return path
 
 
@@ -550,4 +551,4 @@ def _figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:
         ax.set(xlabel="λ1 ratio (student / teacher)", ylabel="gain in test accuracy (points)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
-        fig.savefig(path)
+        save_figure(fig, path)

@@ -9,7 +9,6 @@ import click
 
 from cli._common import (
     apply_threads,
-    check_output,
     device_option,
     force_option,
     json_option,
@@ -24,8 +23,8 @@ from cli._common import (
     sources_from,
     threads_option,
     train_samples_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json, write_text_output
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -249,7 +248,7 @@ def _plane(report: dict[str, Any], samples: int, plots_dir, points: int, device,
         folder = Path(plots_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return plane_report(paths, batches, folder / "plane.h5", points, device,
-                            folder / "plane.png", **named)  # fmt: skip
+                            folder / "plane.png", replace=True, **named)  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         found = plane_report(paths, batches, Path(folder) / "plane.h5", points, device, **named)
     found["file"] = None
@@ -426,9 +425,13 @@ def compare(
     loss_fn, loss_record = analysis_loss(loss_spec)
     if confounds and loss_spec != "cross_entropy":
         raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
-    outputs = _outputs((json_path, markdown_path, csv_path, per_layer_table), force)
-    per_layer = per_layer or outputs[3] is not None
+    per_layer = per_layer or per_layer_table is not None
     _check_requests(bootstrap, resamples, plane, len(checkpoints))
+    sources = sources_from(options)
+    outputs = _outputs(
+        OutputPlan(force), (json_path, markdown_path, csv_path, per_layer_table), plots_dir,
+        _plot_names(plane, line_points, surface, per_layer), checkpoints, sources,
+    )  # fmt: skip
     settings = ProfileSettings(
         top_k=top_k,
         tol=tol,
@@ -438,7 +441,6 @@ def compare(
         confounds=confounds,
         params=parameter_filter(params, exclude),
     )
-    sources = sources_from(options)
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
         report = compare_checkpoints(
             list(checkpoints),
@@ -480,13 +482,10 @@ def compare(
         click.echo(f"\nThe plane through {names} ({samples} train examples):\n")
         click.echo("\n".join(plane_lines(report["plane"])))
     write_json(outputs[0], report)
-    texts = [(outputs[1], markdown), (outputs[2], to_csv(rows, columns))]
+    write_text_output(outputs[1], markdown)
+    write_text_output(outputs[2], to_csv(rows, columns))
     if outputs[3] is not None:
-        texts.append((outputs[3], _per_layer_text(rows, outputs[3].suffix)))
-    for path, text in texts:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+        write_text_output(outputs[3], _per_layer_text(rows, outputs[3].suffix))
 
 
 def _check_requests(bootstrap: bool, resamples: int | None, plane: bool, models: int) -> None:
@@ -496,12 +495,24 @@ def _check_requests(bootstrap: bool, resamples: int | None, plane: bool, models:
         raise DistillInputError(f"--plane needs three checkpoints; {models} given")
 
 
-def _outputs(paths, force: bool) -> list:
-    """The JSON, Markdown, CSV and per-layer table files, none overwritten without force."""
-    outputs = [check_output(p, force) for p in paths]
+def _outputs(plan: OutputPlan, paths, plots_dir, plot_names, checkpoints, sources) -> list:
+    """The JSON, Markdown, CSV and per-layer table files and the plots, checked as a plan."""
+    flags = ("--json", "--markdown", "--csv", "--per-layer-table")
+    outputs = [plan.file(flag, path) for flag, path in zip(flags, paths, strict=True)]
     if outputs[3] is not None and outputs[3].suffix not in (".md", ".csv"):
         raise DistillInputError(f"--per-layer-table {outputs[3]}: end it in .md or .csv")
+    plan.folder("--plots", plots_dir, plot_names)
+    plan.read("CHECKPOINTS", *checkpoints)
+    plan.read_sources(sources)
+    plan.check()
     return outputs
+
+
+def _plot_names(plane: bool, line_points: int, surface: bool, per_layer: bool) -> list[str]:
+    """The files ``--plots`` writes with these options."""
+    wanted = {"plane.h5": plane, "plane.png": plane, "lines.png": line_points > 0,
+              "interpolation.png": surface, "per_layer.png": per_layer}  # fmt: skip
+    return [name for name, made in wanted.items() if made]
 
 
 def _per_layer_text(models: list[dict[str, Any]], suffix: str) -> str:

@@ -25,8 +25,9 @@ from cli._common import (
     sources_from,
     threads_option,
     train_samples_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json
+from cli.surface import saved_points_on_failure
 
 
 @click.command()
@@ -92,12 +93,18 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     from landscape.surface.eigenmap import eigen_map
 
     apply_threads(threads)
+    sources = sources_from(options)
+    plan = OutputPlan(force, resume)
+    plan.file("--out", out, resumable=True)
+    plan.file("--json", json_path)
+    plan.read("CHECKPOINT", checkpoint)
+    plan.read_sources(sources)
+    plan.check()
     max_memory = memory_budget(max_memory)
     y_range = None if y_range == "none" else y_range
     torch_device = resolve_device(device)
     loss_fn, loss_record = analysis_loss(loss_spec)
-    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device,
-                                          sources=sources_from(options))  # fmt: skip
+    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
     batches = first_examples(bundle.train_eval, samples, 2**62, torch_device)
     check_loss(loss_fn, model, batches[0], loss_spec)
     settings = {
@@ -106,7 +113,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
         "loss": loss_spec,
         "loss_source_sha256": loss_record.get("source_sha256") or "",
     }
-    with progress_bar(None, "eigenmap", quiet, unit="pt") as bar:
+    with progress_bar(None, "eigenmap", quiet, unit="pt") as bar, saved_points_on_failure(out):
         result = eigen_map(
             model, loss_fn, batches, out, x_range=x_range, y_range=y_range,
             normalization=normalization, ignore=ignore, seed=seed, tol=tol,

@@ -6,7 +6,6 @@ import click
 
 from cli._common import (
     apply_threads,
-    check_output,
     device_option,
     force_option,
     json_option,
@@ -14,8 +13,8 @@ from cli._common import (
     source_options,
     sources_from,
     threads_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json
 
 
 @click.command()
@@ -44,9 +43,14 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
     from distill.user_data import check_model_fits, require_class_labels
 
     apply_threads(threads)
-    json_path = check_output(json_path, force)
+    sources = sources_from(options)
+    plan = OutputPlan(force)
+    json_path = plan.file("--json", json_path)
+    plan.read("CHECKPOINT", checkpoint)
+    plan.read_sources(sources)
+    plan.check()
     model, meta, bundle = open_checkpoint(
-        checkpoint, device=resolve_device(device), sources=sources_from(options)
+        checkpoint, device=resolve_device(device), sources=sources
     )
     require_class_labels(bundle, "evaluate")
     check_model_fits(model, bundle, "evaluate")

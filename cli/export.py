@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli._common import check_output, force_option
+from cli._common import force_option
+from cli._outputs import OutputPlan
 
 
 @click.command()
@@ -37,8 +38,11 @@ def export(surface, vtp, csv, npz, key, log, zmax, partial, force):
     """
     from landscape.surface.export import export_surface
 
-    for out in (vtp, csv, npz):
-        check_output(out, force)
+    plan = OutputPlan(force)
+    for flag, out in (("--vtp", vtp), ("--csv", csv), ("--npz", npz)):
+        plan.file(flag, out)
+    plan.read("SURFACE", surface)
+    plan.check()
     written = export_surface(
         surface, vtp=vtp, csv=csv, npz=npz, key=key, log=log, zmax=zmax, partial=partial
     )

@@ -8,7 +8,6 @@ import click
 
 from cli._common import (
     apply_threads,
-    check_output,
     device_option,
     force_option,
     json_option,
@@ -25,8 +24,8 @@ from cli._common import (
     sources_from,
     threads_option,
     train_samples_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json, write_text_output
 from distill.errors import DistillInputError
 
 
@@ -209,8 +208,13 @@ def hessian_command(
     from landscape.distributed import process as distributed
     from landscape.distributed.operator import data_parallel_curvature
 
-    json_out = check_output(json_path, force)
-    table_out, plot_out = _per_layer_outputs(per_layer_table, per_layer_plot, force)
+    sources = sources_from(options)
+    plan = OutputPlan(force)
+    json_out = plan.file("--json", json_path)
+    table_out, plot_out = _per_layer_outputs(plan, per_layer_table, per_layer_plot)
+    plan.read("CHECKPOINT", checkpoint)
+    plan.read_sources(sources)
+    plan.check()
     per_layer = per_layer or table_out is not None or plot_out is not None
     if per_layer and not top_k and not trace:
         raise DistillInputError("--per-layer measures --top-k or --trace per module; ask one")
@@ -233,7 +237,6 @@ def hessian_command(
         raise DistillInputError("--mc-samples draws labels for --operator fisher only")
     if resamples and distributed.world_size() > 1:
         raise DistillInputError("--resamples runs in one process; drop it under torchrun")
-    sources = sources_from(options)
     loaded = load_for_analysis(
         checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
         sources=sources,
@@ -296,9 +299,10 @@ def hessian_command(
     click.echo(format_summary(report), err=str(json_path) == "-")
 
 
-def _per_layer_outputs(table: str | None, plot: str | None, force: bool) -> tuple:
-    """``--per-layer-table`` and ``--per-layer-plot`` as paths, their suffixes checked."""
-    table_out, plot_out = (check_output(p, force) for p in (table, plot))
+def _per_layer_outputs(plan: OutputPlan, table: str | None, plot: str | None) -> tuple:
+    """``--per-layer-table`` and ``--per-layer-plot`` in the plan, their suffixes checked."""
+    table_out = plan.file("--per-layer-table", table)
+    plot_out = plan.file("--per-layer-plot", plot)
     if table_out is not None and table_out.suffix not in (".md", ".csv"):
         raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
     if plot_out is not None and plot_out.suffix not in (".png", ".pdf", ".svg"):
@@ -312,5 +316,4 @@ def _write_table(path, rows) -> None:
 
     table = per_layer_table(rows)
     render = to_csv if path.suffix == ".csv" else to_markdown
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(table, list(PER_LAYER_COLUMNS)))
+    write_text_output(path, render(table, list(PER_LAYER_COLUMNS)))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import click
 
 from cli._common import (
-    check_output,
     force_option,
     json_option,
     source_options,
     sources_from,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json
 
 
 @click.command("import")
@@ -46,9 +45,14 @@ def import_command(foreign, generation, out, json_path, force, **options):
     """
     from distill.analysis import import_checkpoint
 
-    out = check_output(out, force)
-    json_path = check_output(json_path, force)
-    meta = import_checkpoint(foreign, out, sources_from(options), generation)
+    sources = sources_from(options)
+    plan = OutputPlan(force)
+    out = plan.file("--out", out)
+    json_path = plan.file("--json", json_path)
+    plan.read("FOREIGN", foreign)
+    plan.read_sources(sources)
+    plan.check()
+    meta = import_checkpoint(foreign, out, sources, generation)
     metrics, source = meta["metrics"], meta["imported_from"]
     click.echo(
         f"{out}: {meta['arch']} from {foreign} ({source['format']}"

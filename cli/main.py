@@ -50,6 +50,12 @@ def flag_names(message: str, command: click.Command | None) -> str:
     )
 
 
+def os_error_text(err: OSError) -> str:
+    """One line for an error of the file system: the path, then the cause."""
+    reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
 COMMANDS = {
     "compare": ("cli.compare", "compare",
                 "Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width."),
@@ -101,8 +107,8 @@ class FlatscapeGroup(click.Group):
         except FileNotFoundError as err:
             echo_error(f"file not found: {err.filename or err}")
             ctx.exit(2)
-        except (PermissionError, IsADirectoryError) as err:
-            echo_error(f"{err.strerror}: {err.filename}")
+        except OSError as err:  # a full or read-only disk, a quota, a permission, a folder
+            echo_error(os_error_text(err))
             ctx.exit(2)
 
     def list_commands(self, ctx: click.Context) -> list[str]:

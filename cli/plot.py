@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from cli import _choices as choices
-from cli._common import check_output, force_option
+from cli._common import force_option
+from cli._outputs import OutputPlan
 from landscape.errors import LandscapeInputError
 
 
@@ -53,7 +54,10 @@ def plot(files, kind, out, key, vmin, vmax, levels, log, labels, force):
     """
     from landscape.surface.plot import plot_surfaces
 
-    out = check_output(out, force)
+    plan = OutputPlan(force)
+    out = plan.file("--out", out)
+    plan.read("FILES", *files)
+    plan.check()
     path = plot_surfaces(
         files, out, kind, key, list(labels) or None, vmin, vmax, _levels(levels), log
     )

@@ -15,6 +15,10 @@ from cli._common import (
     resolve_device,
     threads_option,
 )
+from cli._outputs import OutputPlan
+
+RUN_FILES = ("experiment.json", "sweep.json", "report.md", "report.json")
+"""The files of a run folder that no other output may be (its stamps and its report)."""
 
 
 @click.command()
@@ -65,6 +69,10 @@ def reproduce(preset, datasets, seeds, generations, epochs, grid_file, out_dir, 
     from cli._experiments import Experiment, run_experiment
 
     apply_threads(threads)
+    plan = OutputPlan(resume=True)  # a run folder continues where it stopped
+    plan.folder("--out-dir", out_dir, RUN_FILES, resumable=True)
+    plan.read("--grid", grid_file)
+    plan.check()
     if preset == "sweep" or grid_file:
         _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, quiet, device)
         return

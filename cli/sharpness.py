@@ -10,7 +10,6 @@ import click
 from cli import _choices as choices
 from cli._common import (
     apply_threads,
-    check_output,
     device_option,
     force_option,
     json_option,
@@ -27,8 +26,8 @@ from cli._common import (
     sources_from,
     threads_option,
     train_samples_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json
 from distill.errors import DistillInputError
 
 DEFAULT_RHO = {"average": 0.05, "worst": 0.1}
@@ -168,7 +167,10 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
 
     start = time.perf_counter()
     apply_threads(threads)
-    json_path = check_output(json_path, force)
+    plan = OutputPlan(force)
+    json_path = plan.file("--json", json_path)
+    plan.read("CHECKPOINT", checkpoint)
+    plan.read("--match-teacher", match_teacher)
     if match_loss is not None and match_teacher is not None:
         raise DistillInputError("give either --match-loss or --match-teacher, not both")
     torch_device = resolve_device(device)
@@ -179,6 +181,8 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
             "--match-loss/--match-teacher match a cross-entropy; drop them or --loss"
         )
     named = sources_from(sources)
+    plan.read_sources(named)
+    plan.check()
     loaded = load_for_analysis(
         checkpoint, samples=samples, batch_size=batch_size, device=torch_device, sources=named
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,8 @@ from cli._common import (
     source_options,
     sources_from,
     threads_option,
-    write_json,
 )
+from cli._outputs import OutputPlan, write_json
 from landscape.errors import LandscapeInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -156,12 +157,20 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     apply_threads(threads)
     max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
     checkpoint, kind, target = _what_to_draw(checkpoint, plane, direction, trajectories)
+    sources = sources_from(options)
+    plan = OutputPlan(force, resume)
+    plan.file("--out", out, resumable=True)
+    plan.file("--json", json_path)
+    plan.read("CHECKPOINT" if not plane else "--plane", checkpoint, *(plane or ()))
+    plan.read("--direction", target)
+    plan.read("--trajectory", *trajectories)
+    plan.read_sources(sources)
+    plan.check()
     normalization, ignore = _direction_options(kind, normalization, ignore)
     x_range, y_range = _axis_defaults(kind, x_range, y_range)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
     loss_fn, loss_record = analysis_loss(loss_spec)
-    sources = sources_from(options)
     model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
     splits = {"train": bundle.train_eval, "test": bundle.test}
     data = {
@@ -205,7 +214,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
                 force=force, settings=settings, info=info, progress=bar.update,
                 processes=surface_processes(),
             )  # fmt: skip
-        except (KeyboardInterrupt, DistributedRunError) as err:
+        except (KeyboardInterrupt, DistributedRunError, OSError) as err:
             _stop(err, Path(out))
     if not distributed.is_main():
         return
@@ -221,22 +230,41 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     write_json(Path(json_path) if json_path else None, result.to_dict())
 
 
+@contextmanager
+def saved_points_on_failure(out: str | Path) -> Iterator[None]:
+    """On Ctrl-C or a failed write, say how many points ``out`` holds and how to resume."""
+    try:
+        yield
+    except (KeyboardInterrupt, OSError) as err:
+        _stop(err, Path(out))
+
+
 def _stop(err: BaseException, out: Path) -> None:
     """Say how many points are saved (rank 0), then end every process with an error code."""
     from landscape.distributed import process as distributed
     from landscape.surface.store import SurfaceStore
 
     interrupted = isinstance(err, KeyboardInterrupt)
+    if isinstance(err, OSError) and not out.is_file():
+        raise err  # nothing was saved: the file system's one line
     if distributed.is_main():
         saved = "no"
         with suppress(Exception), SurfaceStore.read(out) as store:
             saved = f"{int(store.done.sum())} of {store.done.size}"
-        what = "interrupted" if interrupted else f"error: {err}"
+        what = "interrupted" if interrupted else f"error: {_error_text(err)}"
         click.echo(f"{what}: {saved} points are saved in {out}; continue with --resume", err=True)
+    if isinstance(err, OSError):
+        raise click.exceptions.Exit(2) from None
     if not interrupted and err.orderly:  # the others wait, so torchrun does not stop rank 0
         with suppress(Exception):
             distributed.barrier()
     raise click.exceptions.Exit(130 if interrupted else err.exit_code) from None
+
+
+def _error_text(err: BaseException) -> str:
+    from cli.main import os_error_text
+
+    return os_error_text(err) if isinstance(err, OSError) else str(err)
 
 
 def _batch_size_option(text: str) -> int | str:

@@ -11,7 +11,6 @@ import click
 from cli import _choices as choices
 from cli._common import (
     apply_threads,
-    check_output,
     device_option,
     force_option,
     model_options,
@@ -20,8 +19,8 @@ from cli._common import (
     resolve_device,
     threads_option,
     user_data_options,
-    write_json,
 )
+from cli._outputs import OutputError, OutputPlan, write_json
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -39,6 +38,35 @@ def _epoch_logger(log_path: Path, bar):
         bar.set_postfix(loss=f"{record['loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
 
     return log
+
+
+def _plan_checkpoint(plan: OutputPlan, flag: str, out: str | Path, snapshots: int | None) -> Path:
+    """A checkpoint in the plan, with its log and (with --snapshots) its snapshot folder."""
+    out = plan.file(flag, out)
+    plan.file(f"{flag} (its log)", log_path(out))
+    if snapshots:
+        plan.folder("--snapshots", out.with_suffix(".snapshots"))
+    return out
+
+
+def log_path(checkpoint: Path) -> Path:
+    """The JSON-lines log beside a checkpoint: ``OUT`` with ``.log.jsonl``."""
+    return checkpoint.with_suffix(".log.jsonl")
+
+
+def _save(path: Path, model, meta: dict) -> None:
+    """Save a trained model; if the disk refuses, print its metrics and say what is kept."""
+    from distill.checkpoint import save_checkpoint
+
+    try:
+        save_checkpoint(path, model, meta)
+    except OSError as err:
+        metrics = ", ".join(f"{k} {v:.6g}" for k, v in meta["metrics"].items()
+                            if isinstance(v, float))  # fmt: skip
+        raise OutputError(
+            f"cannot write {path}: {err.strerror}; the trained weights are lost (final "
+            f"metrics: {metrics}; every epoch is in {log_path(path)})"
+        ) from None
 
 
 def _recipe(base: Recipe, **given) -> Recipe:
@@ -151,14 +179,17 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
           --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
     from distill.analysis import Sources
-    from distill.checkpoint import save_checkpoint
     from distill.data import load_dataset
     from distill.trainer import TEACHER_RECIPES, USER_DATA_RECIPE, train_teacher
     from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
-    out = check_output(out, force)
-    json_path = check_output(json_path, force)
+    plan = OutputPlan(force)
+    out = _plan_checkpoint(plan, "--out", out, snapshots)
+    json_path = plan.file("--json", json_path)
+    plan.read("--data-file", data_file)
+    plan.read_sources(Sources(model=model_spec, data=data_spec))
+    plan.check()
     if data_kwargs is not None and not data_spec:
         raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
     if data_spec or data_file:
@@ -191,10 +222,10 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
     with progress_bar(recipe.epochs, "teacher", quiet, unit="epoch") as bar:
         model, meta = train_teacher(
             bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
-            device=resolve_device(device), log=_epoch_logger(out.with_suffix(".log.jsonl"), bar),
+            device=resolve_device(device), log=_epoch_logger(log_path(out), bar),
             snapshots=writer,
         )  # fmt: skip
-    save_checkpoint(out, model, meta)
+    _save(out, model, meta)
     metrics = meta["metrics"]
     click.echo(
         f"teacher {out}: test accuracy {metrics['test_accuracy']:.4f}, "
@@ -263,7 +294,8 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
       flatscape distill --teacher runs/teacher.safetensors --generations 2 \\
           --temperature 4 --alpha 1.0 --out-dir runs/sd
     """
-    from distill.checkpoint import load_checkpoint, save_checkpoint
+    from distill.analysis import Sources
+    from distill.checkpoint import load_checkpoint
     from distill.losses import KDConfig
     from distill.trainer import recipe_for_student, require_flatscape_teacher, train_student
     from distill.user_code import parse_json_kwargs
@@ -276,11 +308,16 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     _, parent = load_checkpoint(teacher, named_model=model_spec)
     new_kwargs = None if data_kwargs is None else parse_json_kwargs(data_kwargs, "--data-kwargs")
     start = parent.get("generation", 0)
-    paths = [Path(out_dir) / f"gen{start + g}.safetensors" for g in range(1, generations + 1)]
-    for path in paths:
-        check_output(path, force)
+    names = [f"gen{start + g}" for g in range(1, generations + 1)]
+    plan = OutputPlan(force)
+    folder = plan.folder("--out-dir", out_dir)
+    paths = [_plan_checkpoint(plan, "--out-dir", folder / f"{n}.safetensors", snapshots)
+             for n in names]  # fmt: skip
+    json_path = plan.file("--json", json_path)
+    plan.read("--teacher", teacher)
+    plan.read_sources(Sources(model=model_spec, data=data_spec))
+    plan.check()
     writers = [_snapshots(path, snapshots, force) for path in paths]
-    json_path = check_output(json_path, force)
     recipe = _recipe(recipe_for_student(parent), **recipe_given)
     rows = [("teacher" if start == 0 else f"gen{start}", parent["metrics"])]
     previous = Path(teacher)
@@ -289,10 +326,10 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
             student_seed = None if seed is None else seed + len(rows) - 1
             model, meta = train_student(
                 previous, kd, recipe=recipe, seed=student_seed, device=resolve_device(device),
-                log=_epoch_logger(path.with_suffix(".log.jsonl"), bar), named_model=model_spec,
+                log=_epoch_logger(log_path(path), bar), named_model=model_spec,
                 data_spec=data_spec, data_kwargs=new_kwargs, snapshots=writer,
             )  # fmt: skip
-        save_checkpoint(path, model, meta)
+        _save(path, model, meta)
         rows.append((path.stem, meta["metrics"]))
         previous = path
     click.echo(f"{'model':<10}{'test acc':>10}{'train loss':>12}")

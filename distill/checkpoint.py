@@ -11,9 +11,13 @@ names that code again (:mod:`distill.model_spec`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import platform
+import re
+from contextlib import suppress
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -71,9 +75,17 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
     document = {"schema": SCHEMA, **metadata, "weights_sha256": tensors_sha256(tensors)}
     header = {METADATA_KEY: json.dumps(document, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        tmp.replace(path)
+    except (OSError, SafetensorError) as err:  # a full disk: the old file stays, no temp file
+        found = re.search(r"os error (\d+)", str(err))  # safetensors names the errno in text
+        code = int(found.group(1)) if found else getattr(err, "errno", None) or errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
+    finally:
+        with suppress(OSError):
+            tmp.unlink()
     return path
 
 

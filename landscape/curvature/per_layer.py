@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape.atomic_files import save_figure
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.base import BlockOperator, CurvatureOperator
 
@@ -192,7 +193,6 @@ def plot_per_layer(
     if len(tables) > 1:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
+    save_figure(fig, out, dpi=150)
     plt.close(fig)
     return out

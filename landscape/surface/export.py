@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 
+from landscape.atomic_files import replaced_atomically
 from landscape.errors import LandscapeInputError
 from landscape.surface.evaluate import grid_points
 from landscape.surface.store import SurfaceStore
@@ -197,7 +194,7 @@ def write_vtp(
     tree = vtp_document(grid, key, vtp_height(grid.values[key], log, zmax))
     piece = tree.getroot().find("PolyData/Piece")
     cells = int(piece.get("NumberOfLines")) + int(piece.get("NumberOfPolys"))
-    with _replaced(out, "wb") as f:
+    with replaced_atomically(out, "wb") as f:
         tree.write(f, encoding="utf-8", xml_declaration=True)
     return ExportedFile(out, int(piece.get("NumberOfPoints")), cells)
 
@@ -212,7 +209,7 @@ def write_csv(grid: GridValues, out: str | Path) -> ExportedFile:
     columns.update({key: array.reshape(-1) for key, array in grid.values.items()})
     rows = np.stack(list(columns.values()), axis=1).tolist()
     done = grid.done.reshape(-1).tolist()
-    with _replaced(out, "w", newline="") as f:
+    with replaced_atomically(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*columns, "done"])
         writer.writerows([*map(repr, row), int(d)] for row, d in zip(rows, done, strict=True))
@@ -225,7 +222,7 @@ def write_npz(grid: GridValues, out: str | Path) -> ExportedFile:
     arrays = {"xcoordinates": grid.x}
     if grid.y is not None:
         arrays["ycoordinates"] = grid.y
-    with _replaced(out, "wb") as f:
+    with replaced_atomically(out, "wb") as f:
         np.savez(f, **arrays, **grid.values, done=grid.done)
     return ExportedFile(out, grid.done.size)
 
@@ -248,17 +245,3 @@ def _data_array(parent: ET.Element, values: np.ndarray, dtype: str, **attrs: str
     text = "\n".join(" ".join(map(repr, row)) for row in rows)
     element = ET.SubElement(parent, "DataArray", type=dtype, format="ascii", **attrs)
     element.text = f"\n{text}\n" if rows else ""
-
-
-@contextmanager
-def _replaced(out: Path, mode: str, **kwargs: Any) -> Iterator[IO[Any]]:
-    """A temporary file beside ``out``, renamed to ``out`` only when writing succeeded."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-        os.replace(tmp, out)
-    finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()

@@ -19,6 +19,7 @@ from matplotlib import colors, ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from landscape.atomic_files import save_figure
 from landscape.errors import LandscapeInputError
 from landscape.surface.store import SurfaceStore
 
@@ -137,9 +138,8 @@ def plot_surfaces(
             fig = line_figure(surfaces, vmin, vmax, log)
         else:
             fig = grid_figure(surfaces, kind, key, vmin, vmax, levels, log)
-        out.parent.mkdir(parents=True, exist_ok=True)
         fmt = FORMATS[out.suffix.lower()]
-        fig.savefig(out, format=fmt, metadata=_reproducible_metadata(fmt))
+        save_figure(fig, out, format=fmt, metadata=_reproducible_metadata(fmt))
     return out
 
 

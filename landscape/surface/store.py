@@ -31,6 +31,7 @@ exclusive ``fcntl`` lock on ``<file>.lock`` is held for the whole run.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -42,6 +43,7 @@ import h5py
 import numpy as np
 import torch
 
+from landscape.atomic_files import naming, write_bytes_atomically
 from landscape.errors import LandscapeInputError
 from landscape.surface.directions import Direction
 from landscape.surface.evaluate import PointValues
@@ -250,13 +252,16 @@ class SurfaceStore:
         if missing:
             raise LandscapeInputError(f"{self.path}: no values given for {', '.join(missing)}")
         rows = self._rows(indices)
-        for key in self.value_keys:
-            self.arrays[key].reshape(-1)[indices] = values[key]
-            self.file[key][rows] = self.arrays[key][rows]
-        self.file.flush()
-        self.done.reshape(-1)[indices] = True
-        self.file["done"][rows] = self.done[rows]
-        self.file.flush()
+        try:
+            for key in self.value_keys:
+                self.arrays[key].reshape(-1)[indices] = values[key]
+                self.file[key][rows] = self.arrays[key][rows]
+            self.file.flush()
+            self.done.reshape(-1)[indices] = True
+            self.file["done"][rows] = self.done[rows]
+            self.file.flush()
+        except OSError as err:  # the points flagged done before this block are on disk
+            raise naming(err, self.path) from None
 
     def check_matches(self, spec: SurfaceSpec) -> None:
         """Refuse to continue a file made with other settings, grid or directions."""
@@ -335,37 +340,35 @@ def _create(path: Path, spec: SurfaceSpec) -> None:
             f"a {len(spec.shape)}D grid needs {len(spec.shape)} directions, "
             f"got {len(spec.directions)}"
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w", libver="earliest") as f:
-            f.attrs["flatscape_schema"] = SCHEMA
-            f.attrs["axis_order"] = "y,x"
-            f.attrs["split"] = spec.split
-            for key, value in {**spec.info, **spec.settings}.items():
-                f.attrs[key] = _attr_value(value)
-            f.create_dataset("xcoordinates", data=np.asarray(spec.x, dtype=np.float64))
-            if spec.y is not None:
-                f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
-            if spec.quantities:
-                f.attrs["quantities"] = ",".join(spec.quantities)
-            nan = np.full(spec.shape, np.nan)
-            for key in stored_keys(SPLITS[spec.split], spec.quantities):
-                f.create_dataset(key, data=nan)
-            f.create_dataset("done", data=np.zeros(spec.shape, dtype=bool))
-            for axis, direction in zip(AXES, spec.directions, strict=False):
-                group = f.create_group(f"directions/{axis}")
-                for name, tensor in direction.items():
-                    group.create_dataset(name, data=_numpy(tensor))
-            for name, array in spec.extra.items():
-                array = np.asarray(array)
-                if array.dtype.kind in "US":
-                    f.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
-                else:
-                    f.create_dataset(name, data=array)
-        os.replace(tmp, path)
-    finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
+    # Built in memory, then written as plain bytes: HDF5 writing to a full disk fails in
+    # its destructor (h5py then crashes the process); a plain write raises ENOSPC cleanly.
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver="earliest") as f:
+        f.attrs["flatscape_schema"] = SCHEMA
+        f.attrs["axis_order"] = "y,x"
+        f.attrs["split"] = spec.split
+        for key, value in {**spec.info, **spec.settings}.items():
+            f.attrs[key] = _attr_value(value)
+        f.create_dataset("xcoordinates", data=np.asarray(spec.x, dtype=np.float64))
+        if spec.y is not None:
+            f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
+        if spec.quantities:
+            f.attrs["quantities"] = ",".join(spec.quantities)
+        nan = np.full(spec.shape, np.nan)
+        for key in stored_keys(SPLITS[spec.split], spec.quantities):
+            f.create_dataset(key, data=nan)
+        f.create_dataset("done", data=np.zeros(spec.shape, dtype=bool))
+        for axis, direction in zip(AXES, spec.directions, strict=False):
+            group = f.create_group(f"directions/{axis}")
+            for name, tensor in direction.items():
+                group.create_dataset(name, data=_numpy(tensor))
+        for name, array in spec.extra.items():
+            array = np.asarray(array)
+            if array.dtype.kind in "US":
+                f.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
+            else:
+                f.create_dataset(name, data=array)
+    write_bytes_atomically(path, image.getvalue())
 
 
 def stored_keys(splits: Sequence[str], quantities: Sequence[str] | None = None) -> list[str]:
