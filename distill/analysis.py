@@ -155,7 +155,9 @@ def open_checkpoint(
         if bundle is None:
             if not recorded:
                 raise DistillInputError(f"{path}: no dataset recorded; name one with --dataset")
-            bundle = dataset_from_description(recorded, sources.data, sources.data_kwargs)
+            bundle = dataset_from_description(
+                recorded, sources.data, sources.data_kwargs, origin=f"{path} header"
+            )
         return model, meta, bundle
     bundle = sources.bundle()
     if sources.model is None or bundle is None:

@@ -6,9 +6,12 @@ the generator, its options, the generator package's version and this cache's sch
 file holds the arrays and a ``__meta__`` record with the key and the SHA-256 of every
 array. An entry is used only when it loads, its key equals the one asked for and every
 array's hash matches; anything else (truncated, tampered, another version) is generated
-anew and replaced. Files are written under a temporary name and renamed into place, so a
-reader never sees half an entry and two processes filling one entry each write a whole
-file (the generators are deterministic: the same bytes). Nothing is ever unpickled.
+anew and replaced. Only a regular file is read (checked before it is read, so a FIFO
+never blocks a command); a FIFO, socket or folder at an entry's path is a miss that is
+left where it is, and the data is generated on every call. Files are written under a
+temporary name and renamed into place, so a reader never sees half an entry and two
+processes filling one entry each write a whole file (the generators are deterministic:
+the same bytes). Nothing is ever unpickled.
 
 ``FLATSCAPE_CACHE=off`` (or ``flatscape --no-cache``) turns the cache off.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -52,13 +56,42 @@ def _entry_path(folder: Path, key: dict[str, Any]) -> Path:
     return folder / f"{key['generator']}-{name}.npz"
 
 
+def _open_regular(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading if it is a regular file, else None.
+
+    Opened non-blocking and checked with ``fstat`` before anything is read: a FIFO
+    would make a plain ``open`` wait for a writer forever, a device could be read forever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _is_foreign(path: Path) -> bool:
+    """Whether something other than a regular file or a link sits at ``path``."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+
+
 def _read(path: Path, key: dict[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...] | None:
     """The entry's arrays if it is whole and is what ``key`` asks for, else None."""
+    handle = _open_regular(path)
+    if handle is None:
+        return None
     try:
-        with np.load(path, allow_pickle=False) as entry:
+        with handle, np.load(handle, allow_pickle=False) as entry:
             meta = json.loads(bytes(entry[META]).decode())
             arrays = tuple(entry[name] for name in names)
-    except Exception:  # missing, truncated, not a zip, a missing array: not trusted
+    except Exception:  # truncated, not a zip, a missing array: not trusted
         return None
     if meta.get("key") != key or meta.get("names") != list(names):
         return None
@@ -95,7 +128,8 @@ def cached_arrays(
         names: One name per array ``make`` returns.
         make: The generator, called on a miss (or with the cache off).
 
-    A cache folder that cannot be written (read-only, full disk) only costs the saving.
+    A cache folder that cannot be written (read-only, full disk) only costs the saving;
+    an entry that is not a regular file is neither read nor replaced.
     """
     folder = cache_dir()
     if folder is None:
@@ -106,6 +140,8 @@ def cached_arrays(
     if found is not None:
         return found
     arrays = tuple(np.asarray(a) for a in make())
+    if _is_foreign(path):  # a FIFO, socket or folder someone put there: not ours to replace
+        return arrays
     with suppress(OSError):  # the data is right; only the saving failed
         _write(path, key, names, arrays)
     return arrays

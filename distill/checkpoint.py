@@ -3,7 +3,10 @@
 The header holds ``{"flatscape": "<JSON>"}`` with the schema number, architecture and
 kwargs, dataset description, role, generation, parent hash, KD settings, seed, recipe,
 final metrics, package versions and a SHA-256 of the tensors, which is checked on load
-so that a corrupted or edited file is refused instead of silently analysed. Nothing is
+so that a corrupted or edited file is refused instead of silently analysed. The hash
+covers the tensors only, so the header is checked as a schema (:mod:`distill.header`)
+and the declared model is built on the ``meta`` device and compared with the stored
+tensors before anything is allocated. Nothing is
 ever unpickled: other trainers' files go through ``torch.load(weights_only=True)``
 (:mod:`distill.foreign`), and a model made from user code is rebuilt only when the user
 names that code again (:mod:`distill.model_spec`).
@@ -27,10 +30,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from distill.allocation import AllocationRefused, allocation_budget
 from distill.errors import DistillInputError
+from distill.header import SCHEMA, validate_header
 from distill.model_spec import build_from_spec, require_named
+from distill.user_code import describe_error, is_code_spec
 
-SCHEMA = 1
 METADATA_KEY = "flatscape"
 
 
@@ -110,34 +115,86 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise DistillInputError(f"{path}: no flatscape metadata; not a flatscape checkpoint")
     try:
         meta = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise DistillInputError(f"{path}: metadata is not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise DistillInputError(f"{path}: unsupported checkpoint schema {meta.get('schema')!r}")
-    if tensors_sha256(tensors) != meta.get("weights_sha256"):
+    validate_header(meta, str(path))
+    if tensors_sha256(tensors) != meta["weights_sha256"]:
         raise DistillInputError(
             f"{path}: weights do not match their recorded SHA-256 (file corrupted or edited)"
         )
     return tensors, meta
 
 
-def _fit(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, arch: str) -> None:
-    """Load weights into the model, naming the first mismatch if they do not fit."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+def _mismatch(
+    shapes: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor], path: Path, arch: str
+) -> str | None:
+    """How the stored tensors fail to fit a model's state-dict ``shapes``, or None."""
+    missing = sorted(set(shapes) - set(tensors))
+    extra = sorted(set(tensors) - set(shapes))
     if missing or extra:
+        return (f"{path}: weights do not fit architecture {arch} "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})")  # fmt: skip
+    for name, shape in shapes.items():
+        if shape != tuple(tensors[name].shape):
+            return (f"{path}: weights do not fit architecture {arch} ({name} has shape "
+                    f"{tuple(tensors[name].shape)}, the architecture needs {shape})")  # fmt: skip
+    return None
+
+
+def _build_fitting(
+    spec: str, kwargs: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path, arch: str
+) -> torch.nn.Module:
+    """The checkpoint's model with its weights, built only once its shapes are known to fit.
+
+    The header's ``arch_kwargs`` may lie (``hidden: [10000000, 10000000]`` asks for 400 TB),
+    so the model is first built on the ``meta`` device, where a parameter is a shape
+    without memory, and its state dict is compared with the stored tensors; only a model
+    that fits is built for real. A model of user code whose constructor fails on the meta
+    device (it reads values, calls ``.numpy()``) is built for real within
+    :func:`distill.allocation.allocation_budget`: its constructor may allocate at most
+    ``4 x`` the checkpoint's tensor bytes ``+ 256 MiB``; beyond that it is refused, as is
+    a model whose weights do not fit.
+
+    Raises:
+        DistillInputError: The model cannot be built, or the weights do not fit it.
+    """
+    stored = sum(t.numel() * t.element_size() for t in tensors.values())
+    try:
+        with torch.device("meta"):
+            model, _ = build_from_spec(spec, kwargs)
+    except DistillInputError as err:
+        if not is_code_spec(spec):
+            raise DistillInputError(f"{path}: header field arch_kwargs: {err}") from err
+        model = _build_within_budget(spec, kwargs, 4 * stored + (256 << 20), path)
+    except Exception as err:  # a registry model's kwargs that torch cannot take
         raise DistillInputError(
-            f"{path}: weights do not fit architecture {arch} "
-            f"(missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    for name, value in expected.items():
-        if value.shape != tensors[name].shape:
-            raise DistillInputError(
-                f"{path}: weights do not fit architecture {arch} ({name} has shape "
-                f"{tuple(tensors[name].shape)}, the architecture needs {tuple(value.shape)})"
-            )
+            f"{path}: header field arch_kwargs: {arch} cannot be built with them "
+            f"({describe_error(err)})"
+        ) from err
+    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    problem = _mismatch(shapes, tensors, path, arch)
+    if problem:
+        raise DistillInputError(problem)
+    if any(value.is_meta for value in model.state_dict().values()):
+        model, _ = build_from_spec(spec, kwargs)
     model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _build_within_budget(
+    spec: str, kwargs: dict[str, Any], budget: int, path: Path
+) -> torch.nn.Module:
+    """User code that cannot run on the meta device, built for real within ``budget`` bytes."""
+    try:
+        with allocation_budget(budget):
+            model, _ = build_from_spec(spec, kwargs)
+    except AllocationRefused as err:
+        raise DistillInputError(
+            f"{path}: --model {spec} cannot be built on the meta device, and built for real "
+            f"with the header's arch_kwargs it asks for over {budget:,} bytes ({err}); the "
+            "header lies, or make the model buildable under torch.device('meta')"
+        ) from err
+    return model
 
 
 def is_flatscape_checkpoint(path: str | Path) -> bool:
@@ -185,8 +242,7 @@ def load_checkpoint(
     if is_flatscape_checkpoint(path):
         tensors, meta = _read_safetensors(path)
         spec = require_named(meta, named_model, str(path))
-        model, _ = build_from_spec(spec, meta.get("arch_kwargs", {}))
-        _fit(model, tensors, path, meta["arch"])
+        model = _build_fitting(spec, meta["arch_kwargs"], tensors, path, meta["arch"])
         return model.to(device).eval(), meta
     if arch is None:
         raise DistillInputError(

@@ -86,8 +86,6 @@ def _mnist1d(seed: int = 42, test_size: int = 1000) -> tuple[np.ndarray, ...]:
     """
     from importlib.metadata import version
 
-    if test_size < 10:
-        raise DistillInputError(f"mnist1d test_size={test_size}: need at least 10 examples")
     key = {"generator": "mnist1d", "version": version("mnist1d"), "seed": seed,
            "test_size": test_size}  # fmt: skip
     names = ("x_train", "y_train", "x_test", "y_test")
@@ -184,8 +182,11 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
     return data, labels
 
 
-def _cifar(root: str | None, classes: int) -> tuple[np.ndarray, ...]:
-    """CIFAR-10/100 from the official python batches under `root` (never downloaded)."""
+def _cifar(root: str | None, classes: int, flag: str = "--data-root") -> tuple[np.ndarray, ...]:
+    """CIFAR-10/100 from the official python batches under `root` (never downloaded).
+
+    ``flag`` names where `root` came from in messages (a checkpoint header's field).
+    """
     if root is None:
         raise DistillInputError(f"cifar{classes} needs --data-root pointing at the python batches")
     sub = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
@@ -200,7 +201,7 @@ def _cifar(root: str | None, classes: int) -> tuple[np.ndarray, ...]:
     missing = [p.name for p in train_files + test_files if not p.is_file()]
     if missing:
         raise DistillInputError(
-            f"--data-root {root}: CIFAR-{classes} batches missing ({', '.join(missing)}); "
+            f"{flag} {root}: CIFAR-{classes} batches missing ({', '.join(missing)}); "
             f"download the python version yourself and point --data-root at it"
         )
     parts = [_read_cifar_batch(p, key) for p in train_files]
@@ -240,9 +241,61 @@ def flip_labels(labels: np.ndarray, rate: float, classes: int, seed: int) -> tup
 
 
 DATASETS = ("mnist1d", "digits", "synthetic", "cifar10", "cifar100")
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (MNIST-1D) takes no more
+# Every option of a generated dataset: (kind, lowest, highest). The caps keep a request
+# (or a checkpoint header that lies) from generating for minutes or gigabytes.
+OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
+    "mnist1d": {"seed": (int, 0, SEED_MAX), "test_size": (int, 10, 100_000)},
+    "digits": {"seed": (int, 0, SEED_MAX), "test_fraction": (float, 0.01, 0.99)},
+    "synthetic": {
+        "seed": (int, 0, SEED_MAX),
+        "n_train": (int, 1, 1_000_000),
+        "n_test": (int, 1, 1_000_000),
+        "dim": (int, 1, 10_000),
+        "classes": (int, 1, 1000),
+        "spread": (float, 0.0, 1e6),
+    },  # fmt: skip
+}
+SYNTHETIC_VALUES = 10**8  # examples x dim per split (800 MB of float64)
 
 
-def _raw(name: str, root: str | None, options: dict[str, Any]) -> tuple[np.ndarray, ...]:
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an option ``name`` does not take, of the wrong type or beyond its cap.
+
+    Raises:
+        DistillInputError: The message names the option and its accepted range.
+    """
+    accepted = OPTIONS.get(name, {})
+    for key, value in options.items():
+        if key not in accepted:
+            known = ", ".join(accepted) or "none"
+            raise DistillInputError(f"dataset {name} has no option {key!r} (options: {known})")
+        kind, low, high = accepted[key]
+        exact = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not exact or not low <= value <= high:
+            what = "an int" if kind is int else "a number"
+            raise DistillInputError(
+                f"dataset {name} option {key}={value!r}: must be {what} in [{low}, {high}]"
+            )
+    if name == "synthetic":
+        dim = options.get("dim", 16)
+        for split, default in (("n_train", 512), ("n_test", 512)):
+            if options.get(split, default) * dim > SYNTHETIC_VALUES:
+                raise DistillInputError(
+                    f"dataset synthetic: {split} x dim = {options.get(split, default) * dim} "
+                    f"values; at most {SYNTHETIC_VALUES:,} per split"
+                )
+
+
+def _flag(flag: str, field: str, origin: str | None) -> str:
+    """How a message names a setting: the user's flag, or the field of a checkpoint header."""
+    return flag if origin is None else f"{origin} field dataset.{field}"
+
+
+def _raw(
+    name: str, root: str | None, options: dict[str, Any], origin: str | None = None
+) -> tuple[np.ndarray, ...]:
+    check_options(name, options)
     try:
         if name == "mnist1d":
             return _mnist1d(**options)
@@ -254,7 +307,7 @@ def _raw(name: str, root: str | None, options: dict[str, Any]) -> tuple[np.ndarr
         raise DistillInputError(f"dataset {name}: {err}") from err
     if options:
         raise DistillInputError(f"dataset {name} takes no options, got {sorted(options)}")
-    return _cifar(root, 10 if name == "cifar10" else 100)
+    return _cifar(root, 10 if name == "cifar10" else 100, _flag("--data-root", "root", origin))
 
 
 def load_dataset(
@@ -264,6 +317,7 @@ def load_dataset(
     label_noise: float = 0.0,
     noise_seed: int = 0,
     augment: bool = False,
+    origin: str | None = None,
     **options: Any,
 ) -> DatasetBundle:
     """Load a dataset by name, normalized with train statistics.
@@ -278,7 +332,10 @@ def load_dataset(
         augment: MNIST-1D only: fresh random shifts, scaling, shear and noise from
             MNIST-1D's own generative process on every training batch
             (`distill.augment`). CIFAR is always augmented (random crop + flip).
-        **options: dataset-specific options (e.g. ``seed``, ``test_size`` for mnist1d).
+        origin: where these settings come from when not from the user's flags (``"X
+            header"``: a checkpoint's), so that messages name its fields.
+        **options: dataset-specific options (e.g. ``seed``, ``test_size`` for mnist1d),
+            within the caps of `OPTIONS`.
 
     Returns:
         The bundle; its `description` rebuilds it via `dataset_from_description`.
@@ -286,12 +343,15 @@ def load_dataset(
     if name not in DATASETS:
         raise DistillInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if not 0.0 <= label_noise < 1.0:
-        raise DistillInputError(f"--label-noise {label_noise}: must lie in [0, 1)")
-    x_train, y_train, x_test, y_test = _raw(name, root, dict(options))
+        raise DistillInputError(
+            f"{_flag('--label-noise', 'label_noise', origin)} {label_noise}: must lie in [0, 1)"
+        )
+    x_train, y_train, x_test, y_test = _raw(name, root, dict(options), origin)
     if train_size is not None:
         if not 1 <= train_size <= len(y_train):
             raise DistillInputError(
-                f"--train-size {train_size}: must lie in [1, {len(y_train)}] for {name}"
+                f"{_flag('--train-size', 'train_size', origin)} {train_size}: must lie in "
+                f"[1, {len(y_train)}] for {name}"
             )
         x_train, y_train = x_train[:train_size], y_train[:train_size]
     classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -304,7 +364,10 @@ def load_dataset(
         y_train, n_flipped = flip_labels(y_train, label_noise, classes, noise_seed)
     image = name.startswith("cifar")
     if augment and name != "mnist1d":
-        raise DistillInputError(f"--augment: only mnist1d has an optional augmentation ({name})")
+        raise DistillInputError(
+            f"{_flag('--augment', 'augment', origin)}: only mnist1d has an optional "
+            f"augmentation ({name})"
+        )
     x_train, x_test, norm = _standardize(x_train, x_test, per_channel=image)
     augmentation: Augment | None = crop_flip if image else None
     if augment:
@@ -345,17 +408,19 @@ def dataset_from_description(
     description: dict[str, Any],
     data_spec: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
+    origin: str | None = None,
 ) -> DatasetBundle:
     """Rebuild the bundle recorded in a checkpoint's metadata.
 
     A user's ``.npz`` is read again from its recorded path (and must still have its
     SHA-256); a user's data code is called only when the user names it again
-    (``data_spec``, :mod:`distill.user_data`).
+    (``data_spec``, :mod:`distill.user_data`). ``origin`` (``"X header"``) names the
+    checkpoint in messages about recorded settings, which the user never typed.
     """
     if description.get("name") in ("npz", "code"):
         from distill.user_data import user_data_from_description
 
-        return user_data_from_description(description, data_spec, data_kwargs)
+        return user_data_from_description(description, data_spec, data_kwargs, origin)
     try:
         return load_dataset(
             description["name"],
@@ -364,7 +429,8 @@ def dataset_from_description(
             label_noise=description.get("label_noise", 0.0),
             noise_seed=description.get("noise_seed", 0),
             augment=description.get("augment", False),
-            **description.get("options", {}),
+            origin=origin,
+            **(description.get("options") or {}),
         )
     except KeyError as err:
         raise DistillInputError(f"checkpoint dataset description lacks {err}") from err

@@ -265,10 +265,33 @@ def _only_tensors(state: Any, where: str) -> dict[str, torch.Tensor]:
                 f"{where}: entry {name!r} is of type {type(value).__name__}, not a tensor; "
                 "a state dict holds only tensors"
             )
+        _require_plain(name, value, where)
         tensors[name] = value
     if not tensors:
         raise DistillInputError(f"{where}: the state dict is empty")
     return tensors
+
+
+def _require_plain(name: str, value: torch.Tensor, where: str) -> None:
+    """Refuse a tensor a model's parameters cannot be loaded from, naming it and the fix.
+
+    Sparse and other non-strided layouts, nested, quantized, complex and meta tensors
+    (the last hold no values) are refused before any model is built from them.
+    """
+    if value.layout != torch.strided or value.is_nested:
+        layout = "nested" if value.is_nested else str(value.layout).removeprefix("torch.")
+        kind, fix = f"a {layout} tensor", "save it with .to_dense()"
+    elif value.is_quantized:
+        kind, fix = f"a quantized tensor ({value.dtype})", "save it with .dequantize()"
+    elif value.is_complex():
+        kind, fix = f"a complex tensor ({value.dtype})", "save real weights"
+    elif value.device.type == "meta":
+        kind, fix = "a meta tensor (a shape without values)", "save the trained weights"
+    else:
+        return
+    raise DistillInputError(
+        f"{where}: entry {name!r} is {kind}; flatscape reads dense real tensors only ({fix})"
+    )
 
 
 def _key_list(mapping: dict, limit: int = 10) -> str:

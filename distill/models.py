@@ -394,6 +394,9 @@ def model_kwargs_defaults(arch: str) -> dict[str, object]:
     return {name: _json_value(p.default) for name, p in parameters.items()}
 
 
+MAX_LIST = 1024  # entries of a list argument (layers): more is a lie, and slow even on meta
+
+
 def _check_type(arch: str, name: str, value: object, default: object) -> None:
     if isinstance(default, int):
         ok, kind = isinstance(value, int) and not isinstance(value, bool), "an int"
@@ -404,11 +407,17 @@ def _check_type(arch: str, name: str, value: object, default: object) -> None:
             isinstance(v, int) and not isinstance(v, bool) for v in value
         )
         kind = "a list of ints"
+        if ok and len(value) > MAX_LIST:
+            raise DistillInputError(
+                f"{arch}: {name} has {len(value)} entries; at most {MAX_LIST} are accepted"
+            )
     if not ok:
-        raise DistillInputError(f"{arch}: {name} must be {kind}, got {value!r}")
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise DistillInputError(f"{arch}: {name} must be {kind}, got {shown}")
 
 
-def resolve_model_kwargs(arch: str, **kwargs: object) -> dict[str, object]:
+def resolve_model_kwargs(arch: str, /, **kwargs: object) -> dict[str, object]:
     """The full keyword arguments ``build_model(arch, **kwargs)`` uses: defaults plus overrides.
 
     This is what a checkpoint records; the result is JSON-ready and
@@ -429,7 +438,7 @@ def resolve_model_kwargs(arch: str, **kwargs: object) -> dict[str, object]:
     return resolved
 
 
-def build_model(arch: str, **kwargs: object) -> nn.Module:
+def build_model(arch: str, /, **kwargs: object) -> nn.Module:
     """Build architecture ``arch`` (a key of ``ARCHITECTURES``) with keyword overrides.
 
     Raises:

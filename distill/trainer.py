@@ -373,7 +373,9 @@ def train_student(
     """
     paths = [teacher_path] if isinstance(teacher_path, (str, Path)) else list(teacher_path)
     teacher, parent = _load_teachers(paths, device, named_model)
-    bundle = dataset_from_description(parent["dataset"], data_spec, data_kwargs)
+    bundle = dataset_from_description(
+        parent["dataset"], data_spec, data_kwargs, origin=f"{paths[0]} header"
+    )
     require_class_labels(bundle, "distill")
     seed = (parent.get("seed") or 0) + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,43 @@ ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 FLAG = "--data"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def open_regular(path: Path, where: str) -> Any:
+    """``path`` opened for reading if it is a regular file (a FIFO or device never is).
+
+    The file is opened non-blocking and checked with ``fstat``: opening a FIFO for reading
+    would wait for a writer forever, and a device could be read forever.
+
+    Raises:
+        DistillInputError: No such file, not a regular file, or not readable; the
+            message starts with ``where``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as err:
+        raise DistillInputError(f"{where}: no such file") from err
+    except OSError as err:
+        raise DistillInputError(f"{where}: cannot be read ({err.strerror})") from err
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a folder"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        )
+        raise DistillInputError(f"{where}: {kind}, not a regular file; give an .npz file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _sha256(handle: Any) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    handle.seek(0)
+    return digest.hexdigest()
 
 
 def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,33 +176,45 @@ def _class_count(classes: Any, found: int, description: dict) -> int:
     return count
 
 
-def load_npz(path: str | Path) -> DatasetBundle:
+def load_npz(
+    path: str | Path, where: str | None = None, sha256: str | None = None
+) -> DatasetBundle:
     """A bundle from ``x_train``, ``y_train``, ``x_test``, ``y_test`` (and ``classes``).
 
+    Args:
+        path: The ``.npz`` file; only a regular file is opened (:func:`open_regular`).
+        where: How messages name the file (default ``--data-file PATH``).
+        sha256: The SHA-256 the file must have (a checkpoint's record); checked before
+            its arrays are read.
+
     Raises:
-        DistillInputError: No such file, not an ``.npz``, a missing array, arrays that
-            hold objects (never unpickled), or arrays of the wrong shape or type.
+        DistillInputError: No such file, not a regular file, another SHA-256, not an
+            ``.npz``, a missing array, arrays that hold objects (never unpickled), or
+            arrays of the wrong shape or type.
     """
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise DistillInputError(f"--data-file {path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = [name for name in ARRAYS if name not in arrays.files]
-            if missing:
-                raise DistillInputError(
-                    f"--data-file {path}: missing arrays {', '.join(missing)} (it has "
-                    f"{', '.join(arrays.files) or 'none'}); need {', '.join(ARRAYS)}"
-                )
-            data = {name: arrays[name] for name in ARRAYS}
-            classes = arrays["classes"] if "classes" in arrays.files else None
-    except DistillInputError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DistillInputError(
-            f"--data-file {path}: not a readable .npz of arrays ({err})"
-        ) from err
-    where = f"--data-file {path}"
+    where = where or f"--data-file {path}"
+    with open_regular(path, where) as handle:
+        found = _sha256(handle)
+        if sha256 is not None and found != sha256:
+            raise DistillInputError(
+                f"{where}: changed since the checkpoint was made (SHA-256 differs); pass the "
+                "original with --data-file"
+            )
+        try:
+            with np.load(handle, allow_pickle=False) as arrays:
+                missing = [name for name in ARRAYS if name not in arrays.files]
+                if missing:
+                    raise DistillInputError(
+                        f"{where}: missing arrays {', '.join(missing)} (it has "
+                        f"{', '.join(arrays.files) or 'none'}); need {', '.join(ARRAYS)}"
+                    )
+                data = {name: arrays[name] for name in ARRAYS}
+                classes = arrays["classes"] if "classes" in arrays.files else None
+        except DistillInputError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise DistillInputError(f"{where}: not a readable .npz of arrays ({err})") from err
     try:
         tensors = {name: torch.from_numpy(np.ascontiguousarray(a, a.dtype.newbyteorder("="))
                                           ) for name, a in data.items()}  # fmt: skip
@@ -174,7 +223,7 @@ def load_npz(path: str | Path) -> DatasetBundle:
         raise DistillInputError(f"{where}: arrays must be numbers ({dtypes})") from err
     train = _check_split(tensors["x_train"], tensors["y_train"], f"{where} train")
     test = _check_split(tensors["x_test"], tensors["y_test"], f"{where} test")
-    description = {"name": "npz", "path": str(path), "sha256": _sha256(path), "options": {}}
+    description = {"name": "npz", "path": str(path), "sha256": found, "options": {}}
     return _bundle(train, test, classes, description)
 
 
@@ -213,25 +262,26 @@ def data_flag(description: dict[str, Any]) -> str:
 
 
 def user_data_from_description(
-    description: dict[str, Any], named: str | None, named_kwargs: dict[str, Any] | None
+    description: dict[str, Any],
+    named: str | None,
+    named_kwargs: dict[str, Any] | None,
+    origin: str | None = None,
 ) -> DatasetBundle:
     """Rebuild a recorded ``npz`` or ``code`` dataset.
 
-    The file is read again and must have its recorded SHA-256; code is called only if
-    the user named the same spec (``named``), with the recorded kwargs unless new ones
-    are given.
+    The file is read again and must have its recorded SHA-256 (checked before its arrays
+    are read; a FIFO or device is never opened); code is called only if the user named
+    the same spec (``named``), with the recorded kwargs unless new ones are given.
+    ``origin`` (``"X header"``) names the checkpoint whose record this is.
 
     Raises:
         DistillInputError: The file changed or is gone, or the code was not named.
     """
     if description["name"] == "npz":
-        bundle = load_npz(description["path"])
-        if bundle.description["sha256"] != description["sha256"]:
-            raise DistillInputError(
-                f"--data-file {description['path']}: changed since the checkpoint was made "
-                "(SHA-256 differs); pass the original with --data-file"
-            )
-        return bundle
+        path = description["path"]
+        where = (f"--data-file {path}" if origin is None
+                 else f"{origin} field dataset.path {path}")  # fmt: skip
+        return load_npz(path, where=where, sha256=description["sha256"])
     same_name = named is not None and (
         named == description["spec"]
         or (named.rpartition(":")[2] == description["spec"].rpartition(":")[2]

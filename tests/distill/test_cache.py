@@ -153,3 +153,24 @@ def test_mnist1d_is_generated_once_per_option_set(folder, monkeypatch):
                     second.train.tensors + second.test.tensors, strict=True):  # fmt: skip
         assert (a == b).all()
     assert len(list(folder.glob("mnist1d-*.npz"))) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_an_entry_that_is_no_regular_file_is_a_miss_left_in_place(folder, kind):
+    import os
+    import signal
+    import stat
+
+    path = cache._entry_path(folder, {**KEY, "schema": cache.SCHEMA})
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    make, calls = counting()
+    signal.alarm(20)  # a blocking open of the FIFO would hang here: fail instead
+    try:
+        first = cache.cached_arrays(KEY, NAMES, make)
+        cache.cached_arrays(KEY, NAMES, make)
+    finally:
+        signal.alarm(0)
+    np.testing.assert_array_equal(first[0], np.arange(5.0))
+    assert len(calls) == 2  # generated each time, never read from the FIFO
+    mode = os.lstat(path).st_mode
+    assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISDIR(mode)

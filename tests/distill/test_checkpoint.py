@@ -128,3 +128,67 @@ def test_plain_state_dict_loads_with_arch(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DistillInputError, match="not found"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def _hidden(widths):
+    def edit(header):
+        header["arch_kwargs"]["hidden"] = widths
+
+    return edit
+
+
+@pytest.mark.parametrize("widths", [[10**7, 10**7], [14_000, 14_000], [2**62, 2**62]])
+def test_declared_shapes_are_checked_before_anything_is_allocated(tmp_path, widths):
+    """400 TB, 800 MB or an overflowing size: refused quickly, the peak memory unchanged."""
+    import resource
+    import time
+
+    from tests.distill.lying import lying
+
+    path = lying(tmp_path / "lying.safetensors", _hidden(widths))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(DistillInputError, match="arch"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB
+
+
+USER_MODELS = """
+import torch
+from torch import nn
+
+
+def on_meta(width=8):
+    return nn.Sequential(nn.Linear(16, width), nn.ReLU(), nn.Linear(width, 4))
+
+
+def not_on_meta(width=8):
+    model = on_meta(width)
+    torch.zeros(1).numpy()  # reads values: fails on the meta device
+    return model
+"""
+
+
+@pytest.mark.parametrize("name", ["on_meta", "not_on_meta"])
+def test_user_models_are_checked_on_meta_or_within_a_budget(tmp_path, name):
+    from distill.model_spec import build_from_spec
+    from tests.distill.lying import valid_header, write
+
+    code = tmp_path / "nets.py"
+    code.write_text(USER_MODELS)
+    spec = f"{code}:{name}"
+    model, source = build_from_spec(spec, {"width": 8})
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    header = {**valid_header(weights), "arch": spec, "arch_kwargs": {"width": 8},
+              "model_source": source}  # fmt: skip
+    loaded, _ = load_checkpoint(
+        write(tmp_path / "ok.safetensors", weights, header), named_model=spec
+    )
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(loaded(x), model(x))
+    header["arch_kwargs"] = {"width": 10**7}  # 800 MB of weights: over the budget
+    path = write(tmp_path / "lying.safetensors", weights, header)
+    needle = "do not fit" if name == "on_meta" else "cannot be built on the meta device"
+    with pytest.raises(DistillInputError, match=needle):
+        load_checkpoint(path, named_model=spec)

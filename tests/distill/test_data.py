@@ -133,3 +133,71 @@ def test_crop_flip_matches_per_image_reference():
     for i in range(2):
         ref = padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
         torch.testing.assert_close(out[i], ref.flip(-1) if flip[i] else ref)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "needle"),
+    [
+        ("mnist1d", {"test_size": 10**9}, "test_size=1000000000: must be an int in [10, 100000]"),
+        ("mnist1d", {"test_size": 5}, "test_size=5"),
+        ("mnist1d", {"test_size": 1e3}, "test_size=1000.0: must be an int"),
+        ("synthetic", {"n_train": -4}, "n_train=-4"),
+        ("synthetic", {"n_train": 1_000_000, "dim": 10_000}, "at most 100,000,000"),
+        ("digits", {"test_fraction": 1.0}, "test_fraction=1.0: must be a number in [0.01, 0.99]"),
+        ("cifar10", {"seed": 1}, "dataset cifar10 has no option 'seed'"),
+    ],
+)
+def test_dataset_options_have_types_and_caps(name, options, needle):
+    with pytest.raises(DistillInputError) as caught:
+        load_dataset(name, **options)
+    assert needle in str(caught.value)
+
+
+def _recorded_npz(tmp_path, path):
+    from tests.distill.lying import lying
+
+    def edit(header):
+        header["dataset"] = {"name": "npz", "path": str(path), "sha256": "0" * 64, "options": {}}
+
+    return lying(tmp_path / "lying.safetensors", edit)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "passwd", "missing", "folder"])
+def test_a_recorded_data_path_is_named_as_the_header_s_and_never_blocks(tmp_path, kind):
+    import os
+    import signal
+
+    from distill.analysis import open_checkpoint
+
+    target = {"fifo": tmp_path / "data.npz", "passwd": "/etc/passwd",
+              "missing": tmp_path / "gone.npz", "folder": tmp_path}[kind]  # fmt: skip
+    if kind == "fifo":
+        os.mkfifo(target)
+    checkpoint = _recorded_npz(tmp_path, target)
+    signal.alarm(20)  # opening the FIFO for reading would wait for a writer forever
+    try:
+        with pytest.raises(DistillInputError) as caught:
+            open_checkpoint(checkpoint)
+    finally:
+        signal.alarm(0)
+    message = str(caught.value)
+    assert message.startswith(f"{checkpoint} header field dataset.path {target}: "), message
+    expected = {
+        "fifo": "a FIFO, not a regular file",
+        "passwd": "changed since the checkpoint",
+        "missing": "no such file",
+        "folder": "a folder, not a regular file",
+    }[kind]
+    assert expected in message
+
+
+def test_a_recorded_train_size_is_named_as_the_header_s(tmp_path):
+    from distill.analysis import open_checkpoint
+    from tests.distill.lying import lying
+
+    def edit(header):
+        header["dataset"]["train_size"] = 10**6
+
+    checkpoint = lying(tmp_path / "lying.safetensors", edit)
+    with pytest.raises(DistillInputError, match="header field dataset.train_size 1000000: must"):
+        open_checkpoint(checkpoint)

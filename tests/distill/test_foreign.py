@@ -519,3 +519,25 @@ def test_metadata_is_ignored_and_other_values_are_named(trained):
     assert str(caught.value) == (
         "t.pt: entry 'epoch' is of type int, not a tensor; a state dict holds only tensors"
     )
+
+
+ODD_TENSORS = {
+    "sparse_coo": (lambda: torch.eye(3).to_sparse(), "a sparse_coo tensor"),
+    "sparse_csr": (lambda: torch.eye(3).to_sparse_csr(), "a sparse_csr tensor"),
+    "quantized": (
+        lambda: torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8),
+        "a quantized tensor",
+    ),
+    "complex": (lambda: torch.randn(3, dtype=torch.complex64), "a complex tensor"),
+    "meta": (lambda: torch.empty(3, device="meta"), "a meta tensor"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", sorted(ODD_TENSORS))
+def test_tensors_that_are_not_dense_and_real_are_refused_by_name(tmp_path, kind):
+    make, needle = ODD_TENSORS[kind]
+    path = tmp_path / f"{kind}.pt"
+    torch.save({"fc.bias": torch.zeros(3), "fc.weight": make()}, path)
+    with pytest.raises(DistillInputError, match=f"entry 'fc.weight' is {needle}"):
+        read_foreign_state(path)
