@@ -18,6 +18,7 @@ report it could not save on stdout, so minutes of measurement are not lost.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import click
 
 from distill.errors import DistillInputError
 
@@ -118,6 +121,9 @@ class OutputPlan:
             self._check_kind(output)
             self._check_existing(output)
             _check_writable(output)
+        for output in self.outputs:
+            if output.folder:
+                _lock_folder(output)
 
     def _expanded(self) -> list[Output]:
         """Every output, a folder's members as files of their own."""
@@ -152,6 +158,32 @@ class OutputPlan:
                 )
             return
         raise OutputError(f"{output.path} exists; pass --force to overwrite it")
+
+
+def _lock_folder(output: Output) -> None:
+    """Create the folder and hold a lock on it until the command ends.
+
+    Two commands writing one folder (two compares into one ``--plots``, two reproduce
+    runs into one ``--out-dir``) would interleave their files; the second is refused.
+    """
+    try:
+        output.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output.path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise OutputError(f"cannot write {output.flag} {output.path}: {err.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(
+            f"{output.flag} {output.path} is being written by another flatscape command; wait "
+            "for it to finish or choose another folder"
+        ) from None
+    context = click.get_current_context(silent=True)
+    if context is None:  # not a command: nothing to hold the lock for
+        os.close(fd)
+    else:
+        context.call_on_close(lambda: os.close(fd))  # released when the command ends
 
 
 def _identity(path: Path) -> tuple:

@@ -69,19 +69,24 @@ def reproduce(preset, datasets, seeds, generations, epochs, grid_file, out_dir, 
     from cli._experiments import Experiment, run_experiment
 
     apply_threads(threads)
-    plan = OutputPlan(resume=True)  # a run folder continues where it stopped
-    plan.folder("--out-dir", out_dir, RUN_FILES, resumable=True)
-    plan.read("--grid", grid_file)
-    plan.check()
     if preset == "sweep" or grid_file:
         _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, quiet, device)
         return
     experiment = Experiment.from_preset(
         preset, datasets=datasets or None, seeds=seeds, generations=generations, epochs=epochs
     )
+    _check_run_folder(out_dir, None)
     report = run_experiment(experiment, out_dir, quiet=quiet, device=resolve_device(device))
     echo_accuracy(report.with_name("report.json"))
     click.echo(f"report: {report}")
+
+
+def _check_run_folder(out_dir: str, grid_file: str | None) -> None:
+    """The run folder's plan, once the settings are valid: reused, locked, not an input."""
+    plan = OutputPlan(resume=True)  # a run folder continues where it stopped
+    plan.folder("--out-dir", out_dir, RUN_FILES, resumable=True)
+    plan.read("--grid", grid_file)
+    plan.check()
 
 
 def _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, quiet, device):
@@ -99,6 +104,7 @@ def _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, qui
     grid = SweepGrid.from_file(grid_file) if grid_file else SweepGrid()
     changes = {k: v for k, v in (("seeds", seeds), ("teacher_epochs", epochs)) if v}
     grid = replace(grid, **changes)
+    _check_run_folder(out_dir, grid_file)
     report = run_sweep(grid, out_dir, quiet=quiet, device=resolve_device(device))
     document = json.loads(report.with_name("report.json").read_text())
     click.echo(f"best recipe: {document['best']}")

@@ -317,3 +317,22 @@ def test_the_plan_refuses_only_with_output_error(tmp_path_factory, outputs, inpu
         assert force or resume or not any(p.is_file() for p in files)
     finally:
         os.chdir(cwd)
+
+
+def test_a_folder_another_command_is_writing_is_refused(tmp_path, files):
+    """Two compares into one --plots folder, two reproduce runs into one --out-dir."""
+    import fcntl
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    fd = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running command holds it
+    try:
+        t = files["teacher"]
+        result = run("compare", t, t, "--plots", busy, "--line-points", "0")
+        assert_one_line_error(result, "is being written by another flatscape command")
+        result = run("distill", "--teacher", t, "--out-dir", busy)
+        assert_one_line_error(result, "is being written by another flatscape command")
+    finally:
+        os.close(fd)
+    assert list(busy.iterdir()) == []
