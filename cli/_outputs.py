@@ -68,6 +68,8 @@ class OutputPlan:
             return None if path is None else Path("-")
         if str(path).strip() == "":
             raise OutputError(f"{flag} '': give a file name")
+        if str(path).endswith(os.sep):
+            raise OutputError(f"{flag} {path} ends in {os.sep}, as a folder does; give a file name")
         self.outputs.append(Output(flag, Path(path), resumable=resumable))
         return Path(path)
 

@@ -135,6 +135,8 @@ def test_existing_results_and_bad_names_are_refused_before_any_work(tmp_path, fi
          f"{report} exists; pass --force"),
         (["surface", t, "--out", ""], "--out '': give a file name"),
         (["hessian", t, "--json", ""], "--json '': give a file name"),
+        (["evaluate", t, "--json", f"{tmp_path}/new/"], "as a folder does"),
+        (["evaluate", t, "--json", "/dev/null"], "is not a regular file"),
         (["surface", t, "--out", folder], "is a directory"),
         (["hessian", t, "--json", folder], "is a directory"),
         (["train", "--out", a_file / "t.safetensors"], "is a file, not a folder"),
