@@ -129,7 +129,7 @@ def read_grid_values(path: str | Path, partial: bool = False) -> GridValues:
         if not partial and not done.all():
             raise LandscapeInputError(
                 f"{path}: {int(done.sum()):,} of {done.size:,} points are done; wait for the "
-                "run or continue it with `flatscape surface --resume`, or pass --partial "
+                f"run or continue it with `{store.made_by} --resume`, or pass --partial "
                 "to export the pending points as NaN"
             )
         values = {
