@@ -30,7 +30,13 @@ from landscape.operators.batching import (
     gather_examples,
     split_batches,
 )
-from landscape.operators.memory import format_size, forward_bytes, peak_bytes, resolve_budget
+from landscape.operators.memory import (
+    describe_budget,
+    format_size,
+    forward_bytes,
+    peak_bytes,
+    resolve_budget,
+)
 from landscape.surface.directions import Direction, hessian_directions, random_direction
 from landscape.surface.evaluate import (
     VECTORIZE,
@@ -289,7 +295,7 @@ class ForwardPlan:
         width = self.widths if size <= VMAP_MAX_BATCH else 1
         at_once = f", {width} points at once" if width > 1 else ""
         raise LandscapeInputError(
-            f"max_memory {format_size(self.budget)}: a forward pass of {size} example"
+            f"max_memory {describe_budget(self.budget)}: a forward pass of {size} example"
             f"{'' if size == 1 else 's'} works "
             f"in {format_size(self.forward(size))} ({format_size(self.per_example or 0)} per "
             f"example{at_once}) beside {format_size(self.point_bytes)} of weights per grid "
