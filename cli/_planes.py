@@ -26,10 +26,25 @@ def is_auto(text: str | None) -> bool:
 
 def auto_axis_points(text: str, option: str) -> int:
     """N of ``auto:N`` (``auto`` alone: :data:`AUTO_POINTS`)."""
+    from landscape.surface.grid import parse_count
+
     count = text[len("auto:") :] if text.startswith("auto:") else str(AUTO_POINTS)
-    if not count.isdigit() or int(count) < 2:
-        raise LandscapeInputError(f"{option} {text!r}: give auto or auto:N with N >= 2")
-    return int(count)
+    hint = f"{option} {text!r}: give auto or auto:N with N >= 2"
+    points = parse_count(count, option, hint)
+    if points < 2:
+        raise LandscapeInputError(hint)
+    return points
+
+
+def check_plane_grid(x_text: str, y_text: str, force: bool) -> int:
+    """The points of a plane's grid (``auto[:N]`` or MIN:MAX:N per axis), nothing allocated."""
+    from landscape.surface.grid import check_grid_size, parse_axis_spec
+
+    counts = [
+        auto_axis_points(text, option) if is_auto(text) else parse_axis_spec(text, option).count
+        for text, option in ((x_text, "--x"), (y_text, "--y"))
+    ]
+    return check_grid_size(counts[0], counts[1], force)
 
 
 def plane_axes(plane: Plane, x_text: str, y_text: str) -> tuple[Any, Any]:
@@ -46,7 +61,7 @@ def plane_axes(plane: Plane, x_text: str, y_text: str) -> tuple[Any, Any]:
         if is_auto(text):
             axes.append(auto_axis(points[:, column], auto_axis_points(text, option)))
         else:
-            axes.append(parse_axis(text, option.lstrip("-") + "_range"))
+            axes.append(parse_axis(text, option, force=True))  # checked by check_plane_grid
     return axes[0], axes[1]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -74,39 +75,21 @@ class SweepGrid:
     trace_matvecs: int = 30
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.lr_modes if m not in LR_MODES]
-        checks = [
-            (not bad, f"lr_modes {bad}: choose from {', '.join(LR_MODES)}"),
-            (self.seeds >= 1 and self.fresh_seeds >= 0, "seeds must be >= 1, fresh_seeds >= 0"),
-            (self.teacher_epochs >= 1, "teacher_epochs must be >= 1"),
-            (all(w >= 1 for w in self.widths) and self.widths, "widths must be >= 1"),
-            (all(f >= 1 for f in self.epoch_factors), "epoch_factors must be >= 1"),
-            (all(t > 0 for t in self.temperatures), "temperatures must be > 0"),
-            (all(0 <= a <= 1 for a in self.alphas), "alphas must lie in [0, 1]"),
-            (bool(self.regimes), "regimes: give at least one"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DistillInputError(f"--grid: {message}")
+        check_grid_document(json.loads(json.dumps(self.to_json())), "the sweep grid")
 
     @classmethod
     def from_file(cls, path: str | Path) -> SweepGrid:
         """A grid from a JSON object; fields left out keep the preset's values."""
         try:
-            given = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DistillInputError(f"--grid {path}: not a readable JSON file ({err})") from None
-        known = {f.name for f in fields(cls)}
-        if not isinstance(given, dict) or set(given) - known:
-            unknown = sorted(set(given) - known) if isinstance(given, dict) else given
+            given = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
             raise DistillInputError(
-                f"--grid {path}: unknown keys {unknown}; known: {', '.join(sorted(known))}"
-            )
-        tuples = {k: tuple(v) for k, v in given.items() if isinstance(v, list)}
-        try:
-            return replace(cls(), **{**given, **tuples})
-        except TypeError as err:
-            raise DistillInputError(f"--grid {path}: {err}") from None
+                f"--grid {path}: not UTF-8 text; save the JSON as UTF-8"
+            ) from None
+        except (OSError, ValueError, RecursionError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DistillInputError(f"--grid {path}: not a readable JSON file ({reason})") from None
+        return replace(cls(), **check_grid_document(given, f"--grid {path}"))
 
     def recipes(self) -> list[dict[str, Any]]:
         """Every student recipe of the grid, with its name."""
@@ -121,6 +104,127 @@ class SweepGrid:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready, and what a resumed sweep must match."""
         return asdict(self)
+
+
+GRID_LIMITS: dict[str, tuple[type, float, float]] = {
+    "widths": (int, 1, 4096),
+    "temperatures": (float, 1e-3, 1e3),
+    "alphas": (float, 0.0, 1.0),
+    "epoch_factors": (int, 1, 16),
+    "seeds": (int, 1, 100),
+    "fresh_seeds": (int, 0, 100),
+    "teacher_epochs": (int, 1, 1000),
+    "samples": (int, 1, 4000),
+    "trace_matvecs": (int, 0, 10_000),
+}
+"""Type and closed range of each number of the grid (a list's entries, or the value)."""
+REGIME_LIMITS: dict[str, tuple[type, float, float]] = {
+    "label_noise": (float, 0.0, 0.99),
+    "train_size": (int, 1, 4000),
+    "noise_seed": (int, 0, 2**31 - 1),
+    "augment": (bool, 0, 1),
+}
+"""The ``load_dataset`` options a regime may set, with their types and ranges."""
+MAX_REGIMES = 16
+
+
+def check_grid_document(value: Any, source: str = "--grid") -> dict[str, Any]:
+    """Check any JSON value as a sweep grid; return the fields it sets, lists as tuples.
+
+    A grid is an object with some of :class:`SweepGrid`'s keys: ``regimes`` an object of
+    at most :data:`MAX_REGIMES` names (letters, digits, ``_``, ``-``) to options of
+    :data:`REGIME_LIMITS`; ``lr_modes`` a list of :data:`LR_MODES`; every other key a
+    number or a non-empty list of distinct numbers in :data:`GRID_LIMITS`.
+
+    Raises:
+        DistillInputError: One line naming ``source``, the key and what it accepts.
+    """
+    known = sorted(f.name for f in fields(SweepGrid))
+    if not isinstance(value, dict):
+        raise DistillInputError(
+            f"{source}: give a JSON object with some of the keys {', '.join(known)}"
+        )
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise DistillInputError(f"{source}: unknown keys {unknown[:5]}; known: {', '.join(known)}")
+    checked: dict[str, Any] = {}
+    for key, given in value.items():
+        if key == "regimes":
+            checked[key] = _check_regimes(given, source)
+        elif key == "lr_modes":
+            checked[key] = _check_list(given, f"{source}: lr_modes", _lr_mode)
+        elif key in ("seeds", "fresh_seeds", "teacher_epochs", "samples", "trace_matvecs"):
+            checked[key] = _check_number(given, f"{source}: {key}", *GRID_LIMITS[key])
+        else:
+            limits = GRID_LIMITS[key]
+            checked[key] = _check_list(
+                given, f"{source}: {key}", lambda v, what, lim=limits: _check_number(v, what, *lim)
+            )
+    return checked
+
+
+def _check_number(value: Any, what: str, kind: type, low: float, high: float) -> Any:
+    """``value`` if it is a ``kind`` (an int for a float) in ``[low, high]``."""
+    shown = _shown(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise DistillInputError(f"{what} {shown}: give true or false")
+        return value
+    wanted = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        noun = "a whole number" if kind is int else "a number"
+        raise DistillInputError(f"{what} {shown}: give {noun} in [{low:g}, {high:g}]")
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise DistillInputError(f"{what} {shown}: must lie in [{low:g}, {high:g}]")
+    return kind(value)
+
+
+def _check_list(value: Any, what: str, check) -> tuple[Any, ...]:
+    """A non-empty list of distinct entries, each passed through ``check``."""
+    if not isinstance(value, list) or not value:
+        raise DistillInputError(f"{what} {_shown(value)}: give a non-empty list")
+    entries = tuple(check(v, what) for v in value)
+    if len(set(entries)) != len(entries):
+        raise DistillInputError(f"{what} {_shown(value)}: give each value once")
+    return entries
+
+
+def _lr_mode(value: Any, what: str) -> str:
+    if value not in LR_MODES or not isinstance(value, str):
+        raise DistillInputError(f"{what} {_shown(value)}: choose from {', '.join(LR_MODES)}")
+    return value
+
+
+def _check_regimes(value: Any, source: str) -> dict[str, dict[str, Any]]:
+    what = f"{source}: regimes"
+    if not isinstance(value, dict) or not 1 <= len(value) <= MAX_REGIMES:
+        raise DistillInputError(
+            f"{what}: give an object of 1 to {MAX_REGIMES} names to dataset options, e.g. "
+            '{"clean": {}, "noise20": {"label_noise": 0.2}}'
+        )
+    regimes = {}
+    for name, options in value.items():
+        if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name)):
+            raise DistillInputError(
+                f"{what}: name {_shown(name)} names a folder; use letters, digits, _ and -"
+            )
+        if not isinstance(options, dict) or set(options) - set(REGIME_LIMITS):
+            raise DistillInputError(
+                f"{what}.{name}: give an object of options among {', '.join(REGIME_LIMITS)}"
+            )
+        regimes[name] = {
+            k: _check_number(v, f"{what}.{name}.{k}", *REGIME_LIMITS[k]) for k, v in options.items()
+        }
+    return regimes
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: one line, at most 40 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def teacher_recipe(grid: SweepGrid) -> Recipe:

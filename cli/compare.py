@@ -336,7 +336,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     "with --plots plane.h5 and its contour plane.png.",
 )
 @click.option(
-    "--plane-points", type=click.IntRange(min=2), default=21, show_default=True,
+    "--plane-points", type=click.IntRange(min=2, max=1000), default=21, show_default=True,
     help="Points per axis of the --plane grid.",
 )  # fmt: skip
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")

@@ -90,7 +90,8 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     from distill.analysis import first_examples, open_checkpoint, provenance
     from distill.checkpoint import file_sha256
     from distill.losses import analysis_loss, check_loss
-    from landscape.surface.eigenmap import eigen_map
+    from landscape.surface.eigenmap import check_map_size, eigen_map
+    from landscape.surface.grid import parse_grid
 
     apply_threads(threads)
     sources = sources_from(options)
@@ -102,6 +103,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     plan.check()
     max_memory = memory_budget(max_memory)
     y_range = None if y_range == "none" else y_range
+    check_map_size(parse_grid(x_range, y_range, force)[2], force)  # before the checkpoint loads
     torch_device = resolve_device(device)
     loss_fn, loss_record = analysis_loss(loss_spec)
     model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)

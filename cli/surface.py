@@ -151,6 +151,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     from distill.losses import analysis_loss, check_loss
     from landscape.distributed import process as distributed
     from landscape.distributed.surface import DistributedRunError, surface_processes
+    from landscape.surface.grid import parse_grid
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.store import SPLITS
 
@@ -168,6 +169,10 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     plan.check()
     normalization, ignore = _direction_options(kind, normalization, ignore)
     x_range, y_range = _axis_defaults(kind, x_range, y_range)
+    if kind in ("plane", "pca"):
+        planes.check_plane_grid(x_range, y_range, force)
+    else:
+        parse_grid(x_range, y_range, force)  # before the checkpoint loads
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
     loss_fn, loss_record = analysis_loss(loss_spec)

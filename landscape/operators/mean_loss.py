@@ -38,7 +38,7 @@ from landscape._types import (
     check_bn_mode,
     move_batch,
 )
-from landscape.errors import LandscapeInputError
+from landscape.errors import LandscapeInputError, NonFiniteLossError
 from landscape.operators.base import CurvatureOperator
 from landscape.operators.memory import GraphBudget
 
@@ -169,9 +169,10 @@ def batch_loss(
 def require_finite(loss: float, examples: int) -> float:
     """Return ``loss``, or raise the one-line user error for a NaN/inf loss."""
     if not math.isfinite(loss):
-        raise LandscapeInputError(
+        raise NonFiniteLossError(
             f"the loss at these weights is {loss} on the {examples} examples given; "
-            "the checkpoint or the inputs contain NaN/inf or diverged values"
+            "the checkpoint or the inputs contain NaN/inf or diverged values",
+            loss,
         )
     return loss
 

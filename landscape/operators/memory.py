@@ -116,7 +116,34 @@ def resolve_budget(max_memory: int | str | None, device: torch.device) -> int | 
             f"max_memory {format_size(max_memory)}: this process already holds "
             f"{format_size(held)} (model, data, libraries) before any graph"
         )
-    return max_memory - held
+    return MemoryBudget(max_memory, held)
+
+
+class MemoryBudget(int):
+    """The bytes left for graphs, remembering the process-wide size given and what was held.
+
+    An ``int`` (``given - held``) wherever a byte count goes; errors quote ``given``, the
+    number the user wrote, beside ``held``.
+    """
+
+    given: int
+    held: int
+
+    def __new__(cls, given: int, held: int) -> MemoryBudget:
+        """``given - held`` bytes, remembering both."""
+        budget = super().__new__(cls, given - held)
+        budget.given, budget.held = given, held
+        return budget
+
+
+def describe_budget(budget: int) -> str:
+    """``"330 MiB (322 MiB held by the model, data and libraries, 8 MiB left)"``, or the size."""
+    if not isinstance(budget, MemoryBudget) or not budget.held:
+        return format_size(budget)
+    return (
+        f"{format_size(budget.given)} ({format_size(budget.held)} held by the model, data and "
+        f"libraries, {format_size(budget)} left)"
+    )
 
 
 def format_size(size: float) -> str:
@@ -220,11 +247,14 @@ class GraphBudget:
             return
         fitting = self._fitting()
         hint = f", or pass a batch size of at most {fitting}" if fitting else ""
+        needed = self.reserve * self.per_example * self.largest
+        needed += getattr(self.max_memory, "held", 0)  # as the user counts: the whole process
         raise LandscapeInputError(
-            f"max_memory {format_size(self.max_memory)}: one batch of {self.largest} examples "
-            f"holds {format_size(self.largest * self.per_example)} of {self.what} "
+            f"max_memory {describe_budget(self.max_memory)}: one batch of {self.largest} "
+            f"examples holds {format_size(self.largest * self.per_example)} of {self.what} "
             f"({format_size(self.per_example)} per example) and using it takes "
-            f"{self.reserve:g} times that, even rebuilt at every use; raise max_memory{hint}"
+            f"{self.reserve:g} times that, even rebuilt at every use; raise max_memory to "
+            f"at least {format_size(needed)}{hint}"
         )
 
     def _fitting(self) -> int:

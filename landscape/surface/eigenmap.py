@@ -32,7 +32,7 @@ from torch import nn
 
 from landscape._types import Batch, LossFunction
 from landscape.curvature.eigen.lanczos import lanczos
-from landscape.errors import LandscapeInputError
+from landscape.errors import LandscapeInputError, NonFiniteLossError
 from landscape.operators.batching import gather_examples, split_batches
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import (
@@ -43,13 +43,12 @@ from landscape.operators.mean_loss import (
 from landscape.operators.memory import resolve_budget
 from landscape.surface.directions import Direction
 from landscape.surface.evaluate import grid_points
-from landscape.surface.grid import check_grid_size
 from landscape.surface.loss_surface import (
     AxisRange,
     DirectionSpec,
-    axis_coordinates,
     build_directions,
     direction_settings,
+    grid_axes,
 )
 from landscape.surface.store import SurfaceSpec, SurfaceStore
 
@@ -142,14 +141,8 @@ def eigen_map(
         LandscapeInputError: A bad range or option, too many points without ``force``,
             an existing ``out`` without ``resume``/``force``, or a locked or other file.
     """
-    x = axis_coordinates(x_range, "x_range")
-    y = None if y_range is None else axis_coordinates(y_range, "y_range")
-    total = check_grid_size(len(x), None if y is None else len(y), force)
-    if total > MAX_POINTS and not force:
-        raise LandscapeInputError(
-            f"the eigenvalue map has {total:,} points (more than {MAX_POINTS}); each is two "
-            "Lanczos runs of tens of Hessian-vector products: use a coarser grid or pass force"
-        )
+    x, y, total = grid_axes(x_range, y_range, force)
+    check_map_size(total, force)
     if resume and force:
         raise LandscapeInputError("resume and force contradict; choose one")
     if not 0 < tol < 1:
@@ -187,6 +180,15 @@ def eigen_map(
     seconds = round(time.perf_counter() - start, 3)
     shape = [len(v) for v in (y, x) if v is not None]
     return EigenMapResult(str(out), shape, total, computed, seconds, matvecs, converged)
+
+
+def check_map_size(total: int, force: bool = False) -> None:
+    """Refuse maps above :data:`MAX_POINTS` points unless forced."""
+    if total > MAX_POINTS and not force:
+        raise LandscapeInputError(
+            f"the eigenvalue map has {total:,} points (more than {MAX_POINTS}); each is two "
+            "Lanczos runs of tens of Hessian-vector products: use a coarser grid or pass --force"
+        )
 
 
 def _describe(params: ParameterSelection) -> str:
@@ -230,8 +232,16 @@ def _extremes(
     max_memory: int | None,
     params: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, bool]:
-    """lambda_max, lambda_min and the loss at the model's weights; products; converged."""
-    operator = HessianOperator(model, loss_fn, data, params=params, max_memory=max_memory)
+    """lambda_max, lambda_min and the loss at the model's weights; products; converged.
+
+    Where the loss is NaN or inf (the weights diverged), both eigenvalues are NaN: the
+    point is a gap of the map, final like any other, as a surface's diverged points are.
+    """
+    try:
+        operator = HessianOperator(model, loss_fn, data, params=params, max_memory=max_memory)
+    except NonFiniteLossError as err:
+        gap = {"lambda_max": np.array([np.nan]), "lambda_min": np.array([np.nan])}
+        return {**gap, "train_loss": np.array([err.loss])}, 0, False
     top = lanczos(operator, k=1, tol=tol, seed=seed)
     scale = float(top.eigenvalues.abs().max())
     bottom = lanczos(operator, k=1, which="smallest", tol=tol, atol=tol * scale, seed=seed)

@@ -109,9 +109,10 @@ def export_surface(
             f"{flag} shapes the VTP surface only (CSV and NPZ hold every value as stored); "
             "pass --vtp too"
         )
-    written = []
-    if "vtp" in outputs:
-        written.append(write_vtp(grid, outputs["vtp"], height_key, log, zmax))
+    tree = vtp_tree(grid, height_key, log, zmax, path) if "vtp" in outputs else None
+    written = []  # every output is checked (above) before the first is written
+    if tree is not None:
+        written.append(_write_tree(tree, outputs["vtp"]))
     if "csv" in outputs:
         written.append(write_csv(grid, outputs["csv"]))
     if "npz" in outputs:
@@ -126,7 +127,7 @@ def read_grid_values(path: str | Path, partial: bool = False) -> GridValues:
         if not partial and not done.all():
             raise LandscapeInputError(
                 f"{path}: {int(done.sum()):,} of {done.size:,} points are done; wait for the "
-                "run or continue it with `flatscape surface --resume`, or pass --partial "
+                f"run or continue it with `{store.made_by} --resume`, or pass --partial "
                 "to export the pending points as NaN"
             )
         values = {
@@ -186,12 +187,39 @@ def vtp_document(grid: GridValues, key: str, z: np.ndarray) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
+def vtp_tree(
+    grid: GridValues,
+    key: str,
+    log: bool = False,
+    zmax: float | None = None,
+    source: str | Path = "the surface",
+) -> ET.ElementTree:
+    """The :func:`vtp_document` of ``key`` at the heights of :func:`vtp_height`.
+
+    Raises:
+        LandscapeInputError: No cell has all its corners at a finite height (fewer than
+            two neighbouring finite points): the file would show nothing.
+    """
+    tree = vtp_document(grid, key, vtp_height(grid.values[key], log, zmax))
+    piece = tree.getroot().find("PolyData/Piece")
+    if int(piece.get("NumberOfLines")) + int(piece.get("NumberOfPolys")) == 0:
+        shaped = " (--log: ln(value + 0.1) needs values above -0.1)" if log else ""
+        raise LandscapeInputError(
+            f"--vtp: {key} of {source} has no two neighbouring points with a finite "
+            f"height{shaped}, so the VTP would be empty; choose another --key"
+            f"{', drop --log or raise --zmax' if log else ''} (nothing was written)"
+        )
+    return tree
+
+
 def write_vtp(
     grid: GridValues, out: str | Path, key: str, log: bool = False, zmax: float | None = None
 ) -> ExportedFile:
-    """Write the ``.vtp`` of :func:`vtp_document` with heights from :func:`vtp_height`."""
-    out = Path(out)
-    tree = vtp_document(grid, key, vtp_height(grid.values[key], log, zmax))
+    """Write the ``.vtp`` of :func:`vtp_tree`."""
+    return _write_tree(vtp_tree(grid, key, log, zmax), Path(out))
+
+
+def _write_tree(tree: ET.ElementTree, out: Path) -> ExportedFile:
     piece = tree.getroot().find("PolyData/Piece")
     cells = int(piece.get("NumberOfLines")) + int(piece.get("NumberOfPolys"))
     with replaced_atomically(out, "wb") as f:
@@ -241,7 +269,7 @@ def _cell_corners(nx: int, ny: int | None) -> np.ndarray:
 
 def _data_array(parent: ET.Element, values: np.ndarray, dtype: str, **attrs: str) -> None:
     """An ASCII ``DataArray``: one row of ``values`` per line, floats as ``repr``."""
-    rows = values.reshape(len(values), -1).tolist()
+    rows = values.reshape(len(values), -1).tolist() if len(values) else []
     text = "\n".join(" ".join(map(repr, row)) for row in rows)
     element = ET.SubElement(parent, "DataArray", type=dtype, format="ascii", **attrs)
     element.text = f"\n{text}\n" if rows else ""

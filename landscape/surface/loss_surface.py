@@ -30,7 +30,13 @@ from landscape.operators.batching import (
     gather_examples,
     split_batches,
 )
-from landscape.operators.memory import format_size, forward_bytes, peak_bytes, resolve_budget
+from landscape.operators.memory import (
+    describe_budget,
+    format_size,
+    forward_bytes,
+    peak_bytes,
+    resolve_budget,
+)
 from landscape.surface.directions import Direction, hessian_directions, random_direction
 from landscape.surface.evaluate import (
     VECTORIZE,
@@ -41,7 +47,7 @@ from landscape.surface.evaluate import (
     grid_points,
     has_convolutions,
 )
-from landscape.surface.grid import check_grid_size, parse_axis
+from landscape.surface.grid import Axis, check_grid_size, parse_axis_spec
 from landscape.surface.plane import Plane
 from landscape.surface.store import SPLITS, SurfaceSpec, SurfaceStore
 
@@ -106,17 +112,43 @@ class SurfaceResult:
         return asdict(self)
 
 
-def axis_coordinates(axis: AxisRange, name: str = "x_range") -> np.ndarray:
+def axis_coordinates(axis: AxisRange, name: str = "x_range", force: bool = False) -> np.ndarray:
     """Grid coordinates from ``"MIN:MAX:N"``, ``(MIN, MAX, N)`` or explicit values.
 
     Example:
         >>> axis_coordinates((-1, 1, 3)).tolist(), axis_coordinates("0:1:2").tolist()
         ([-1.0, 0.0, 1.0], [0.0, 1.0])
     """
+    parsed = _axis(axis, name)
+    check_grid_size(len(parsed), None, force)
+    return _allocated(parsed)
+
+
+def grid_axes(
+    x_range: AxisRange, y_range: AxisRange | None, force: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Both axes' coordinates and the number of points, the size checked before allocating.
+
+    Raises:
+        LandscapeInputError: A bad range, or more points than
+            :func:`~landscape.surface.grid.check_grid_size` allows.
+    """
+    x = _axis(x_range, "x_range")
+    y = None if y_range is None else _axis(y_range, "y_range")
+    total = check_grid_size(len(x), None if y is None else len(y), force)
+    return _allocated(x), None if y is None else _allocated(y), total
+
+
+def _allocated(axis: Axis | np.ndarray) -> np.ndarray:
+    return axis.coordinates() if isinstance(axis, Axis) else axis
+
+
+def _axis(axis: AxisRange, name: str) -> Axis | np.ndarray:
+    """A parsed ``MIN:MAX:N`` (not yet allocated), or validated explicit coordinates."""
     if isinstance(axis, str):
-        return parse_axis(axis, name)
+        return parse_axis_spec(axis, name)
     if isinstance(axis, tuple) and len(axis) == 3 and isinstance(axis[2], int):
-        return parse_axis(f"{axis[0]}:{axis[1]}:{axis[2]}", name)
+        return parse_axis_spec(f"{axis[0]}:{axis[1]}:{axis[2]}", name)
     values = np.asarray(axis, dtype=np.float64).reshape(-1)
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0):
         raise LandscapeInputError(f"{name}: give MIN:MAX:N or finite, increasing coordinates")
@@ -263,7 +295,7 @@ class ForwardPlan:
         width = self.widths if size <= VMAP_MAX_BATCH else 1
         at_once = f", {width} points at once" if width > 1 else ""
         raise LandscapeInputError(
-            f"max_memory {format_size(self.budget)}: a forward pass of {size} example"
+            f"max_memory {describe_budget(self.budget)}: a forward pass of {size} example"
             f"{'' if size == 1 else 's'} works "
             f"in {format_size(self.forward(size))} ({format_size(self.per_example or 0)} per "
             f"example{at_once}) beside {format_size(self.point_bytes)} of weights per grid "
@@ -427,9 +459,7 @@ def loss_surface(
             without ``resume``/``force``, a locked file, or a resumed file made otherwise.
     """
     processes = processes or SingleProcess()
-    x = axis_coordinates(x_range, "x_range")
-    y = None if y_range is None else axis_coordinates(y_range, "y_range")
-    total = check_grid_size(len(x), None if y is None else len(y), force)
+    x, y, total = grid_axes(x_range, y_range, force)
     ndirs = 1 if y is None else 2
     if plane is not None:
         if y is None:

@@ -48,6 +48,8 @@ STYLE: dict[str, Any] = {
 }
 MARKED_POINTS = 60
 """Curves with at most this many points mark each point (isolated points stay visible)."""
+MAX_LEVELS = 1000
+"""Contour levels at most (far more than a figure can show)."""
 PANEL = (3.3, 2.6)
 """Inches per panel: about one column of a two-column paper."""
 
@@ -210,6 +212,8 @@ def grid_figure(
                 f"{surface.label}: no {key} in this file (it has {', '.join(surface.values)}); "
                 "choose another --key"
             )
+        if log:
+            _check_positive(surface.values[key], key, surface.label)
         arrays.append(_gaps(surface.values[key], log))
     norm, level_values = _scale(arrays, key, vmin, vmax, levels, log)
     projection = "3d" if kind == "surface3d" else None
@@ -325,6 +329,9 @@ def _scale(
     log: bool,
 ) -> tuple[colors.Normalize, np.ndarray]:
     """Shared colour norm and contour levels over all panels' finite values."""
+    for flag, value in (("--vmin", vmin), ("--vmax", vmax)):
+        if value is not None and not np.isfinite(value):
+            raise LandscapeInputError(f"{flag} {value}: give a finite number")
     finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
     if finite.size == 0:
         raise LandscapeInputError(f"{key}: no finite values to plot (every point diverged?)")
@@ -337,17 +344,40 @@ def _scale(
     if not low < high:
         high = low + (abs(low) if low else 1.0)  # a flat surface still gets a colour scale
     if isinstance(levels, int):
-        if levels < 2:
-            raise LandscapeInputError(f"--levels {levels}: need at least 2")
+        if not 2 <= levels <= MAX_LEVELS:
+            raise LandscapeInputError(f"--levels {levels}: give 2 to {MAX_LEVELS} levels")
         if log:
             level_values = np.geomspace(low, high, levels)
         else:  # round numbers, at most `levels` of them, inside the range
             level_values = ticker.MaxNLocator(levels).tick_values(low, high)
             level_values = level_values[(level_values >= low) & (level_values <= high)]
     else:
-        level_values = np.asarray(sorted(levels), dtype=np.float64)
+        level_values = _given_levels(levels)
     norm = colors.LogNorm(low, high) if log else colors.Normalize(low, high)
     return norm, level_values
+
+
+def _given_levels(levels: Sequence[float]) -> np.ndarray:
+    """Levels given as values: at least two, distinct and finite; sorted."""
+    values = np.asarray(sorted(levels), dtype=np.float64)
+    text = ",".join(f"{v:g}" for v in levels)
+    if values.size < 2 or not np.all(np.isfinite(values)) or np.any(np.diff(values) == 0):
+        raise LandscapeInputError(
+            f"--levels {text}: give at least 2 distinct finite values, e.g. 0.1,0.5,1,2"
+        )
+    if values.size > MAX_LEVELS:
+        raise LandscapeInputError(f"--levels: {values.size} values; give at most {MAX_LEVELS}")
+    return values
+
+
+def _check_positive(values: np.ndarray, key: str, label: str) -> None:
+    """Refuse a log scale of values that have no positive point (e.g. lambda_min < 0)."""
+    finite = values[np.isfinite(values)]
+    if finite.size and not np.any(finite > 0):
+        raise LandscapeInputError(
+            f"--log needs positive values, and {key} of {label} has none (its finite values "
+            f"lie in [{finite.min():.4g}, {finite.max():.4g}]); drop --log or choose another --key"
+        )
 
 
 def _gaps(values: np.ndarray, log: bool) -> np.ndarray:

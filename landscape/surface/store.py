@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -200,6 +201,11 @@ class SurfaceStore:
         quantities = _plain(self.file.attrs.get("quantities", ""))
         return stored_keys(self.splits, quantities.split(",") if quantities else None)
 
+    @property
+    def made_by(self) -> str:
+        """The command that makes (and resumes) this kind of file."""
+        return made_by_command(_plain(self.file.attrs.get("quantities", "")) or None)
+
     def extra(self, prefix: str) -> dict[str, np.ndarray]:
         """The extra arrays under ``prefix`` (e.g. ``"marks"``) by relative path; {} if none.
 
@@ -273,19 +279,19 @@ class SurfaceStore:
             )
 
         attrs = self.attrs
+        self._check_kind(spec)
         if attrs.get("split") != spec.split:
             raise differ("split", attrs.get("split"), spec.split)
         if self.value_keys != stored_keys(SPLITS[spec.split], spec.quantities):
             raise differ("values", ",".join(self.value_keys), ",".join(spec.quantities or ()))
         for key, value in spec.settings.items():
-            if attrs.get(key) != _plain(_attr_value(value)):
+            if not _same_attr(attrs.get(key), _plain(_attr_value(value))):
                 raise differ(key, attrs.get(key), _attr_value(value))
-        if not np.array_equal(self.x, spec.x):
-            raise differ("x grid", _axis_text(self.x), _axis_text(spec.x))
-        if (self.y is None) != (spec.y is None) or (
-            self.y is not None and not np.array_equal(self.y, spec.y)
-        ):
-            raise differ("y grid", _axis_text(self.y), _axis_text(spec.y))
+        for axis, old, new in (("x", self.x, spec.x), ("y", self.y, spec.y)):
+            if (old is None) != (new is None) or (
+                old is not None and not np.array_equal(old, new, equal_nan=True)
+            ):
+                raise differ(f"{axis} grid", *_axis_difference(old, new))
         for axis, (stored, given) in enumerate(
             zip(self.directions(), spec.directions, strict=True)
         ):
@@ -294,8 +300,19 @@ class SurfaceStore:
             for name, tensor in given.items():
                 old = stored[name].to(torch.float64)
                 new = tensor.detach().cpu().to(torch.float64)
-                if old.shape != new.shape or not torch.allclose(old, new, rtol=1e-5, atol=1e-8):
+                if old.shape != new.shape or not torch.allclose(
+                    old, new, rtol=1e-5, atol=1e-8, equal_nan=True
+                ):  # NaN weights give NaN directions, read back as NaN
                     raise differ(f"{AXES[axis]} direction {name!r}", "stored", "different")
+
+    def _check_kind(self, spec: SurfaceSpec) -> None:
+        """Refuse an eigenvalue map resumed as a surface, and the other way round."""
+        made_by = made_by_command(spec.quantities)
+        if self.made_by != made_by:
+            raise LandscapeInputError(
+                f"{self.path} was made by `{self.made_by}`, not `{made_by}`; continue it with "
+                f"`{self.made_by} --resume`, or choose another --out"
+            )
 
     def _rows(self, indices: np.ndarray) -> slice:
         """The smallest slice of whole rows (2D) or entries (1D) that holds ``indices``."""
@@ -316,21 +333,52 @@ class SurfaceStore:
             )
         if str(attrs.get("split")) not in SPLITS:
             raise LandscapeInputError(f"{self.path}: damaged surface file (split attribute)")
-        nx = self.file["xcoordinates"].shape[0]
-        shape = (
-            (nx,) if "ycoordinates" not in self.file else (self.file["ycoordinates"].shape[0], nx)
-        )
-        for key in ["done", *self.value_keys]:
-            if self.file[key].shape != shape:
-                raise LandscapeInputError(
-                    f"{self.path}: damaged surface file ({key} has shape "
-                    f"{self.file[key].shape}, the grid {shape})"
-                )
+        x = self._axis("xcoordinates")
+        shape = (x,) if "ycoordinates" not in self.file else (self._axis("ycoordinates"), x)
+        for key in self.value_keys:
+            self._dataset(key, shape, "f", "float values")
+        self._dataset("done", shape, "b", "bool flags")
         for axis in AXES[: len(shape)]:
-            if not isinstance(self.file.get(f"directions/{axis}"), h5py.Group):
+            group = self.file.get(f"directions/{axis}")
+            if not isinstance(group, h5py.Group):
                 raise LandscapeInputError(
                     f"{self.path}: damaged surface file (no {axis} direction)"
                 )
+            for name in group:
+                self._dataset(f"directions/{axis}/{name}", None, "f", "float weights")
+
+    def _axis(self, key: str) -> int:
+        """The length of a coordinate array, refused unless finite, increasing floats."""
+        points = self._dataset(key, None, "f", "increasing float coordinates")
+        values = points[...]
+        if values.ndim != 1 or values.size == 0:
+            raise self._bad(key, f"shape {values.shape}", "a non-empty list of coordinates")
+        if not (np.all(np.isfinite(values)) and np.all(np.diff(values) > 0)):
+            raise self._bad(key, "NaN, inf or unordered values", "finite, increasing coordinates")
+        return values.size
+
+    def _dataset(
+        self, key: str, shape: tuple[int, ...] | None, kind: str, expected: str
+    ) -> h5py.Dataset:
+        """The array at ``key``, refused unless its dtype kind (and ``shape``) match."""
+        item = self.file.get(key)
+        if item is None:
+            raise self._bad(key, "missing", expected)
+        if not isinstance(item, h5py.Dataset):
+            raise self._bad(key, "a group", expected)
+        dtype = item.dtype
+        if dtype.kind != kind or dtype.fields is not None or dtype.subdtype is not None:
+            found = "string" if h5py.check_string_dtype(dtype) else f"{dtype}"
+            raise self._bad(key, f"{found} values", expected)
+        if shape is not None and item.shape != shape:
+            raise self._bad(key, f"shape {item.shape}", f"{expected} of the grid's shape {shape}")
+        return item
+
+    def _bad(self, key: str, found: str, expected: str) -> LandscapeInputError:
+        return LandscapeInputError(
+            f"{self.path}: damaged surface file ({key}: {found}, expected {expected}); "
+            "recompute it with --force"
+        )
 
 
 def _create(path: Path, spec: SurfaceSpec) -> None:
@@ -470,3 +518,28 @@ def _axis_text(axis: np.ndarray | None) -> str:
     if axis is None:
         return "none"
     return f"{axis[0]:g}:{axis[-1]:g}:{len(axis)}"
+
+
+def _axis_difference(old: np.ndarray | None, new: np.ndarray | None) -> tuple[str, str]:
+    """Two axes as MIN:MAX:N, or where they first differ when those texts are equal."""
+    texts = _axis_text(old), _axis_text(new)
+    if texts[0] != texts[1] or old is None or new is None:
+        return texts
+    index = int(np.flatnonzero(~((old == new) | (np.isnan(old) & np.isnan(new))))[0])
+    return (f"{texts[0]} with point {index} at {float(old[index])!r}",
+            f"{texts[1]} with it at {float(new[index])!r}")  # fmt: skip
+
+
+def _same_attr(stored: Any, given: Any) -> bool:
+    """Attribute equality in which NaN equals NaN (a NaN setting survives the round trip)."""
+    if isinstance(stored, float) and isinstance(given, float):
+        return stored == given or (math.isnan(stored) and math.isnan(given))
+    try:
+        return bool(stored == given)
+    except ValueError:  # arrays
+        return bool(np.array_equal(stored, given))
+
+
+def made_by_command(quantities: Sequence[str] | str | None) -> str:
+    """``flatscape eigenmap`` for files of named quantities, else ``flatscape surface``."""
+    return "flatscape eigenmap" if quantities else "flatscape surface"

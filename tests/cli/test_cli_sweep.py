@@ -1,15 +1,19 @@
 """`flatscape reproduce --preset sweep`: a 4-recipe, 1-seed, 3-epoch sweep end to end."""
 
 import json
+from dataclasses import fields
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cli._sweep as sweep_module
-from cli._sweep import SweepGrid, noise_floor, student_recipe
+from cli._sweep import SweepGrid, check_grid_document, noise_floor, student_recipe
 from cli.main import cli
 from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
+from tests.cli.helpers import assert_one_line_error
 
 GRID = {
     "regimes": {"clean": {}},
@@ -86,7 +90,7 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
 def test_bad_grids_are_one_line_errors(tmp_path):
     for text, needle in (
         ('{"widhts": [8]}', "unknown keys"),
-        ("[1, 2]", "unknown keys"),
+        ("[1, 2]", "give a JSON object"),
         ("{not json", "not a readable JSON"),
         ('{"lr_modes": ["half"]}', "lr_modes"),
     ):
@@ -108,3 +112,60 @@ def test_the_preset_grid_and_recipes():
     assert quarter.epochs == 2 * grid.teacher_epochs and quarter.lr == pytest.approx(0.025)
     assert same.lr == pytest.approx(0.1) and same.warmup_epochs == 2
     assert noise_floor(0.9, 1000) == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    "document, needle",
+    [
+        ({"seeds": 1.5}, "seeds 1.5: give a whole number"),
+        ({"samples": "all"}, 'samples "all"'),
+        ({"teacher_epochs": 1e12}, "teacher_epochs"),
+        ({"teacher_epochs": 10**6}, "must lie in [1, 1000]"),
+        ({"widths": []}, "non-empty list"),
+        ({"widths": [8, 8]}, "each value once"),
+        ({"alphas": [True]}, "alphas true"),
+        ({"temperatures": [float("inf")]}, "temperatures"),
+        ({"regimes": {"../up": {}}}, "names a folder"),
+        ({"regimes": {"a": {"label_noise": 2}}}, "regimes.a.label_noise"),
+        ({"regimes": {"a": {"root": "/etc"}}}, "options among"),
+        ({"lr_modes": [["teacher"]]}, "lr_modes"),
+        (None, "JSON object"),
+    ],
+)
+def test_the_grid_schema_names_the_key_and_its_range(document, needle):
+    with pytest.raises(DistillInputError) as err:
+        check_grid_document(document, "--grid g.json")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = st.sampled_from([f.name for f in fields(SweepGrid)] + ["other"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON | st.dictionaries(KEYS, JSON, max_size=4))
+def test_any_json_value_is_a_grid_or_an_input_error(document):
+    try:
+        SweepGrid(**check_grid_document(document))
+    except DistillInputError as err:
+        assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"seeds": 1.5}', b'{"samples": "all"}', b"\xff\xfe{}", b'{"teacher_epochs": 1e12}'],
+)
+def test_a_bad_grid_file_writes_nothing_and_prints_no_estimate(tmp_path, content, monkeypatch):
+    monkeypatch.setattr(sweep_module, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    path = tmp_path / "g.json"
+    path.write_bytes(content)
+    out = tmp_path / "sweep"
+    result = run("reproduce", "--preset", "sweep", "--grid", path, "--out-dir", out)
+    assert_one_line_error(result, f"--grid {path}")
+    assert result.stdout == "" and not out.exists()

@@ -12,7 +12,13 @@ from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import PRODUCT_RESERVE as GGN_RESERVE
 from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import PRODUCT_RESERVE, HessianOperator
-from landscape.operators.memory import available_bytes, default_budget, format_size, parse_size
+from landscape.operators.memory import (
+    MemoryBudget,
+    available_bytes,
+    default_budget,
+    format_size,
+    parse_size,
+)
 
 
 def problem(examples: int, batch: int = 32):
@@ -154,3 +160,15 @@ def test_the_suggested_batch_size_is_measured_with_batchnorm_in_train_mode():
     batches = list(zip(x.split(fitting), y.split(fitting), strict=True))
     batches = [b for b in batches if b[1].shape[0] > 1]  # BatchNorm needs two examples
     HessianOperator(model, F.cross_entropy, batches, bn_mode="train", max_memory=budget)
+
+
+def test_the_budget_error_quotes_the_size_given_and_what_the_process_holds():
+    """--max-memory counts the whole process: the message says so, not just what is left."""
+    model, batches = problem(64)
+    budget = MemoryBudget(330 * 2**20, 330 * 2**20 - 1000)
+    with pytest.raises(LandscapeInputError) as error:
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=budget)
+    message = str(error.value)
+    assert message.startswith("max_memory 330 MiB (330 MiB held by the model, data and ")
+    assert "1000 B left)" in message
+    assert "raise max_memory to at least 330 MiB" in message

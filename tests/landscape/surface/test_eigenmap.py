@@ -100,3 +100,22 @@ def test_maps_too_big_or_made_otherwise_are_refused(tmp_path):
                   y_range=None, seed=9, resume=True)  # fmt: skip
     with pytest.raises(LandscapeInputError, match="exists"):
         eigen_map(model, nn.functional.cross_entropy, DATA, out, x_range=(-1, 1, 2), y_range=None)
+
+
+def test_a_point_whose_loss_is_not_finite_is_a_gap_and_the_map_finishes(tmp_path):
+    model = mlp(0)
+    direction = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    direction["0.weight"].fill_(1e308)  # x = 2 overflows float64: the loss there is NaN
+    out = tmp_path / "eig.h5"
+    kwargs = {"x_range": (0, 2, 2), "y_range": None, "directions": [direction], "max_memory": None}
+    result = eigen_map(model, nn.functional.cross_entropy, DATA, out, **kwargs)
+    assert (result.computed, result.converged) == (2, 1)
+    with SurfaceStore.read(out) as store:
+        assert store.done.all()
+        assert np.isfinite(store.arrays["lambda_max"][0]) and np.isnan(
+            store.arrays["lambda_max"][1]
+        )
+        assert np.isnan(store.arrays["lambda_min"][1])
+        assert not np.isfinite(store.arrays["train_loss"][1])
+    again = eigen_map(model, nn.functional.cross_entropy, DATA, out, resume=True, **kwargs)
+    assert again.computed == 0

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import h5py
@@ -201,6 +202,93 @@ def test_corrupted_or_foreign_files_are_one_line_user_errors(tmp_path, content):
             attempt()
         assert "\n" not in str(err.value) and str(path) in str(err.value)
     assert path.read_bytes() == before
+
+
+BAD_ARRAYS = {
+    "train_loss as strings": (
+        "train_loss",
+        np.array([["a"] * 5] * 3, dtype=object),
+        "string values",
+    ),
+    "train_loss as bytes": ("train_loss", np.array([[b"ab"] * 5] * 3), "string values"),
+    "train_loss as a group": ("train_loss", None, "a group"),
+    "train_loss complex": ("train_loss", np.full((3, 5), 1 + 2j), "complex128 values"),
+    "train_loss int8": ("train_loss", np.full((3, 5), 4, dtype=np.int8), "int8 values"),
+    "train_loss of another shape": ("train_loss", np.zeros((5, 3)), "shape (5, 3)"),
+    "done as int8": ("done", np.ones((3, 5), dtype=np.int8), "int8 values"),
+    "a NaN coordinate": ("xcoordinates", np.array([-1, -0.5, np.nan, 0.5, 1]), "NaN, inf"),
+    "unordered coordinates": ("ycoordinates", np.array([0.5, 0.0, -0.5]), "unordered"),
+    "complex coordinates": ("xcoordinates", np.linspace(-1, 1, 5) + 0j, "complex128"),
+    "a direction as strings": (
+        "directions/x/0.weight",
+        np.array(["w"], dtype=object),
+        "string values",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARRAYS)
+def test_stored_arrays_of_another_dtype_or_shape_are_refused_on_opening(tmp_path, case):
+    key, bad, needle = BAD_ARRAYS[case]
+    model, batches, spec = _setup()
+    path = tmp_path / "s.h5"
+    _run(path, spec, model, batches)
+    with h5py.File(path, "r+") as f:
+        del f[key]
+        if bad is None:
+            f.create_group(key)
+        elif bad.dtype == object:
+            f.create_dataset(key, data=bad, dtype=h5py.string_dtype())
+        else:
+            f[key] = bad
+    before = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning either
+        for attempt in (
+            lambda: SurfaceStore.read(path),
+            lambda: SurfaceStore.open_for_writing(path, spec, resume=True),
+        ):
+            with pytest.raises(LandscapeInputError) as err:
+                attempt()
+            message = str(err.value)
+            assert "\n" not in message and str(path) in message, message
+            assert f"({key}: " in message and needle in message, message
+    assert path.read_bytes() == before
+    assert not path.with_name(path.name + ".lock").exists()
+
+
+def test_nan_directions_and_settings_survive_the_round_trip(tmp_path):
+    """NaN weights give NaN directions: the file just made resumes, NaN points are gaps."""
+    model, batches, spec = _setup(y=None)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    spec.directions[0]["0.weight"][0, 0] = float("nan")
+    spec.settings["lr"] = float("nan")
+    path = tmp_path / "s.h5"
+    _run(path, spec, model, batches)
+    with SurfaceStore.open_for_writing(path, spec, resume=True) as store:
+        assert store.done.all() and np.isnan(store.arrays["train_loss"]).all()
+
+
+def test_an_eigenvalue_map_is_not_resumed_as_a_surface(tmp_path):
+    model, batches, spec = _setup()
+    path = tmp_path / "s.h5"
+    _run(path, spec, model, batches)
+    as_map = SurfaceSpec(spec.x, spec.y, spec.directions, "train", spec.settings,
+                         quantities=("lambda_max", "lambda_min", "train_loss"))  # fmt: skip
+    with pytest.raises(LandscapeInputError, match="made by `flatscape surface`, not `flatscape"):
+        SurfaceStore.open_for_writing(path, as_map, resume=True)
+
+
+def test_a_grid_that_differs_only_past_its_text_names_the_point(tmp_path):
+    model, batches, spec = _setup()
+    path = tmp_path / "s.h5"
+    _run(path, spec, model, batches)
+    moved = SurfaceSpec(spec.x.copy(), spec.y, spec.directions, spec.split, spec.settings)
+    moved.x[2] = 1e-9
+    with pytest.raises(LandscapeInputError, match=r"x grid: file -1:1:5 with point 2 at 0\.0, "
+                       r"now -1:1:5 with it at 1e-09"):  # fmt: skip
+        SurfaceStore.open_for_writing(path, moved, resume=True)
 
 
 SCRIPT = textwrap.dedent(
