@@ -378,7 +378,7 @@ def _check_settings(root: Path, experiment: Experiment) -> None:
     path = root / "experiment.json"
     wanted = json.loads(json.dumps(experiment.to_json()))
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = read_stamp(path)
         if stored != wanted:
             changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
             raise DistillInputError(
@@ -387,6 +387,19 @@ def _check_settings(root: Path, experiment: Experiment) -> None:
             )
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(wanted, indent=2))
+
+
+def read_stamp(path: Path) -> dict[str, Any]:
+    """The settings a run folder records (``experiment.json``, ``sweep.json``)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DistillInputError(
+            f"{path}: unreadable run settings ({type(err).__name__}); use another --out-dir"
+        ) from None
+    if not isinstance(stored, dict):
+        raise DistillInputError(f"{path}: not a run's settings; use another --out-dir")
+    return stored
 
 
 def run_experiment(

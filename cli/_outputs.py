@@ -22,7 +22,8 @@ import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ class OutputPlan:
     def read(self, flag: str, *paths: str | Path | None) -> None:
         """Add input files or folders: no output may be one of them."""
         self.inputs += [(flag, Path(p)) for p in paths if p is not None and str(p) != ""]
+
+    def read_checkpoints(self, flag: str, *paths: str | Path | None) -> None:
+        """Add checkpoints as inputs, and the data files their headers record (read again)."""
+        self.read(flag, *paths)
+        for path in paths:
+            if path is not None:
+                self.read(f"(the data recorded in {path})", _recorded_data_file(Path(path)))
 
     def read_sources(self, sources: Any) -> None:
         """Add the files a :class:`distill.analysis.Sources` names: data and code files."""
@@ -168,6 +176,7 @@ def _lock_folder(output: Output) -> None:
     Two commands writing one folder (two compares into one ``--plots``, two reproduce
     runs into one ``--out-dir``) would interleave their files; the second is refused.
     """
+    created = not output.path.exists()
     try:
         output.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(output.path, os.O_RDONLY | os.O_DIRECTORY)
@@ -181,11 +190,33 @@ def _lock_folder(output: Output) -> None:
             f"{output.flag} {output.path} is being written by another flatscape command; wait "
             "for it to finish or choose another folder"
         ) from None
+
+    def release() -> None:
+        os.close(fd)
+        if created:  # a command refused after its plan leaves no empty folder behind
+            with suppress(OSError):
+                output.path.rmdir()
+
     context = click.get_current_context(silent=True)
     if context is None:  # not a command: nothing to hold the lock for
-        os.close(fd)
+        release()
     else:
-        context.call_on_close(lambda: os.close(fd))  # released when the command ends
+        context.call_on_close(release)  # released when the command ends
+
+
+def _recorded_data_file(checkpoint: Path) -> str | None:
+    """The ``.npz`` a flatscape checkpoint's header records as its data, if any."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("flatscape", "null"))
+    except Exception:  # not a flatscape file, or damaged: its reader will say so
+        return None
+    data = meta.get("dataset") if isinstance(meta, dict) else None
+    if isinstance(data, dict) and data.get("name") == "npz" and isinstance(data.get("path"), str):
+        return data["path"]
+    return None
 
 
 def _identity(path: Path) -> tuple:
@@ -209,12 +240,15 @@ def _check_writable(output: Output) -> None:
     """Refuse an output the file system will not let us write, before any work."""
     target = output.path if output.path.exists() else _existing_ancestor(output.path.parent)
     folder = target if target.is_dir() else target.parent
-    if os.access(folder, os.W_OK | os.X_OK) and (
-        not output.path.is_file() or os.access(output.path, os.W_OK)
-    ):
+    if _may_write(folder) and (not output.path.is_file() or _may_write(output.path)):
         return
     code = errno.EROFS if _read_only(folder) else errno.EACCES
     raise OutputError(f"cannot write {output.flag} {output.path}: {os.strerror(code)}")
+
+
+def _may_write(path: Path) -> bool:
+    """Whether this process may write ``path`` (a folder: create files in it)."""
+    return os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0))
 
 
 def _read_only(folder: Path) -> bool:
@@ -236,6 +270,29 @@ def write_text_output(path: Path | None, text: str) -> None:
     write_bytes_atomically(path, text.encode())
 
 
+def os_error_text(err: OSError) -> str:
+    """One line for an error of the file system: the path, then the cause."""
+    reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
+@contextmanager
+def report_kept_on_failure(document: dict[str, Any]) -> Iterator[None]:
+    """Writing the outputs of a finished measurement: if the disk refuses, print the report.
+
+    Raises:
+        OutputError: a write failed (the report is on stdout).
+    """
+    try:
+        yield
+    except OSError as err:
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        raise OutputError(
+            f"cannot write {os_error_text(err)}; the report was printed on stdout instead"
+        ) from None
+
+
 def write_json(path: Path | None, document: dict[str, Any]) -> None:
     """Write a JSON report (``-``: stdout); if the disk refuses, print it on stdout instead.
 
@@ -243,11 +300,5 @@ def write_json(path: Path | None, document: dict[str, Any]) -> None:
         OutputError: the file could not be written (the report is on stdout).
     """
     text = json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
-    try:
+    with report_kept_on_failure(document):
         write_text_output(path, text)
-    except OSError as err:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        raise OutputError(
-            f"cannot write {path}: {err.strerror or err}; the report was printed on stdout instead"
-        ) from None

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cli._experiments import read_stamp
 from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
@@ -463,10 +464,12 @@ def _ensure_teacher(root: Path, grid: SweepGrid, cell: Cell, device) -> None:
 def _check_grid(root: Path, grid: SweepGrid) -> None:
     stamp = root / "sweep.json"
     document = json.loads(json.dumps(grid.to_json()))
-    if stamp.is_file() and json.loads(stamp.read_text()) != document:
-        raise DistillInputError(
-            f"{root} holds a sweep with another grid ({stamp}); use another --out-dir"
-        )
+    if stamp.is_file():
+        if read_stamp(stamp) != document:
+            raise DistillInputError(
+                f"{root} holds a sweep with another grid ({stamp}); use another --out-dir"
+            )
+        return  # the same grid: the stamp stays as it is (it may be the --grid file itself)
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomically(stamp, json.dumps(document, indent=2))
 

@@ -24,7 +24,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json, write_text_output
+from cli._outputs import OutputPlan, report_kept_on_failure, write_json, write_text_output
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -460,11 +460,12 @@ def compare(
             bootstrap=bootstrap,
         )
     report["loss_function"] = loss_record
-    if plane:
-        report["plane"] = _plane(report, samples, plots_dir, plane_points, resolve_device(device),
-                                 sources, loss_fn)  # fmt: skip
-    if plots_dir:
-        write_plots(report, Path(plots_dir))
+    with report_kept_on_failure(report):  # a full disk must not lose the measurements
+        if plane:
+            report["plane"] = _plane(report, samples, plots_dir, plane_points,
+                                     resolve_device(device), sources, loss_fn)  # fmt: skip
+        if plots_dir:
+            write_plots(report, Path(plots_dir))
     rows, columns = report["models"], list(TABLE_COLUMNS)
     if confounds:
         columns += CONFOUND_COLUMNS
@@ -482,10 +483,11 @@ def compare(
         click.echo(f"\nThe plane through {names} ({samples} train examples):\n")
         click.echo("\n".join(plane_lines(report["plane"])))
     write_json(outputs[0], report)
-    write_text_output(outputs[1], markdown)
-    write_text_output(outputs[2], to_csv(rows, columns))
-    if outputs[3] is not None:
-        write_text_output(outputs[3], _per_layer_text(rows, outputs[3].suffix))
+    with report_kept_on_failure(report):
+        write_text_output(outputs[1], markdown)
+        write_text_output(outputs[2], to_csv(rows, columns))
+        if outputs[3] is not None:
+            write_text_output(outputs[3], _per_layer_text(rows, outputs[3].suffix))
 
 
 def _check_requests(bootstrap: bool, resamples: int | None, plane: bool, models: int) -> None:
@@ -502,7 +504,7 @@ def _outputs(plan: OutputPlan, paths, plots_dir, plot_names, checkpoints, source
     if outputs[3] is not None and outputs[3].suffix not in (".md", ".csv"):
         raise DistillInputError(f"--per-layer-table {outputs[3]}: end it in .md or .csv")
     plan.folder("--plots", plots_dir, plot_names)
-    plan.read("CHECKPOINTS", *checkpoints)
+    plan.read_checkpoints("CHECKPOINTS", *checkpoints)
     plan.read_sources(sources)
     plan.check()
     return outputs

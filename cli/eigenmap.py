@@ -98,7 +98,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     plan = OutputPlan(force, resume)
     plan.file("--out", out, resumable=True)
     plan.file("--json", json_path)
-    plan.read("CHECKPOINT", checkpoint)
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
     plan.read_sources(sources)
     plan.check()
     max_memory = memory_budget(max_memory)

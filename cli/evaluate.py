@@ -46,7 +46,7 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
     sources = sources_from(options)
     plan = OutputPlan(force)
     json_path = plan.file("--json", json_path)
-    plan.read("CHECKPOINT", checkpoint)
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
     plan.read_sources(sources)
     plan.check()
     model, meta, bundle = open_checkpoint(

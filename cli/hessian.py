@@ -212,7 +212,7 @@ def hessian_command(
     plan = OutputPlan(force)
     json_out = plan.file("--json", json_path)
     table_out, plot_out = _per_layer_outputs(plan, per_layer_table, per_layer_plot)
-    plan.read("CHECKPOINT", checkpoint)
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
     plan.read_sources(sources)
     plan.check()
     per_layer = per_layer or table_out is not None or plot_out is not None

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from cli._outputs import os_error_text
 from distill.errors import DistillInputError
 from landscape.distributed.environment import DistributedRunError, env_rank, launched_by_torchrun
 from landscape.errors import LandscapeInputError
@@ -48,12 +49,6 @@ def flag_names(message: str, command: click.Command | None) -> str:
     return re.sub(
         rf"\b(pass|and) ({pattern})\b(?!-)", lambda m: f"{m.group(1)} {flags[m.group(2)]}", message
     )
-
-
-def os_error_text(err: OSError) -> str:
-    """One line for an error of the file system: the path, then the cause."""
-    reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
-    return f"{err.filename}: {reason}" if err.filename else reason
 
 
 COMMANDS = {

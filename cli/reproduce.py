@@ -17,8 +17,9 @@ from cli._common import (
 )
 from cli._outputs import OutputPlan
 
-RUN_FILES = ("experiment.json", "sweep.json", "report.md", "report.json")
-"""The files of a run folder that no other output may be (its stamps and its report)."""
+RUN_FILES = ("experiment.json", "report.md", "report.json")
+"""The files of a run folder that no input may be (its stamp and its report; a sweep's
+``sweep.json`` may be given back as ``--grid``: it is never rewritten)."""
 
 
 @click.command()

@@ -169,8 +169,8 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
     apply_threads(threads)
     plan = OutputPlan(force)
     json_path = plan.file("--json", json_path)
-    plan.read("CHECKPOINT", checkpoint)
-    plan.read("--match-teacher", match_teacher)
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
+    plan.read_checkpoints("--match-teacher", match_teacher)
     if match_loss is not None and match_teacher is not None:
         raise DistillInputError("give either --match-loss or --match-teacher, not both")
     torch_device = resolve_device(device)

@@ -28,7 +28,7 @@ from cli._common import (
     sources_from,
     threads_option,
 )
-from cli._outputs import OutputPlan, write_json
+from cli._outputs import OutputPlan, os_error_text, write_json
 from landscape.errors import LandscapeInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -162,8 +162,8 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     plan = OutputPlan(force, resume)
     plan.file("--out", out, resumable=True)
     plan.file("--json", json_path)
-    plan.read("CHECKPOINT" if not plane else "--plane", checkpoint, *(plane or ()))
-    plan.read("--direction", target)
+    plan.read_checkpoints("CHECKPOINT" if not plane else "--plane", checkpoint, *(plane or ()))
+    plan.read_checkpoints("--direction", target)
     plan.read("--trajectory", *trajectories)
     plan.read_sources(sources)
     plan.check()
@@ -267,8 +267,6 @@ def _stop(err: BaseException, out: Path) -> None:
 
 
 def _error_text(err: BaseException) -> str:
-    from cli.main import os_error_text
-
     return os_error_text(err) if isinstance(err, OSError) else str(err)
 
 

@@ -314,7 +314,7 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     paths = [_plan_checkpoint(plan, "--out-dir", folder / f"{n}.safetensors", snapshots)
              for n in names]  # fmt: skip
     json_path = plan.file("--json", json_path)
-    plan.read("--teacher", teacher)
+    plan.read_checkpoints("--teacher", teacher)
     plan.read_sources(Sources(model=model_spec, data=data_spec))
     plan.check()
     writers = [_snapshots(path, snapshots, force) for path in paths]

