@@ -225,12 +225,15 @@ def read_only_folder(tmp_path, monkeypatch):
     yield folder
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "hessian", "surface", "eigenmap",
-                                     "plot", "export", "import", "compare"])  # fmt: skip
+@pytest.mark.parametrize("command", ["train", "distill", "evaluate", "hessian", "sharpness",
+                                     "surface", "eigenmap", "plot", "export", "import",
+                                     "compare", "reproduce"])  # fmt: skip
 def test_a_read_only_disk_is_refused_before_any_work(read_only_folder, files, command):
     out = read_only_folder / "result.out"
-    result = run(*writing_commands(files, out)[command])
-    assert_one_line_error(result, f"{out}: Read-only file system")
+    commands = {**writing_commands(files, out), "reproduce": ["reproduce", "--out-dir", out]}
+    result = run(*commands[command])
+    assert_one_line_error(result, "Read-only file system")
+    assert str(read_only_folder) in result.stderr
 
 
 def _real_run(args, cwd, limit_bytes=None):
@@ -389,3 +392,36 @@ def test_a_sweep_may_be_given_its_own_stamp_as_grid(tmp_path):
     _check_run_folder(str(tmp_path), str(tmp_path / "sweep.json"))
     with pytest.raises(OutputError, match="is the input --grid"):
         _check_run_folder(str(tmp_path), str(tmp_path / "report.json"))
+
+
+def test_a_disk_that_fills_during_a_surface_keeps_the_points_and_resumes(
+    tmp_path, files, monkeypatch
+):
+    """The second block of points cannot be written: the first is kept, --resume finishes."""
+    from landscape.surface.store import SurfaceStore
+
+    original, calls = SurfaceStore.write_arrays, []
+
+    def fills_up(self, indices, values):
+        calls.append(len(indices))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        original(self, indices, values)
+
+    monkeypatch.setattr(SurfaceStore, "write_arrays", fills_up)
+    out = tmp_path / "s.h5"
+    args = ["surface", files["teacher"], "--x", "-1:1:9", *FAST, "--batch-size", "64",
+            "--quiet", "--out", out]  # fmt: skip
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    saved = calls[0]
+    assert lines == [f"error: {out}: No space left on device: {saved} of 9 points are saved in "
+                     f"{out}; continue with --resume"]  # fmt: skip
+    assert not leftovers(tmp_path) and 0 < saved < 9
+    monkeypatch.setattr(SurfaceStore, "write_arrays", original)
+    resumed = run(*args[:-3], "--out", out, "--resume")  # without --quiet: the summary
+    assert resumed.exit_code == 0, resumed.output
+    assert f"9 points ({9 - saved} computed" in resumed.stdout
+    with SurfaceStore.read(out) as store:
+        assert store.done.all()
