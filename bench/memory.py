@@ -25,7 +25,7 @@ CHILD = """
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
 from distill.models import build_model
-from landscape.curvature.measure import model_curvature
+from landscape.curvature.model import model_curvature
 from landscape.operators.memory import parse_size
 torch.set_num_threads(1)
 torch.manual_seed(0)

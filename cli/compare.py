@@ -83,7 +83,7 @@ def _blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer, resam
                        device, bootstrap=False) -> dict[str, Any]:  # fmt: skip
     """The per-layer rows and the resampled spread of one model, as asked."""
     from distill.analysis import first_examples
-    from landscape.curvature.measure import CurvatureRequest, model_curvature
+    from landscape.curvature import CurvatureRequest, model_curvature
     from landscape.curvature.resampling import resampled_curvature
 
     request = CurvatureRequest(

@@ -68,7 +68,7 @@ _EXPORTS = {
     "slq": "landscape.curvature.density.slq",
     "SpectralQuadrature": "landscape.curvature.density.slq",
     # Measurements
-    "model_curvature": "landscape.curvature.measure",
+    "model_curvature": "landscape.curvature.model",
     "measure_curvature": "landscape.curvature.measure",
     "CurvatureRequest": "landscape.curvature.measure",
     "CurvatureResult": "landscape.curvature.measure",

@@ -4,8 +4,8 @@ from landscape.curvature.measure import (
     CurvatureRequest,
     CurvatureResult,
     measure_curvature,
-    model_curvature,
 )
+from landscape.curvature.model import model_curvature
 from landscape.curvature.report import curvature_report, format_summary
 
 __all__ = [

@@ -2,23 +2,19 @@
 
 :func:`measure_curvature` runs the solvers a :class:`CurvatureRequest` names on *any*
 :class:`~landscape.operators.base.CurvatureOperator` (a Hessian, a GGN, a data-parallel
-one, a dense matrix). :func:`model_curvature` is the one call from a model, a loss and a
-DataLoader: it takes the examples, batches them as ``flatscape hessian`` does, builds the
-operator and measures it, so the command line, notebooks and benchmarks get their numbers
-from the same place.
+one, a dense matrix). The one call from a model, a loss and a DataLoader is
+:func:`~landscape.curvature.model.model_curvature`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from torch import nn
 
-from landscape._types import Batch, LossFunction
 from landscape.curvature.density.slq import SpectralQuadrature, slq
 from landscape.curvature.eigen.lanczos import lanczos
 from landscape.curvature.eigen.power import power_iteration
@@ -28,11 +24,7 @@ from landscape.curvature.trace.meyer2020hutch import hutchpp_trace
 from landscape.curvature.trace.result import TraceResult
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
-from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
-from landscape.operators.kinds import make_operator
-from landscape.operators.mean_loss import ParameterSelection
-from landscape.operators.memory import peak_bytes, resolve_budget
 
 ENGINES = ("lanczos", "power", "pyhessian")
 TRACE_METHODS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
@@ -126,16 +118,19 @@ class CurvatureResult:
             ``"pyhessian"``).
         dtype: Compute dtype.
         matvecs: Operator products spent in all.
-        seconds: Wall time, operator set-up included when :func:`model_curvature` ran it.
+        seconds: Wall time, operator set-up included when
+            :func:`~landscape.curvature.model.model_curvature` ran it.
         batch_size: Examples per batch (the largest batch).
         graphs_kept: Whether products reused kept gradient graphs.
-        memory: Set by :func:`model_curvature`: ``budget`` (bytes the kept graphs could
-            hold, None: no limit), ``graph_bytes`` (what they held), ``kept_examples``
-            (examples whose graphs were kept, the rest rebuilt per product) and ``peak``
-            (the process's peak resident bytes, or peak GPU allocation).
-        per_layer: Set by :func:`model_curvature` with ``per_layer``: one row per module
-            owning parameters (:class:`~landscape.curvature.per_layer.LayerCurvature`,
-            as dicts), the same request on its diagonal block.
+        memory: Set by :func:`~landscape.curvature.model.model_curvature`: ``budget``
+            (bytes the kept graphs could hold, None: no limit), ``graph_bytes`` (what
+            they held), ``kept_examples`` (examples whose graphs were kept, the rest
+            rebuilt per product) and ``peak`` (the process's peak resident bytes, or peak
+            GPU allocation).
+        per_layer: Set by :func:`~landscape.curvature.model.model_curvature` with
+            ``per_layer``: one row per module owning parameters
+            (:class:`~landscape.curvature.per_layer.LayerCurvature`, as dicts), the same
+            request on its diagonal block.
     """
 
     eigen: EigenResult | None
@@ -235,12 +230,12 @@ def measure_curvature(
         matvecs = sum(r.matvecs for r in (eigen, trace, density) if r is not None)
     else:
         matvecs = operator.matvecs - spent
-    batches = getattr(operator, "batches", None)
+    batches = operator.batches
     return CurvatureResult(
         eigen, trace, density, operator.loss, operator.dim, operator.num_examples, hvp,
         operator.dtype, matvecs, time.perf_counter() - start,
         batch_size=max(len(b[1]) for b in batches) if batches else None,
-        graphs_kept=bool(getattr(operator, "graphs_kept", False)) and hvp != "pyhessian",
+        graphs_kept=operator.graphs_kept and hvp != "pyhessian",
     )  # fmt: skip
 
 
@@ -276,114 +271,3 @@ def _pyhessian(
             *args, probes=request.density_probes, steps=request.density_steps, **options
         )
     return eigen, trace, density
-
-
-def model_curvature(
-    model: nn.Module,
-    loss_fn: LossFunction,
-    data: Iterable[Batch],
-    request: CurvatureRequest | None = None,
-    *,
-    operator: str = "hessian",
-    samples: int | None = None,
-    batch_size: int | None = None,
-    max_memory: int | str | None = "auto",
-    params: ParameterSelection = None,
-    hvp: str | None = None,
-    dtype: torch.dtype | None = None,
-    bn_mode: str = "eval",
-    progress: Callable[[int], object] | None = None,
-    operator_factory: Callable[..., CurvatureOperator] = make_operator,
-    per_layer: bool = False,
-    mc_samples: int = 1,
-    **request_fields: object,
-) -> CurvatureResult:
-    """Top eigenvalues, trace and density of a model's loss curvature, in one call.
-
-    The curvature is that of the *mean* loss over the first ``samples`` examples of
-    ``data`` (all of them by default), model in eval mode: batched as ``flatscape
-    hessian`` does (:func:`~landscape.operators.batching.curvature_batches`).
-
-    Args:
-        model: Any module (left unchanged, no ``.grad``).
-        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's mean loss.
-        data: A DataLoader or a list of ``(inputs, targets)`` batches (read in order;
-            shuffle off for reproducible numbers).
-        request: What to measure; or give its fields as keywords (``top_k=5``,
-            ``trace=True``, ``density=True``, ``engine="power"``, ...).
-        operator: ``"hessian"``, ``"ggn"``, ``"fisher"`` (Monte-Carlo) or
-            ``"empirical_fisher"``.
-        samples: How many examples (default: all of ``data``).
-        batch_size: Examples per batch with graphs rebuilt per product (bounded memory);
-            default: cache-sized batches with their graphs kept (fastest).
-        max_memory: Bytes the kept gradient graphs (Hessian) or linearizations (GGN) may
-            hold: ``"auto"`` (half the memory available at the start, RAM or the GPU's),
-            None (no limit) or a byte count for the whole process. Batches beyond it are
-            rebuilt per product; a single batch larger than the budget raises
-            :class:`LandscapeInputError` with the numbers.
-        params: Parameter names or tensors (default: all trainable).
-        hvp: Hessian-vector product engine (default: double backward on a CPU).
-        dtype: Compute dtype, e.g. ``torch.float64`` (default: the model's).
-        bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
-        progress: Called with the number of new products.
-        operator_factory: Builds the operator as
-            :func:`~landscape.operators.kinds.make_operator` does (the data-parallel
-            wrapper passes its own).
-        per_layer: Also the request on each module's diagonal block, on the same
-            operator (shared data and graphs): ``result.per_layer``.
-        mc_samples: Labels drawn per prediction for ``operator="fisher"`` (seeded by the
-            request's ``seed``).
-        **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
-
-    Example:
-        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-        <...>
-        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
-        >>> data = [(torch.randn(32, 4), torch.randint(0, 3, (32,))) for _ in range(4)]
-        >>> result = model_curvature(model, nn.functional.cross_entropy, data, top_k=2,
-        ...                          trace=True)
-        >>> len(result.eigenvalues), result.examples, result.eigen.converged
-        (2, 128, True)
-    """
-    request = _request(request, request_fields)
-    start = time.perf_counter()
-    inputs, targets = gather_examples(data, samples)
-    batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
-    keep_graphs = keep_graphs and request.engine != "pyhessian"
-    budget = resolve_budget(max_memory, targets.device) if keep_graphs else None
-    built = operator_factory(
-        operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
-        bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
-        **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
-    )  # fmt: skip
-    result = measure_curvature(built, request, progress)
-    local = getattr(built, "local", built)
-    if per_layer:
-        from landscape.curvature.per_layer import per_layer_curvature
-
-        sizes = [p.numel() for p in local.params]
-        rows = per_layer_curvature(built, local.model, local.names, sizes, request, progress)
-        result.per_layer = [row.to_dict() for row in rows]
-        result.matvecs = built.matvecs
-    result.seconds = time.perf_counter() - start
-    result.memory = {
-        "budget": budget,
-        "graph_bytes": getattr(local, "graph_bytes", None),
-        "kept_examples": getattr(local, "kept_examples", None),
-        "peak": peak_bytes(built.device),
-    }
-    return result
-
-
-def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:
-    """The request, from the object or from its fields given as keywords (not both)."""
-    unknown = sorted(set(given) - REQUEST_FIELDS)
-    if unknown:
-        raise LandscapeInputError(
-            f"{unknown[0]}: not an option; choose from {', '.join(sorted(REQUEST_FIELDS))}"
-        )
-    if request is not None and given:
-        raise LandscapeInputError("give a CurvatureRequest or its fields as keywords, not both")
-    request = request or CurvatureRequest(**given)
-    request.check()
-    return request

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from landscape._types import Batch, LossFunction
-from landscape.curvature.measure import CurvatureRequest, model_curvature
+from landscape.curvature.measure import CurvatureRequest
+from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.batching import gather_examples
 

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape._types import Batch, LossFunction, analysis_mode, batch_size
-from landscape.curvature.measure import CurvatureRequest, CurvatureResult, model_curvature
+from landscape.curvature.measure import CurvatureRequest, CurvatureResult
+from landscape.curvature.model import model_curvature
 from landscape.distributed.process import (
     all_reduce_sum,
     rank,
@@ -72,7 +73,8 @@ class DataParallelOperator(CurvatureOperator):
         num_examples: :math:`N`, over all processes.
         loss: The mean loss over all :math:`N` examples.
         share: :math:`N_r / N`.
-        hvp, names, batches, graphs_kept: The local operator's.
+        local: This process's operator.
+        hvp, names, batches, graphs_kept, graph_bytes, kept_examples: The local operator's.
 
     Every process must make the same sequence of calls (products, gradients); with one
     process this is the local operator itself.
@@ -89,7 +91,7 @@ class DataParallelOperator(CurvatureOperator):
 
     def __init__(self, local: MeanLossOperator) -> None:
         super().__init__(local.dim, local.dtype, local.device)
-        self.local = local
+        self._local = local
         self.names, self.batches = local.names, local.batches
         local_examples = int(local.num_examples)
         totals = torch.tensor([local_examples, local_examples * local.loss], dtype=torch.float64)
@@ -97,6 +99,11 @@ class DataParallelOperator(CurvatureOperator):
         self.num_examples = int(examples)
         self.share = local_examples / self.num_examples
         self.loss = require_finite(loss_sum / self.num_examples, self.num_examples)
+
+    @property
+    def local(self) -> MeanLossOperator:
+        """This process's operator over its own batches."""
+        return self._local
 
     @property
     def hvp(self) -> str:
@@ -107,6 +114,16 @@ class DataParallelOperator(CurvatureOperator):
     def graphs_kept(self) -> bool:
         """Whether the local products reuse kept gradient graphs."""
         return self.local.graphs_kept
+
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes this process's kept graphs hold."""
+        return self.local.graph_bytes
+
+    @property
+    def kept_examples(self) -> int:
+        """Examples of this process whose graphs are kept."""
+        return self.local.kept_examples
 
     def _matmat(self, V: Tensor) -> Tensor:
         return all_reduce_sum(self.local.matmat(V) * self.share)
@@ -154,12 +171,12 @@ def data_parallel_curvature(
     batch_size: int | None = None,
     **options: Any,
 ) -> CurvatureResult:
-    """:func:`~landscape.curvature.measure.model_curvature` with the data split over processes.
+    """:func:`~landscape.curvature.model.model_curvature` with the data split over processes.
 
     Every process passes the same ``data``; each keeps a contiguous share (of the examples
     by default, of the batches with ``batch_size``) and the products are all-reduced, so
     every process gets the result of one process over all the data (up to rounding).
-    Without torchrun this is :func:`~landscape.curvature.measure.model_curvature`.
+    Without torchrun this is :func:`~landscape.curvature.model.model_curvature`.
 
     Args:
         model: Any module, the same on every process.

@@ -2,8 +2,10 @@
 
 Every solver in :mod:`landscape` (Lanczos, power iteration, Hutchinson, Hutch++, SLQ)
 sees a curvature matrix only through this interface: ``dim``, ``dtype``, ``device``,
-``matvec`` and ``matmat``. A new curvature (a GGN, a data-parallel Hessian) only has to
-implement :meth:`CurvatureOperator._matmat`.
+``matvec`` and ``matmat``; reports read what it was taken over and what it cost from the
+same interface (``loss``, ``batches``, ``graphs_kept``, ``graph_bytes``, ...), which a
+plain matrix answers with None, False or 0. A new curvature (a GGN, a data-parallel
+Hessian) only has to implement :meth:`CurvatureOperator._matmat`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
 
+from landscape._types import Batch
 from landscape.errors import LandscapeInputError
 
 
@@ -30,6 +33,8 @@ class CurvatureOperator(ABC):
             ``b`` columns counts ``b``).
         loss: The loss at the point the curvature is taken (None for a plain matrix).
         num_examples: Examples that loss is the mean over (None for a plain matrix).
+        batches: The batches that loss is the mean over, as the products see them (None
+            for a plain matrix).
         progress: Optional callback, called with the number of new products after each
             ``matvec``/``matmat`` (a progress bar's ``update``).
     """
@@ -42,9 +47,30 @@ class CurvatureOperator(ABC):
         self.progress: Callable[[int], object] | None = None
         self.loss: float | None = None
         self.num_examples: int | None = None
+        self.batches: list[Batch] | None = None
 
     hvp = "matrix"
     """How products are computed, for reports; operators of a loss name their engine."""
+
+    @property
+    def graphs_kept(self) -> bool:
+        """Whether products reuse kept gradient graphs (a plain matrix keeps none)."""
+        return False
+
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes the kept graphs hold (their saved tensors, parameters excluded)."""
+        return 0
+
+    @property
+    def kept_examples(self) -> int:
+        """Examples whose graphs are kept; the rest are rebuilt for every product."""
+        return 0
+
+    @property
+    def local(self) -> CurvatureOperator:
+        """The operator of this process's own data: itself, but for a data-parallel one."""
+        return self
 
     @property
     def shape(self) -> tuple[int, int]:

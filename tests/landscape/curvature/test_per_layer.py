@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.curvature.measure import model_curvature
+from landscape.curvature.model import model_curvature
 from landscape.curvature.per_layer import module_blocks
 from tests.landscape.cases import CASES, dense_hessian, make_float64
 from tests.landscape.operators.test_parameter_selection import _block

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.curvature.measure import CurvatureRequest, model_curvature
+from landscape.curvature.measure import CurvatureRequest
+from landscape.curvature.model import model_curvature
 from landscape.curvature.resampling import exceeds_spread, resampled_curvature, subset_indices
 from landscape.errors import LandscapeInputError
 

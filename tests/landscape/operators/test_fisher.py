@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.curvature.measure import model_curvature
+from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.fisher import FisherOperator
 from landscape.operators.ggn import GGNOperator

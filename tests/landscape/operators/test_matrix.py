@@ -44,3 +44,27 @@ def test_operator_equals_its_dense_matrix(name, case):
         operator.dim, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
     )
     torch.testing.assert_close(operator.matmat(V), dense @ V, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_every_operator_answers_the_whole_interface(name):
+    """What reports read (data, kept graphs, this process's share) without probing."""
+    model, loss_fn, batches = make_float64(MATRIX_CASES[0])
+    operator = OPERATORS[name][0](model, loss_fn, batches)
+    local = operator.local
+    if name == "data-parallel":
+        assert isinstance(local, HessianOperator) and local.dim == operator.dim
+    else:
+        assert local is operator
+    assert isinstance(operator.graphs_kept, bool)
+    assert operator.graph_bytes >= 0 and operator.kept_examples >= 0
+    if name == "residual":  # a difference of two operators: a matrix without data
+        assert operator.batches is None and not operator.graphs_kept
+        assert (operator.graph_bytes, operator.kept_examples) == (0, 0)
+    else:
+        assert sum(len(y) for _, y in operator.batches) == operator.num_examples
+        assert operator.graphs_kept == local.graphs_kept
+        assert (operator.graph_bytes, operator.kept_examples) == (
+            local.graph_bytes,
+            local.kept_examples,
+        )

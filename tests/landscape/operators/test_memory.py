@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape.curvature.measure import model_curvature
+from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import PRODUCT_RESERVE as GGN_RESERVE
 from landscape.operators.ggn import GGNOperator

@@ -1,0 +1,139 @@
+"""The curvature of a model's loss in one call: batches, operator and solvers as ``hessian``.
+
+:func:`model_curvature` takes the examples from a DataLoader, batches them as ``flatscape
+hessian`` does, builds the operator and measures it with
+:func:`~landscape.curvature.measure.measure_curvature`, so the command line, notebooks
+and benchmarks get their numbers from the same place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from landscape._types import Batch, LossFunction
+from landscape.curvature.measure import (
+    REQUEST_FIELDS,
+    CurvatureRequest,
+    CurvatureResult,
+    measure_curvature,
+)
+from landscape.curvature.per_layer import per_layer_curvature
+from landscape.errors import LandscapeInputError
+from landscape.operators.base import CurvatureOperator
+from landscape.operators.batching import curvature_batches, gather_examples
+from landscape.operators.kinds import make_operator
+from landscape.operators.mean_loss import ParameterSelection
+from landscape.operators.memory import peak_bytes, resolve_budget
+
+
+def model_curvature(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Iterable[Batch],
+    request: CurvatureRequest | None = None,
+    *,
+    operator: str = "hessian",
+    samples: int | None = None,
+    batch_size: int | None = None,
+    max_memory: int | str | None = "auto",
+    params: ParameterSelection = None,
+    hvp: str | None = None,
+    dtype: torch.dtype | None = None,
+    bn_mode: str = "eval",
+    progress: Callable[[int], object] | None = None,
+    operator_factory: Callable[..., CurvatureOperator] = make_operator,
+    per_layer: bool = False,
+    mc_samples: int = 1,
+    **request_fields: object,
+) -> CurvatureResult:
+    """Top eigenvalues, trace and density of a model's loss curvature, in one call.
+
+    The curvature is that of the *mean* loss over the first ``samples`` examples of
+    ``data`` (all of them by default), model in eval mode: batched as ``flatscape
+    hessian`` does (:func:`~landscape.operators.batching.curvature_batches`).
+
+    Args:
+        model: Any module (left unchanged, no ``.grad``).
+        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's mean loss.
+        data: A DataLoader or a list of ``(inputs, targets)`` batches (read in order;
+            shuffle off for reproducible numbers).
+        request: What to measure; or give its fields as keywords (``top_k=5``,
+            ``trace=True``, ``density=True``, ``engine="power"``, ...).
+        operator: ``"hessian"``, ``"ggn"``, ``"fisher"`` (Monte-Carlo) or
+            ``"empirical_fisher"``.
+        samples: How many examples (default: all of ``data``).
+        batch_size: Examples per batch with graphs rebuilt per product (bounded memory);
+            default: cache-sized batches with their graphs kept (fastest).
+        max_memory: Bytes the kept gradient graphs (Hessian) or linearizations (GGN) may
+            hold: ``"auto"`` (half the memory available at the start, RAM or the GPU's),
+            None (no limit) or a byte count for the whole process. Batches beyond it are
+            rebuilt per product; a single batch larger than the budget raises
+            :class:`LandscapeInputError` with the numbers.
+        params: Parameter names or tensors (default: all trainable).
+        hvp: Hessian-vector product engine (default: double backward on a CPU).
+        dtype: Compute dtype, e.g. ``torch.float64`` (default: the model's).
+        bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
+        progress: Called with the number of new products.
+        operator_factory: Builds the operator as
+            :func:`~landscape.operators.kinds.make_operator` does (the data-parallel
+            wrapper passes its own).
+        per_layer: Also the request on each module's diagonal block, on the same
+            operator (shared data and graphs): ``result.per_layer``.
+        mc_samples: Labels drawn per prediction for ``operator="fisher"`` (seeded by the
+            request's ``seed``).
+        **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <...>
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> data = [(torch.randn(32, 4), torch.randint(0, 3, (32,))) for _ in range(4)]
+        >>> result = model_curvature(model, nn.functional.cross_entropy, data, top_k=2,
+        ...                          trace=True)
+        >>> len(result.eigenvalues), result.examples, result.eigen.converged
+        (2, 128, True)
+    """
+    request = _request(request, request_fields)
+    start = time.perf_counter()
+    inputs, targets = gather_examples(data, samples)
+    batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
+    keep_graphs = keep_graphs and request.engine != "pyhessian"
+    budget = resolve_budget(max_memory, targets.device) if keep_graphs else None
+    built = operator_factory(
+        operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
+        bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
+        **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
+    )  # fmt: skip
+    result = measure_curvature(built, request, progress)
+    local = built.local
+    if per_layer:
+        sizes = [p.numel() for p in local.params]
+        rows = per_layer_curvature(built, local.model, local.names, sizes, request, progress)
+        result.per_layer = [row.to_dict() for row in rows]
+        result.matvecs = built.matvecs
+    result.seconds = time.perf_counter() - start
+    result.memory = {
+        "budget": budget,
+        "graph_bytes": local.graph_bytes,
+        "kept_examples": local.kept_examples,
+        "peak": peak_bytes(built.device),
+    }
+    return result
+
+
+def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:
+    """The request, from the object or from its fields given as keywords (not both)."""
+    unknown = sorted(set(given) - REQUEST_FIELDS)
+    if unknown:
+        raise LandscapeInputError(
+            f"{unknown[0]}: not an option; choose from {', '.join(sorted(REQUEST_FIELDS))}"
+        )
+    if request is not None and given:
+        raise LandscapeInputError("give a CurvatureRequest or its fields as keywords, not both")
+    request = request or CurvatureRequest(**given)
+    request.check()
+    return request
