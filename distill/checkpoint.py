@@ -32,11 +32,11 @@ from safetensors.torch import save_file
 
 from distill.allocation import AllocationRefused, allocation_budget
 from distill.errors import DistillInputError
+from distill.foreign import fit_state, read_foreign_state
 from distill.header import SCHEMA, validate_header
 from distill.model_spec import build_from_spec, require_named
+from distill.safetensors_file import METADATA_KEY, read_safetensors_file
 from distill.user_code import describe_error, is_code_spec
-
-METADATA_KEY = "flatscape"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -94,21 +94,6 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
         with suppress(OSError):
             tmp.unlink()
     return path
-
-
-def read_safetensors_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor of a `.safetensors` file and its header metadata (strings).
-
-    Raises:
-        DistillInputError: the file cannot be read as safetensors.
-    """
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise DistillInputError(f"{path}: not a readable .safetensors file ({err})") from err
-    return tensors, header
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -251,8 +236,6 @@ def load_checkpoint(
             f"{path}: not a flatscape checkpoint; name its model with --model (and its data "
             "with --dataset, --data or --data-file)"
         )
-    from distill.foreign import fit_state, read_foreign_state
-
     state = read_foreign_state(path, state_key=state_key, strip_prefix=strip_prefix)
     model, source = build_from_spec(arch, arch_kwargs or {})
     fit_state(model, state.tensors, str(path))

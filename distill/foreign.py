@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from distill.checkpoint import METADATA_KEY, read_safetensors_file
 from distill.errors import DistillInputError
+from distill.safetensors_file import METADATA_KEY, read_safetensors_file
 
 FORMATS = ("state_dict", "container", "lightning", "torchdistill", "safetensors")
 # Where containers keep the weights, in order of preference.
