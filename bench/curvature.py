@@ -44,7 +44,8 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill.data import DatasetBundle, load_dataset  # noqa: E402
+from distill.bundle import DatasetBundle  # noqa: E402
+from distill.data import load_dataset  # noqa: E402
 from distill.models import build_model  # noqa: E402
 from distill.trainer import Recipe, fit, train_teacher  # noqa: E402
 from landscape.curvature.eigen import lanczos  # noqa: E402

@@ -32,7 +32,7 @@ from typing import Any
 _EXPORTS = {
     "load_dataset": "distill.data",
     "dataset_from_description": "distill.data",
-    "DatasetBundle": "distill.data",
+    "DatasetBundle": "distill.bundle",
     "DATASETS": "distill.data",
     "build_model": "distill.models",
     "ARCHITECTURES": "distill.models",

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from distill.bundle import DatasetBundle
 from distill.checkpoint import (
     file_sha256,
     is_flatscape_checkpoint,
@@ -15,7 +16,7 @@ from distill.checkpoint import (
     package_versions,
     save_checkpoint,
 )
-from distill.data import DatasetBundle, dataset_from_description, load_dataset
+from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import is_code_spec

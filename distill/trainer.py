@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from distill.bundle import DatasetBundle
 from distill.checkpoint import (
     file_sha256,
     is_flatscape_checkpoint,
     load_checkpoint,
     package_versions,
 )
-from distill.data import DatasetBundle, dataset_from_description
+from distill.data import dataset_from_description
 from distill.errors import DistillInputError
 from distill.losses import KDConfig, cross_entropy, kd_loss
 from distill.model_spec import build_from_spec, require_named

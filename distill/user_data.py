@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from distill.data import DatasetBundle
+from distill.bundle import DatasetBundle
 from distill.errors import DistillInputError
 from distill.user_code import call_user, describe_error, import_callable, spec_from_here
 
