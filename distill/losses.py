@@ -95,6 +95,8 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(outputs, targets.reshape(outputs.shape))
 
 
+mse_loss.likelihood = "gaussian"  # a Gaussian negative log-likelihood, for the MC Fisher
+
 ANALYSIS_LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
 """The losses ``--loss`` names: batch means, as every curvature and surface measures."""
 

@@ -43,23 +43,24 @@ from landscape.operators.ggn import GGNOperator, is_plain_cross_entropy
 from landscape.operators.mean_loss import ParameterSelection
 
 KINDS = ("mc", "empirical")
-
-
-MSE_MODULES = ("torch.nn.functional", "distill.losses")
-"""Where the mean-squared-error functions the Fisher knows as Gaussian live."""
+LIKELIHOODS = ("categorical", "gaussian")
 
 
 def likelihood_of(loss_fn: LossFunction) -> str | None:
     """``"categorical"`` for plain cross-entropy, ``"gaussian"`` for mean squared error.
 
     Only losses known to be those negative log-likelihoods (up to scale): plain mean
-    cross-entropy (no class weights, no label smoothing) and the mean ``mse_loss`` of
-    torch or flatscape; anything else, a user's loss included, has none.
+    cross-entropy (no class weights, no label smoothing), torch's mean ``mse_loss``, and
+    a loss that declares one of :data:`LIKELIHOODS` in a ``likelihood`` attribute (a mean
+    squared error that takes class indices as one-hot targets, say); anything else has
+    none.
     """
+    declared = getattr(loss_fn, "likelihood", None)
+    if declared in LIKELIHOODS:
+        return declared
     if is_plain_cross_entropy(loss_fn):
         return "categorical"
-    named_mse = getattr(loss_fn, "__name__", "") == "mse_loss"
-    if named_mse and getattr(loss_fn, "__module__", "") in MSE_MODULES:
+    if loss_fn is nn.functional.mse_loss:
         return "gaussian"
     if isinstance(loss_fn, nn.MSELoss) and loss_fn.reduction == "mean":
         return "gaussian"

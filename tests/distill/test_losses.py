@@ -78,3 +78,12 @@ def test_alpha_meaning_recorded():
     meta = KDConfig(4.0, 1.0).to_metadata()
     assert meta["temperature"] == 4.0 and meta["alpha"] == 1.0
     assert "alpha weights the distillation term" in meta["alpha_meaning"]
+
+
+def test_the_analysis_losses_have_the_fisher_s_likelihoods():
+    """``--loss mse`` declares itself a Gaussian likelihood; landscape does not know distill."""
+    from distill.losses import ANALYSIS_LOSSES
+    from landscape.operators.fisher import likelihood_of
+
+    assert likelihood_of(ANALYSIS_LOSSES["mse"]) == "gaussian"
+    assert likelihood_of(ANALYSIS_LOSSES["cross_entropy"]) == "categorical"

@@ -151,3 +151,19 @@ def test_the_mc_fisher_refuses_soft_labels_and_smoothed_cross_entropy():
     FisherOperator(model, LOSS, soft, kind="empirical")
     with pytest.raises(LandscapeInputError, match="needs a likelihood"):
         FisherOperator(model, nn.CrossEntropyLoss(label_smoothing=0.1), batches)
+
+
+def test_a_loss_declares_its_likelihood_by_an_attribute():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    batches = [(torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64))]
+
+    def squared_error(outputs, targets):
+        return nn.functional.mse_loss(outputs, targets)
+
+    with pytest.raises(LandscapeInputError, match="needs a likelihood"):
+        FisherOperator(model, squared_error, batches)
+    squared_error.likelihood = "gaussian"
+    declared = FisherOperator(model, squared_error, batches, mc_samples=4, seed=3).to_dense()
+    torch_mse = FisherOperator(model, nn.functional.mse_loss, batches, mc_samples=4, seed=3)
+    torch.testing.assert_close(declared, torch_mse.to_dense(), rtol=1e-12, atol=0)
