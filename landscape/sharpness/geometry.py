@@ -41,8 +41,9 @@ def perturbation_scale(weight: Tensor, geometry: str, eta: float = 0.0) -> Tenso
     Example:
         >>> import torch
         >>> w = torch.tensor([[1.0, -7.0], [0.0, 2.0]])
-        >>> perturbation_scale(w, "filterwise").tolist()  # row RMS: sqrt(50 / 2), sqrt(4 / 2)
-        [[5.0, 5.0], [1.4142135381698608, 1.4142135381698608]]
+        >>> scale = perturbation_scale(w, "filterwise")  # row RMS: sqrt(50 / 2), sqrt(4 / 2)
+        >>> [[round(v, 6) for v in row] for row in scale.tolist()]
+        [[5.0, 5.0], [1.414214, 1.414214]]
         >>> perturbation_scale(w, "elementwise").tolist()
         [[1.0, 7.0], [0.0, 2.0]]
     """
