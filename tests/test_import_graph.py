@@ -18,6 +18,8 @@ FORBIDDEN = {
     "landscape": ("distill", "cli"),
     "distill": ("landscape", "cli"),
 }
+WINGS = ("operators", "curvature", "sharpness", "surface", "distributed", "compare")
+"""landscape's wings, lowest first: a lower one never imports a higher one."""
 
 
 def _module_names() -> dict[str, Path]:
@@ -167,6 +169,21 @@ def test_the_layers_of_the_design():
         if target == forbidden or target.startswith(forbidden + ".")
     ]
     assert not leaks, "\n".join(leaks)
+
+
+def test_lower_wings_of_landscape_never_import_higher_ones():
+    def wing(module: str) -> int | None:
+        parts = module.split(".")
+        in_wing = parts[0] == "landscape" and len(parts) > 1 and parts[1] in WINGS
+        return WINGS.index(parts[1]) if in_wing else None
+
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in sorted(targets)
+        if wing(module) is not None and wing(target) is not None and wing(target) > wing(module)
+    ]
+    assert not upward, "\n".join(upward)
 
 
 def test_no_layer_names_a_higher_one_in_a_string():
