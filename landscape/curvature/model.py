@@ -105,7 +105,7 @@ def model_curvature(
     budget = resolve_budget(max_memory, targets.device) if keep_graphs else None
     built = operator_factory(
         operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
-        bn_mode=bn_mode, keep_graphs=keep_graphs, max_memory=budget,
+        bn_mode=bn_mode, keep_graphs=keep_graphs, graph_budget=budget,
         **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
     )  # fmt: skip
     result = measure_curvature(built, request, progress)

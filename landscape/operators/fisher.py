@@ -106,7 +106,7 @@ class FisherOperator(GGNOperator):
         example_offset: Examples that precede ``batches`` in the whole data set: their
             draws are skipped, so a share of the data gets the draws it has in the whole
             (the data-parallel operator passes each process's offset).
-        dtype, bn_mode, keep_graphs, max_memory: As for the GGN.
+        dtype, bn_mode, keep_graphs, graph_budget: As for the GGN.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -134,7 +134,7 @@ class FisherOperator(GGNOperator):
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
-        max_memory: int | None = None,
+        graph_budget: int | None = None,
         example_offset: int = 0,
     ) -> None:
         if kind not in KINDS:
@@ -148,7 +148,7 @@ class FisherOperator(GGNOperator):
                 "mse (Gaussian); for this loss use the hessian, ggn or empirical-fisher"
             )
         super().__init__(model, loss_fn, batches, params, "autograd", dtype, bn_mode,
-                         keep_graphs, max_memory)  # fmt: skip
+                         keep_graphs, graph_budget)  # fmt: skip
         if kind == "mc" and self.likelihood == "categorical":
             soft = [y for _, y in self.batches if y.is_floating_point()]
             if soft:

@@ -198,7 +198,7 @@ class GGNOperator(MeanLossOperator):
         bn_mode: ``"eval"`` or ``"train"``, as for the Hessian.
         keep_graphs: Keep every batch's linearization (outputs and the graphs for
             :math:`J v`, :math:`J^\top w`) for all products; default: only with one batch.
-        max_memory: Bytes the kept linearizations may hold (default: no limit). Each is
+        graph_budget: Bytes the kept linearizations may hold (default: no limit). Each is
             measured as it is built; those beyond the budget, beside a product's working
             memory (:data:`PRODUCT_RESERVE` of the largest batch's), are rebuilt at every
             product. A budget too small for one product raises
@@ -225,7 +225,7 @@ class GGNOperator(MeanLossOperator):
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
-        max_memory: int | None = None,
+        graph_budget: int | None = None,
     ) -> None:
         super().__init__(model, loss_fn, batches, params, dtype, bn_mode)
         self.output_hessian, self.output_hessian_name = resolve_output_hessian(
@@ -233,10 +233,10 @@ class GGNOperator(MeanLossOperator):
         )
         self.hvp = f"ggn/{self.output_hessian_name}"
         keep = len(self.batches) == 1 if keep_graphs is None else keep_graphs
-        self.max_memory = max_memory
+        self.graph_budget = graph_budget
         largest = max(batch_size(b) for b in self.batches)
         self.budget = GraphBudget(
-            max_memory, largest, PRODUCT_RESERVE, "linearization", self._small_graph_bytes
+            graph_budget, largest, PRODUCT_RESERVE, "linearization", self._small_graph_bytes
         )
         """Which batches keep their linearizations (:class:`GraphBudget`)."""
         self._kept = [self._kept_linearization(b) for b in self.batches] if keep else None

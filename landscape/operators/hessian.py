@@ -156,7 +156,7 @@ class HessianOperator(MeanLossOperator):
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
         keep_graphs: bool | None = None,
-        max_memory: int | None = None,
+        graph_budget: int | None = None,
     ) -> None:
         if hvp not in HVPS:
             raise LandscapeInputError(f"hvp {hvp!r}: choose one of {', '.join(HVPS)}")
@@ -168,10 +168,10 @@ class HessianOperator(MeanLossOperator):
         super().__init__(model, loss_fn, batches, params, dtype, bn_mode)
         self.hvp = "double_backward" if hvp == "auto" and bn_mode == "train" else hvp
         self.keep_graphs = len(self.batches) == 1 if keep_graphs is None else keep_graphs
-        self.max_memory = max_memory
+        self.graph_budget = graph_budget
         largest = max(batch_size(batch) for batch in self.batches)
         self.budget = GraphBudget(
-            max_memory, largest, PRODUCT_RESERVE, "gradient graph", self._small_graph_bytes
+            graph_budget, largest, PRODUCT_RESERVE, "gradient graph", self._small_graph_bytes
         )
         """Which batches keep their gradient graphs (:class:`GraphBudget`)."""
         self._graphs: list[list[Tensor] | None] | None = None
@@ -185,7 +185,7 @@ class HessianOperator(MeanLossOperator):
     def initial_loss(self) -> float:
         """Mean loss at the weights; with ``keep_graphs`` the gradient graphs are kept.
 
-        Within ``max_memory`` only: each batch's graph is measured as it is built (the
+        Within ``graph_budget`` only: each batch's graph is measured as it is built (the
         bytes of the tensors autograd saves, parameters excluded); the kept graphs plus
         a product's working memory (:data:`PRODUCT_RESERVE` graphs of the largest batch)
         stay within it. Batches that would cross it keep none and are rebuilt at every

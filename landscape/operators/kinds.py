@@ -32,7 +32,7 @@ def make_operator(
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
     keep_graphs: bool | None = None,
-    max_memory: int | None = None,
+    graph_budget: int | None = None,
     mc_samples: int = 1,
     seed: int = 0,
     example_offset: int = 0,
@@ -52,8 +52,10 @@ def make_operator(
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"`` BatchNorm.
         keep_graphs: Keep every batch's graphs for all products (default: one batch only).
-        max_memory: Bytes the kept graphs (Hessian) or linearizations (GGN, Fisher) may
-            hold (default: no limit); batches beyond it are rebuilt per product.
+        graph_budget: Bytes the kept graphs (Hessian) or linearizations (GGN, Fisher) and
+            a product's working memory may hold (default: no limit); batches beyond it
+            are rebuilt per product. Not the process's ``max_memory`` of the facades:
+            :func:`~landscape.operators.memory.resolve_budget` turns that into this.
         mc_samples: Labels drawn per prediction for the Monte-Carlo Fisher.
         seed: Seed of those draws.
         example_offset: Examples before these batches in the whole data (the draws of a
@@ -66,7 +68,7 @@ def make_operator(
         raise LandscapeInputError(f"operator {kind!r}: choose one of {', '.join(OPERATORS)}")
     common = {
         "params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep_graphs,
-        "max_memory": max_memory,
+        "graph_budget": graph_budget,
     }  # fmt: skip
     if kind != "hessian" and hvp is not None:
         raise LandscapeInputError(f"hvp chooses Hessian-vector products; drop it for the {kind}")

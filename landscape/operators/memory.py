@@ -180,7 +180,7 @@ class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
 
 
 class GraphBudget:
-    """Which batches may keep their graphs within ``max_memory`` bytes.
+    """Which batches may keep their graphs within ``limit`` bytes (an operator's graph_budget).
 
     Graphs are admitted in batch order while the kept bytes, the next graph and a
     product's working memory (``reserve`` graphs of the largest batch, at the largest
@@ -188,7 +188,8 @@ class GraphBudget:
     at every use. Without a budget (None) every graph is kept.
 
     Args:
-        max_memory: Bytes, or None for no limit.
+        limit: Bytes, or None for no limit (a :class:`MemoryBudget` when it comes from a
+            process-wide ``max_memory``: errors then quote the user's number).
         largest: Examples in the largest batch.
         reserve: Working memory of one use beside the kept graphs, in graphs of the
             largest batch (measured per operator by ``bench/memory.py``).
@@ -200,15 +201,15 @@ class GraphBudget:
 
     def __init__(
         self,
-        max_memory: int | None,
+        limit: int | None,
         largest: int,
         reserve: float,
         what: str,
         small_graph: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
-        if max_memory is not None and max_memory <= 0:
-            raise LandscapeInputError(f"max_memory {max_memory}: must be a positive byte count")
-        self.max_memory, self.largest, self.reserve, self.what = max_memory, largest, reserve, what
+        if limit is not None and limit <= 0:
+            raise LandscapeInputError(f"graph_budget {limit}: must be a positive byte count")
+        self.limit, self.largest, self.reserve, self.what = limit, largest, reserve, what
         self.small_graph = small_graph
         self.per_example = 0.0
         """The largest graph bytes per example measured so far."""
@@ -243,17 +244,18 @@ class GraphBudget:
 
     def check(self) -> None:
         """Raise if one use of the largest batch does not fit beside the kept graphs."""
-        if self.max_memory is None or self._fits(0, kept=0):
+        if self.limit is None or self._fits(0, kept=0):
             return
         fitting = self._fitting()
         hint = f", or pass a batch size of at most {fitting}" if fitting else ""
         needed = self.reserve * self.per_example * self.largest
-        needed += getattr(self.max_memory, "held", 0)  # as the user counts: the whole process
+        needed += getattr(self.limit, "held", 0)  # as the user counts: the whole process
+        name = "max_memory" if isinstance(self.limit, MemoryBudget) else "graph_budget"
         raise LandscapeInputError(
-            f"max_memory {describe_budget(self.max_memory)}: one batch of {self.largest} "
+            f"{name} {describe_budget(self.limit)}: one batch of {self.largest} "
             f"examples holds {format_size(self.largest * self.per_example)} of {self.what} "
             f"({format_size(self.per_example)} per example) and using it takes "
-            f"{self.reserve:g} times that, even rebuilt at every use; raise max_memory to "
+            f"{self.reserve:g} times that, even rebuilt at every use; raise {name} to "
             f"at least {format_size(needed)}{hint}"
         )
 
@@ -265,17 +267,17 @@ class GraphBudget:
         fixed = max(small - slope * n, 0.0)
         if slope <= 0:
             return 0
-        return max(int((self.max_memory / self.reserve - fixed) // slope), 0)
+        return max(int((self.limit / self.reserve - fixed) // slope), 0)
 
     def _fits(self, more_bytes: float, kept: float | None = None) -> bool:
         kept = self.kept_bytes if kept is None else kept
         needed = kept + more_bytes + self.reserve * self.per_example * self.largest
-        return self.max_memory is None or needed <= self.max_memory
+        return self.limit is None or needed <= self.limit
 
     def to_dict(self) -> dict[str, int | None]:
         """``{"budget", "graph_bytes", "kept_examples"}`` for a report."""
         return {
-            "budget": self.max_memory,
+            "budget": self.limit,
             "graph_bytes": self.kept_bytes,
             "kept_examples": self.kept_examples,
         }

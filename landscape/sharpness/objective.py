@@ -47,7 +47,7 @@ class PerturbedLoss:
         params: Names or tensors of the parameters to perturb (default: all trainable).
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
-        max_memory: Bytes one batch's gradient graph may take (default: no limit). The
+        graph_budget: Bytes one batch's gradient graph may take (default: no limit). The
             gradient is taken batch by batch, so one graph is alive at a time; the first
             batch's is measured at construction, and a batch whose backward pass
             (:data:`GRADIENT_RESERVE` graphs) would not fit raises
@@ -71,7 +71,7 @@ class PerturbedLoss:
         params: ParameterSelection = None,
         dtype: torch.dtype | None = None,
         bn_mode: str = "eval",
-        max_memory: int | None = None,
+        graph_budget: int | None = None,
     ) -> None:
         check_bn_mode(bn_mode)
         self.names = select_parameters(model, params)
@@ -88,9 +88,9 @@ class PerturbedLoss:
             self.loss = require_finite(float(self.at(self.weights)), examples)
         largest = max(batch_size(b) for b in self.batches)
         self.budget = GraphBudget(
-            max_memory, largest, GRADIENT_RESERVE, "gradient graph", self._small_graph_bytes
+            graph_budget, largest, GRADIENT_RESERVE, "gradient graph", self._small_graph_bytes
         )
-        if max_memory is not None:  # before any long run: one gradient of the first batch
+        if graph_budget is not None:  # before any long run: one gradient of the first batch
             self.budget.measure(*self._graph_bytes(self.batches[0]))
 
     def at(self, tensors: dict[str, Tensor]) -> Tensor:

@@ -225,7 +225,7 @@ def hessian_directions(
     count: int = 2,
     seed: int = 0,
     tol: float = 1e-4,
-    max_memory: int | None = None,
+    graph_budget: int | None = None,
 ) -> tuple[list[Direction], Tensor]:
     """Directions along the top Hessian eigenvectors of the mean loss over ``batches``.
 
@@ -241,13 +241,13 @@ def hessian_directions(
         count: Number of eigenvectors (one per axis).
         seed: Seed of Lanczos's start vector.
         tol: Relative accuracy of the eigenvalues.
-        max_memory: Bytes the kept gradient graph of a single batch may hold (several
+        graph_budget: Bytes the kept gradient graph of a single batch may hold (several
             batches are rebuilt per product anyway); default: no limit.
 
     Returns:
         The directions (largest eigenvalue first) and the eigenvalues.
     """
-    operator = HessianOperator(model, loss_fn, batches, max_memory=max_memory)
+    operator = HessianOperator(model, loss_fn, batches, graph_budget=graph_budget)
     result = lanczos(operator, k=count, tol=tol, seed=seed)
     vectors = result.eigenvectors
     signs = torch.sign(vectors.gather(0, vectors.abs().argmax(dim=0, keepdim=True)))

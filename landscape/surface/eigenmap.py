@@ -238,7 +238,7 @@ def _extremes(
     point is a gap of the map, final like any other, as a surface's diverged points are.
     """
     try:
-        operator = HessianOperator(model, loss_fn, data, params=params, max_memory=max_memory)
+        operator = HessianOperator(model, loss_fn, data, params=params, graph_budget=max_memory)
     except NonFiniteLossError as err:
         gap = {"lambda_max": np.array([np.nan]), "lambda_min": np.array([np.nan])}
         return {**gap, "train_loss": np.array([err.loss])}, 0, False

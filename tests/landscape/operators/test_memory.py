@@ -44,7 +44,9 @@ def test_budget_keeps_some_batches_and_the_products_do_not_change():
     unbounded = HessianOperator(model, F.cross_entropy, batches, keep_graphs=True)
     per_batch = unbounded.graph_bytes / len(batches)
     budget = int((PRODUCT_RESERVE + 2.5) * per_batch)  # room for 2 of the 4 batches
-    bounded = HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=budget)
+    bounded = HessianOperator(
+        model, F.cross_entropy, batches, keep_graphs=True, graph_budget=budget
+    )
     assert unbounded.kept_examples == 128 and bounded.kept_examples == 64
     assert bounded.graph_bytes + PRODUCT_RESERVE * per_batch <= budget and bounded.graphs_kept
     V = torch.randn(bounded.dim, 3, dtype=torch.float64)
@@ -56,18 +58,18 @@ def test_budget_keeps_some_batches_and_the_products_do_not_change():
 def test_a_batch_larger_than_the_budget_is_an_error_with_the_numbers():
     model, batches = problem(64)
     with pytest.raises(
-        LandscapeInputError, match=r"max_memory 1000 B: one batch of 32 examples holds 4\d KiB"
+        LandscapeInputError, match=r"graph_budget 1000 B: one batch of 32 examples holds 4\d KiB"
     ) as error:
-        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=1000)
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, graph_budget=1000)
     assert "batch size of at most" not in str(error.value)  # not even one example fits
     per_example = HessianOperator(model, F.cross_entropy, batches[:1]).graph_bytes / 32
     budget = int(PRODUCT_RESERVE * per_example * 10.5)
     with pytest.raises(LandscapeInputError, match=r"pass a batch size of at most (\d+)$") as error:
-        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=budget)
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, graph_budget=budget)
     fitting = int(str(error.value).rsplit(" ", 1)[1])
     assert 1 <= fitting < 10  # a graph's fixed part makes small batches dearer per example
     smaller = problem(64, batch=fitting)[1]  # what the message says fits: rebuilt per product
-    H = HessianOperator(model, F.cross_entropy, smaller, keep_graphs=True, max_memory=budget)
+    H = HessianOperator(model, F.cross_entropy, smaller, keep_graphs=True, graph_budget=budget)
     assert H.kept_examples == 0 and not H.graphs_kept
 
 
@@ -82,14 +84,14 @@ def test_ggn_budget_keeps_some_linearizations_and_the_products_do_not_change(out
     budget = int((GGN_RESERVE + 2.5) * per_batch)  # room for 2 of the 4 batches
     bounded = GGNOperator(
         model, F.cross_entropy, batches, output_hessian=output_hessian, keep_graphs=True,
-        max_memory=budget,
+        graph_budget=budget,
     )  # fmt: skip
     assert bounded.kept_examples == 64 and bounded.graphs_kept
     assert bounded.graph_bytes + GGN_RESERVE * per_batch <= budget
     V = torch.randn(bounded.dim, 3, dtype=torch.float64)
     torch.testing.assert_close(bounded.matmat(V), unbounded.matmat(V), rtol=1e-12, atol=1e-12)
     with pytest.raises(LandscapeInputError, match="of linearization"):
-        GGNOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=1000)
+        GGNOperator(model, F.cross_entropy, batches, keep_graphs=True, graph_budget=1000)
 
 
 def test_model_curvature_reports_memory_and_equal_eigenvalues(monkeypatch):
@@ -154,12 +156,12 @@ def test_the_suggested_batch_size_is_measured_with_batchnorm_in_train_mode():
     free = HessianOperator(model, F.cross_entropy, [(x, y)], bn_mode="train")
     budget = int(PRODUCT_RESERVE * free.graph_bytes / 3)
     with pytest.raises(LandscapeInputError, match=r"at most (\d+)$") as error:
-        HessianOperator(model, F.cross_entropy, [(x, y)], bn_mode="train", max_memory=budget)
+        HessianOperator(model, F.cross_entropy, [(x, y)], bn_mode="train", graph_budget=budget)
     fitting = int(str(error.value).rsplit(" ", 1)[1])
     assert 2 <= fitting <= 64 // 3
     batches = list(zip(x.split(fitting), y.split(fitting), strict=True))
     batches = [b for b in batches if b[1].shape[0] > 1]  # BatchNorm needs two examples
-    HessianOperator(model, F.cross_entropy, batches, bn_mode="train", max_memory=budget)
+    HessianOperator(model, F.cross_entropy, batches, bn_mode="train", graph_budget=budget)
 
 
 def test_the_budget_error_quotes_the_size_given_and_what_the_process_holds():
@@ -167,7 +169,7 @@ def test_the_budget_error_quotes_the_size_given_and_what_the_process_holds():
     model, batches = problem(64)
     budget = MemoryBudget(330 * 2**20, 330 * 2**20 - 1000)
     with pytest.raises(LandscapeInputError) as error:
-        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, max_memory=budget)
+        HessianOperator(model, F.cross_entropy, batches, keep_graphs=True, graph_budget=budget)
     message = str(error.value)
     assert message.startswith("max_memory 330 MiB (330 MiB held by the model, data and ")
     assert "1000 B left)" in message
