@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.density.slq import SpectralQuadrature, slq
 from landscape.curvature.eigen.lanczos import lanczos
 from landscape.curvature.eigen.power import power_iteration
@@ -278,6 +278,7 @@ def _pyhessian(
     return eigen, trace, density
 
 
+@in_analysis_mode
 def model_curvature(
     model: nn.Module,
     loss_fn: LossFunction,
@@ -305,7 +306,7 @@ def model_curvature(
     hessian`` does (:func:`~landscape.operators.batching.curvature_batches`).
 
     Args:
-        model: Any module (left unchanged, no ``.grad``).
+        model: Any module, in any mode (given back exactly as it was, ``.grad`` included).
         loss_fn: ``loss_fn(outputs, targets)`` returning a batch's mean loss.
         data: A DataLoader or a list of ``(inputs, targets)`` batches (read in order;
             shuffle off for reproducible numbers).

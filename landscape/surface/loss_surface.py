@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.batching import (
     CANDIDATES,
@@ -385,6 +385,7 @@ def _origin(store: SurfaceStore) -> dict[str, float] | None:
     return {key: float(a.reshape(-1)[origin[0]]) for key, a in store.arrays.items()}
 
 
+@in_analysis_mode
 def loss_surface(
     model: nn.Module,
     loss_fn: LossFunction,
