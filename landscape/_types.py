@@ -9,9 +9,12 @@ weighted by their size, so every number is that of the mean over all examples.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +25,7 @@ Batch = tuple[Any, Tensor]
 LossFunction = Callable[[Any, Tensor], Tensor]
 
 BN_MODES = ("eval", "train")
+T = TypeVar("T")
 
 
 def check_bn_mode(bn_mode: str) -> str:
@@ -31,12 +35,91 @@ def check_bn_mode(bn_mode: str) -> str:
     return bn_mode
 
 
+class _Kept:
+    """One tensor as it was: the object, its dtype, device and shape, and a copy of its values."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+        self.meta = (tensor.dtype, tensor.device, tensor.shape)
+        with torch.inference_mode(False), torch.no_grad():  # a copy outside inference mode
+            self.copy = tensor.detach().clone(memory_format=torch.contiguous_format)
+
+    def restore(self) -> None:
+        """Give the tensor its values back, writing to it only if they differ."""
+        tensor = self.tensor
+        # inference_mode(False) turns gradients on: no_grad goes inside it
+        with torch.inference_mode(tensor.is_inference()), torch.no_grad():
+            if (tensor.dtype, tensor.device, tensor.shape) != self.meta:
+                tensor.data = self.copy
+            elif not _same_bits(tensor, self.copy):
+                tensor.copy_(self.copy)
+
+
+def _same_bits(tensor: Tensor, copy: Tensor) -> bool:
+    """Whether ``tensor`` holds the bits of its contiguous ``copy`` (a NaN equals itself).
+
+    Values are compared, not version counters: BatchNorm updates its running statistics
+    without bumping theirs, and neither does a write through ``.data``.
+    """
+    bits = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+    return torch.equal(bits, copy.reshape(-1).view(torch.uint8))
+
+
+class ModelState:
+    """What a measurement must give back to a model: tensors, modes, ``requires_grad``, grads.
+
+    Taken by the outermost :func:`analysis_mode` on a model, at the cost of one copy of
+    its parameters, buffers and gradients. :meth:`restore` puts every parameter and buffer
+    object back in its module, gives back any values that were changed (a tensor whose
+    values did not change is not written to, so gradient graphs that saved it stay
+    valid), and restores each module's ``training``, each parameter's ``requires_grad``
+    and ``.grad`` (None stays None; an existing gradient keeps its values).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        modules = list(model.modules())
+        self.training = [(module, module.training) for module in modules]
+        self.tables = [
+            (table, dict(table)) for m in modules for table in (m._parameters, m._buffers)
+        ]
+        tensors = {id(t): t for _, saved in self.tables for t in saved.values() if t is not None}
+        self.kept = [_Kept(t) for t in tensors.values()]
+        params = [p for p in tensors.values() if isinstance(p, nn.Parameter)]
+        self.requires_grad = [(p, p.requires_grad) for p in params]
+        self.grads = [(p, p.grad, None if p.grad is None else _Kept(p.grad)) for p in params]
+
+    def restore(self) -> None:
+        """Put the model back as it was taken."""
+        for module, training in self.training:
+            module.training = training
+        for table, saved in self.tables:
+            if table.keys() != saved.keys() or any(table[k] is not t for k, t in saved.items()):
+                table.clear()
+                table.update(saved)
+        for kept in self.kept:
+            kept.restore()
+        for p, flag in self.requires_grad:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+        for p, grad, kept in self.grads:
+            if p.grad is not grad:
+                p.grad = grad
+            if kept is not None:
+                kept.restore()
+
+
+_GUARDED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+"""Models inside an :func:`analysis_mode` block that will give them back."""
+
+
 @contextmanager
 def analysis_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
-    """Put the model in eval mode (BatchNorm layers in train mode if asked), then restore.
+    """Put the model in eval mode (BatchNorm layers in train mode if asked), then give it back.
 
-    Every module's own ``training`` flag is given back when the block ends, also on an
-    exception, so a model that mixes modes comes out as it went in.
+    The outermost block on a model gives it back exactly as it came in, also on an
+    exception (:class:`ModelState`): every module's ``training`` flag, its parameters and
+    buffers, ``requires_grad`` and ``.grad``. Blocks nested in it (a product inside a
+    measurement) only switch modes and give back the modes they found.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
@@ -46,17 +129,47 @@ def analysis_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
         >>> [m.training for m in model]
         [True, True]
     """
+    outermost = model not in _GUARDED
+    state = ModelState(model) if outermost else None
     saved = [(module, module.training) for module in model.modules()]
-    model.eval()
-    if bn_mode == "train":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.train()
     try:
+        if outermost:
+            _GUARDED.add(model)
+        model.eval()
+        if bn_mode == "train":
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.train()
         yield
     finally:
         for module, training in saved:
             module.training = training
+        if state is not None:
+            _GUARDED.discard(model)
+            state.restore()
+
+
+def in_analysis_mode(function: Callable[..., T]) -> Callable[..., T]:
+    """Run a public call inside :func:`analysis_mode` on its ``model`` argument.
+
+    The mode is the call's ``bn_mode`` argument where it has one, else eval; the model
+    comes back exactly as it went in, whatever path the call takes. Every public call
+    that takes a model (``__init__`` for a class) is entered through this.
+    """
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> T:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        model = bound.arguments["model"]
+        if not isinstance(model, nn.Module):  # the call's own checks say what is wrong
+            return function(*args, **kwargs)
+        with analysis_mode(model, bound.arguments.get("bn_mode", "eval")):
+            return function(*args, **kwargs)
+
+    call.in_analysis_mode = True  # type: ignore[attr-defined]
+    return call
 
 
 def move_to(value: Any, device: torch.device, dtype: torch.dtype) -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
 from landscape.curvature.eigen.lanczos import lanczos
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.curvature.temperature import temperature_matched_curvature
@@ -225,6 +225,7 @@ def matched_lambda_1(
     }
 
 
+@in_analysis_mode
 def profile_model(
     model: nn.Module,
     loss_fn: LossFunction,

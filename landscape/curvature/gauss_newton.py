@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.eigen import EigenResult, lanczos
 from landscape.curvature.trace import TraceResult, rademacher
 from landscape.curvature.trace.hutchinson import quadratic_forms, sample_stderr
@@ -107,6 +107,7 @@ def _top(operator: CurvatureOperator, k: int, which: str, tol: float, seed: int)
     return lanczos(operator, k=min(k, operator.dim), which=which, tol=tol, seed=seed)
 
 
+@in_analysis_mode
 def ggn_split(
     model: nn.Module,
     loss_fn: LossFunction,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.measure import (
     REQUEST_FIELDS,
     CurvatureRequest,
@@ -30,6 +30,7 @@ from landscape.operators.mean_loss import ParameterSelection
 from landscape.operators.memory import peak_bytes, resolve_budget
 
 
+@in_analysis_mode
 def model_curvature(
     model: nn.Module,
     loss_fn: LossFunction,

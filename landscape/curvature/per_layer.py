@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape._types import in_analysis_mode
 from landscape.atomic_files import save_figure
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.base import BlockOperator, CurvatureOperator
@@ -74,6 +75,7 @@ def _offsets(names: list[str], sizes: list[int]) -> dict[str, torch.Tensor]:
     return offsets
 
 
+@in_analysis_mode
 def per_layer_curvature(
     operator: CurvatureOperator,
     model: nn.Module,

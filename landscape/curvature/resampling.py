@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
@@ -63,6 +63,7 @@ def _spread(values: list[float]) -> dict[str, Any]:
     }
 
 
+@in_analysis_mode
 def resampled_curvature(
     model: nn.Module,
     loss_fn: LossFunction,

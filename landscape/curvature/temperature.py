@@ -31,7 +31,7 @@ import torch
 from scipy.optimize import brentq, minimize_scalar
 from torch import Tensor, nn
 
-from landscape._types import Batch, analysis_mode
+from landscape._types import Batch, analysis_mode, in_analysis_mode
 from landscape.curvature.eigen import lanczos
 from landscape.curvature.trace import hutchinson_trace
 from landscape.errors import LandscapeInputError
@@ -131,6 +131,7 @@ def _minimum(logits: Tensor, targets: Tensor) -> tuple[float, float]:
     return math.exp(found.x), float(found.fun)
 
 
+@in_analysis_mode
 def fit_temperature(
     model: nn.Module, batches: Iterable[Batch], target: float, tol: float = 1e-10
 ) -> TemperatureFit:
@@ -215,6 +216,7 @@ def _curvature(
     }
 
 
+@in_analysis_mode
 def temperature_matched_curvature(
     model: nn.Module,
     batches: Iterable[Batch],

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape._types import Batch, LossFunction, analysis_mode, batch_size
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
 from landscape.curvature.measure import CurvatureRequest, CurvatureResult
 from landscape.curvature.model import model_curvature
 from landscape.distributed.process import (
@@ -161,6 +161,7 @@ def examples_before(count: int) -> int:
     return int(all_reduce_sum(counts)[: rank()].sum())
 
 
+@in_analysis_mode
 def data_parallel_curvature(
     model: nn.Module,
     loss_fn: LossFunction,

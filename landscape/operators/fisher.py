@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import GGNOperator, is_plain_cross_entropy
 from landscape.operators.mean_loss import ParameterSelection
@@ -122,6 +122,7 @@ class FisherOperator(GGNOperator):
         True
     """
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

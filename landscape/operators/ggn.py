@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape._types import Batch, LossFunction, analysis_mode, batch_size
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import DifferenceOperator
 from landscape.operators.hessian import HessianOperator
@@ -215,6 +215,7 @@ class GGNOperator(MeanLossOperator):
         True
     """
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from landscape._types import Batch, LossFunction, analysis_mode, batch_size
+from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.mean_loss import (
     MeanLossOperator,
@@ -146,6 +146,7 @@ class HessianOperator(MeanLossOperator):
         True
     """
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.fisher import FisherOperator
 from landscape.operators.ggn import GGNOperator, OutputHessian
@@ -20,6 +20,7 @@ OPERATORS = {
 }  # fmt: skip
 
 
+@in_analysis_mode
 def make_operator(
     kind: str,
     model: nn.Module,

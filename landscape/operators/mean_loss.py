@@ -36,6 +36,7 @@ from landscape._types import (
     batch_size,
     batch_weights,
     check_bn_mode,
+    in_analysis_mode,
     move_batch,
 )
 from landscape.errors import LandscapeInputError, NonFiniteLossError
@@ -231,6 +232,7 @@ class MeanLossOperator(CurvatureOperator):
 
     hvp: str
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

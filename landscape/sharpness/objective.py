@@ -21,6 +21,7 @@ from landscape._types import (
     batch_size,
     batch_weights,
     check_bn_mode,
+    in_analysis_mode,
     move_batch,
 )
 from landscape.operators.mean_loss import (
@@ -63,6 +64,7 @@ class PerturbedLoss:
         budget: The measured graph bytes and the budget (:class:`GraphBudget`).
     """
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.mean_loss import ParameterSelection
 from landscape.operators.memory import peak_bytes, resolve_budget
@@ -38,6 +38,7 @@ def planned_evaluations(
     return len(geometries) * sum(per_geometry[m] for m in measures)
 
 
+@in_analysis_mode
 def sharpness_report(
     model: nn.Module,
     loss_fn: LossFunction,

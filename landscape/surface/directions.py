@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from landscape._types import in_analysis_mode
 from landscape.curvature.eigen import lanczos
 from landscape.errors import LandscapeInputError
 from landscape.operators.hessian import HessianOperator
@@ -113,6 +114,7 @@ def normalize_direction(
     return out
 
 
+@in_analysis_mode
 def random_direction(
     model: nn.Module,
     generator: torch.Generator,
@@ -140,6 +142,7 @@ def random_direction(
     return normalize_direction(raw, weights, normalization, ignore)
 
 
+@in_analysis_mode
 def interpolation_direction(
     model: nn.Module, other_state: Mapping[str, Tensor], buffers: bool = True
 ) -> Direction:
@@ -218,6 +221,7 @@ def eigen_directions(
     return directions
 
 
+@in_analysis_mode
 def hessian_directions(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction
+from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError, NonFiniteLossError
 from landscape.operators.batching import gather_examples, split_batches
@@ -85,6 +85,7 @@ class EigenMapResult:
         return asdict(self)
 
 
+@in_analysis_mode
 def eigen_map(
     model: nn.Module,
     loss_fn: LossFunction,

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from landscape._types import Batch, LossFunction, analysis_mode, move_batch
+from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode, move_batch
 from landscape.errors import LandscapeInputError
 from landscape.surface.directions import Direction
 from landscape.surface.slots import TensorSlots
@@ -111,6 +111,7 @@ class SurfaceEvaluator:
         [0.0, 0.0]
     """
 
+    @in_analysis_mode
     def __init__(
         self,
         model: nn.Module,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._types import Batch, LossFunction, analysis_mode
+from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.operators.batching import (
     CANDIDATES,
@@ -202,7 +202,7 @@ def build_directions(
         if loss_fn is None or not hessian_batches:
             raise LandscapeInputError("directions 'eigen' need the loss and hessian_batches")
         eigen, values = hessian_directions(
-            model, loss_fn, hessian_batches, count, seed, max_memory=max_memory
+            model, loss_fn, hessian_batches, count, seed, graph_budget=max_memory
         )
         info["eigenvalues"] = values.double().cpu().numpy()
     directions = []
@@ -385,6 +385,7 @@ def _origin(store: SurfaceStore) -> dict[str, float] | None:
     return {key: float(a.reshape(-1)[origin[0]]) for key, a in store.arrays.items()}
 
 
+@in_analysis_mode
 def loss_surface(
     model: nn.Module,
     loss_fn: LossFunction,

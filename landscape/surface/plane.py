@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._types import in_analysis_mode
 from landscape.errors import LandscapeInputError
 from landscape.surface.directions import Direction, model_parameters, normalize_direction
 
@@ -117,6 +118,7 @@ def _fix_sign(vector: Tensor) -> Tensor:
     return vector * torch.sign(vector[vector.abs().argmax()])
 
 
+@in_analysis_mode
 def checkpoint_plane(
     model: nn.Module,
     state_b: Mapping[str, Tensor],
@@ -189,6 +191,7 @@ def checkpoint_plane(
     )
 
 
+@in_analysis_mode
 def trajectory_plane(
     model: nn.Module,
     trajectories: Mapping[str, Sequence[Mapping[str, Tensor]]],
