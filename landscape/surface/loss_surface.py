@@ -182,14 +182,14 @@ def build_directions(
     seed: int = 0,
     loss_fn: LossFunction | None = None,
     hessian_batches: Sequence[Batch] | None = None,
-    max_memory: int | None = None,
+    graph_budget: int | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """One direction per axis from ``"random"``, ``"eigen"`` or a given direction.
 
     Random directions are drawn in axis order from one generator seeded with ``seed``;
     ``"eigen"`` axes take the top Hessian eigenvectors of ``loss_fn`` over
     ``hessian_batches`` (the first for the first such axis), its gradient graphs kept
-    within ``max_memory`` bytes (default: no limit).
+    within ``graph_budget`` bytes (default: no limit).
 
     Returns:
         The directions and information to record (the eigenvalues, for eigen axes).
@@ -202,7 +202,7 @@ def build_directions(
         if loss_fn is None or not hessian_batches:
             raise LandscapeInputError("directions 'eigen' need the loss and hessian_batches")
         eigen, values = hessian_directions(
-            model, loss_fn, hessian_batches, count, seed, graph_budget=max_memory
+            model, loss_fn, hessian_batches, count, seed, graph_budget=graph_budget
         )
         info["eigenvalues"] = values.double().cpu().numpy()
     directions = []
@@ -549,7 +549,7 @@ def _directions_for(
     seed: int,
     loss_fn: LossFunction,
     hessian_batches: Sequence[Batch] | None,
-    max_memory: int | None,
+    graph_budget: int | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """Directions for a new file, or the stored ones when an eigen run resumes.
 
@@ -561,5 +561,5 @@ def _directions_for(
             return stored.directions(), {}
     return build_directions(
         model, specs, normalization=normalization, ignore=ignore, seed=seed, loss_fn=loss_fn,
-        hessian_batches=hessian_batches, max_memory=max_memory,
+        hessian_batches=hessian_batches, graph_budget=graph_budget,
     )  # fmt: skip
