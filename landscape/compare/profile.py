@@ -17,12 +17,10 @@ import torch
 from torch import nn
 
 from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
-from landscape.curvature.eigen.lanczos import lanczos
-from landscape.curvature.measure import CurvatureRequest, measure_curvature
+from landscape.curvature.measure import CurvatureRequest
+from landscape.curvature.model import model_curvature
 from landscape.curvature.temperature import temperature_matched_curvature
 from landscape.errors import LandscapeInputError
-from landscape.operators.ggn import GGNOperator
-from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import ParameterFilter, select_parameters
 from landscape.sharpness import sharpness_report
 from landscape.surface.directions import interpolation_direction, random_direction
@@ -47,6 +45,8 @@ class ProfileSettings:
             models and is done by `matched_lambda_1`.
         params: The parameters the curvature and sharpness are taken over
             (:class:`~landscape.operators.mean_loss.ParameterFilter`; default all).
+        max_memory: The process's memory budget of the curvature measurements, as for
+            :func:`~landscape.curvature.model.model_curvature` (``"auto"``, None or bytes).
     """
 
     top_k: int = 3
@@ -58,6 +58,7 @@ class ProfileSettings:
     seed: int = 0
     confounds: bool = False
     params: ParameterFilter | None = None
+    max_memory: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -113,16 +114,21 @@ def loss_and_accuracy(
 def curvature(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
 ) -> dict[str, Any]:
-    """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian."""
+    """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian.
+
+    Measured as ``flatscape hessian`` measures (:func:`~landscape.curvature.model.
+    model_curvature`: the examples cut once into batches with their graphs kept, within
+    ``s.max_memory``), so a comparison's lambda_1 is the one ``hessian`` reports.
+    """
     request = CurvatureRequest(
         top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
         trace_matvecs=max(s.trace_matvecs, 3), seed=s.seed,
     )  # fmt: skip
-    operator = HessianOperator(model, loss_fn, batches, params=s.params)
-    result = measure_curvature(operator, request)
+    result = model_curvature(model, loss_fn, batches, request, params=s.params,
+                             max_memory=s.max_memory)  # fmt: skip
     top, trace = result.eigen, result.trace
     return {
-        "parameters": operator.dim,
+        "parameters": result.dim,
         "eigenvalues": top.eigenvalues.tolist(),
         "residuals": top.residuals.tolist(),
         "lambda_1": float(top.eigenvalues[0]),
@@ -189,8 +195,17 @@ def confound_measures(
     ball of radius 0.1 (2 restarts). Both are invariant to rescalings that leave the
     function unchanged.
     """
-    ggn = lanczos(GGNOperator(model, loss_fn, batches, params=s.params), k=1, tol=s.tol,
-                  seed=s.seed)  # fmt: skip
+    ggn = model_curvature(
+        model,
+        loss_fn,
+        batches,
+        operator="ggn",
+        top_k=1,
+        tol=s.tol,
+        seed=s.seed,
+        params=s.params,
+        max_memory=s.max_memory,
+    ).eigen
     common = {"geometries": ["elementwise"], "seed": s.seed, "params": s.params}
     average = sharpness_report(model, loss_fn, batches, 0.05, ["average"], samples=32, **common)
     worst = sharpness_report(model, loss_fn, batches, 0.1, ["worst"], steps=20, restarts=2,

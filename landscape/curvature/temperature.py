@@ -32,10 +32,9 @@ from scipy.optimize import brentq, minimize_scalar
 from torch import Tensor, nn
 
 from landscape._types import Batch, analysis_mode, in_analysis_mode
-from landscape.curvature.eigen import lanczos
-from landscape.curvature.trace import hutchinson_trace
+from landscape.curvature.measure import CurvatureRequest
+from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
-from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import ParameterSelection
 
 LOG_T_RANGE = (-12.0, 12.0)  # temperatures from e^-12 to e^12
@@ -204,11 +203,14 @@ def _curvature(
     params: ParameterSelection,
     bn_mode: str,
 ) -> dict[str, Any]:
-    H = HessianOperator(model, nn.functional.cross_entropy, batches, params=params, bn_mode=bn_mode)
-    eigen = lanczos(H, k=top_k, tol=tol, seed=seed)
-    trace = hutchinson_trace(H, trace_matvecs, seed=seed) if trace_matvecs > 0 else None
+    request = CurvatureRequest(top_k=top_k, tol=tol, trace=trace_matvecs > 0,
+                               trace_method="hutchinson", trace_matvecs=max(trace_matvecs, 1),
+                               seed=seed)  # fmt: skip
+    result = model_curvature(model, nn.functional.cross_entropy, batches, request,
+                             params=params, bn_mode=bn_mode)  # fmt: skip
+    eigen, trace = result.eigen, result.trace
     return {
-        "loss": H.loss,
+        "loss": result.loss,
         "eigenvalues": eigen.eigenvalues.tolist(),
         "residuals": eigen.residuals.tolist(),
         "converged": eigen.converged,
