@@ -53,9 +53,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from distill.data import load_dataset
 from distill.trainer import Recipe, train_teacher
-from landscape.operators.batching import fastest_batch_size, split_batches
+from landscape.operators.batching import split_batches
 from landscape.surface.directions import random_direction
 from landscape.surface.evaluate import SurfaceEvaluator, compute_surface, grid_points
+from landscape.surface.forward_cost import fastest_batch_size
 from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 BATCH_CANDIDATES = (32, 64, 128, 256, 500, 1000, 2000, 4000)

@@ -4,8 +4,8 @@ Throughput on a CPU depends on whether a batch's activations fit the caches, so 
 "as large as fits" nor a fixed 128 is right: on the MNIST-1D CNN one 4000-example batch
 took twice as long per point as batches of 128, and a ResNet-20 HVP over 1024 examples
 twice as long in one batch as in batches of 256. Curvature therefore uses cache-sized
-batches with every gradient graph kept (:func:`curvature_batches`), and surfaces measure
-the fastest forward batch size (:func:`fastest_batch_size`).
+batches with every gradient graph kept (:func:`curvature_batches`); surfaces measure the
+fastest forward batch size (:func:`landscape.surface.forward_cost.fastest_batch_size`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from landscape._types import Batch
 from landscape.errors import LandscapeInputError
-from landscape.timing import clock_for
-
-CANDIDATES = (64, 128, 256, 512, 1024, 2048, 4096)
 
 
 def _take(inputs: Any, start: int, stop: int) -> Any:
@@ -117,51 +114,3 @@ def curvature_batches(
     if batch_size is None:
         return product_batches(inputs, targets), True
     return split_batches(inputs, targets, batch_size), False
-
-
-def fastest_batch_size(
-    model: nn.Module,
-    inputs: Tensor,
-    candidates: Sequence[int] = CANDIDATES,
-    max_examples: int = 4096,
-    repeats: int = 3,
-) -> tuple[int, dict[int, float]]:
-    """Time no-grad forward passes per candidate batch size, return the fastest.
-
-    Every candidate is first run once untimed (its first pass pays for new allocations),
-    then the candidates are timed in ``repeats`` interleaved rounds and each keeps its
-    fastest round: a burst of load on a shared machine then hits one round of every
-    candidate, not every round of one (one pass each, in one round, picked 128 over 2048
-    on a loaded machine, 1.4x slower per pass).
-
-    Args:
-        model: The model, evaluated in its current mode.
-        inputs: Examples (at most ``max_examples`` of them are used).
-        max_examples: How many examples each candidate is timed on.
-        candidates: Batch sizes to try; those above the number of examples collapse to it.
-        repeats: Timed rounds; the fastest of each candidate counts. Timed with
-            :func:`landscape.timing.clock_for` (CPU time on a CPU).
-
-    Returns:
-        The fastest batch size and the seconds per example of every candidate tried.
-    """
-    sample = inputs[:max_examples]
-    n = sample.shape[0]
-    sizes = sorted({min(size, n) for size in candidates})
-    seconds: dict[int, float] = {}
-    with torch.inference_mode():
-        for size in sizes:  # warm-up
-            model(sample[:size])
-        for _ in range(repeats):
-            for size in sizes:
-                elapsed = _pass_seconds(model, sample, size) / n
-                seconds[size] = min(seconds.get(size, elapsed), elapsed)
-    return min(seconds, key=seconds.get), seconds
-
-
-def _pass_seconds(model: nn.Module, inputs: Tensor, size: int) -> float:
-    clock = clock_for(inputs.device)
-    start = clock()
-    for chunk in inputs.split(size):
-        model(chunk)
-    return clock() - start

@@ -24,19 +24,8 @@ from torch import Tensor, nn
 
 from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
 from landscape.errors import LandscapeInputError
-from landscape.operators.batching import (
-    CANDIDATES,
-    fastest_batch_size,
-    gather_examples,
-    split_batches,
-)
-from landscape.operators.memory import (
-    describe_budget,
-    format_size,
-    forward_bytes,
-    peak_bytes,
-    resolve_budget,
-)
+from landscape.operators.batching import gather_examples, split_batches
+from landscape.operators.memory import describe_budget, format_size, peak_bytes, resolve_budget
 from landscape.surface.directions import Direction, hessian_directions, random_direction
 from landscape.surface.evaluate import (
     VECTORIZE,
@@ -47,6 +36,7 @@ from landscape.surface.evaluate import (
     grid_points,
     has_convolutions,
 )
+from landscape.surface.forward_cost import CANDIDATES, fastest_batch_size, forward_bytes
 from landscape.surface.grid import Axis, check_grid_size, parse_axis_spec
 from landscape.surface.plane import Plane
 from landscape.surface.store import SPLITS, SurfaceSpec, SurfaceStore
@@ -247,7 +237,7 @@ class ForwardPlan:
     Attributes:
         budget: Bytes (None: no limit).
         per_example: Working memory of a no-grad forward pass per example
-            (:func:`~landscape.operators.memory.forward_bytes`); None for non-tensor inputs.
+            (:func:`~landscape.surface.forward_cost.forward_bytes`); None for non-tensor inputs.
         point_bytes: The weights of one grid point (every parameter and buffer: an upper
             bound of what a block stacks per point).
         widths: Points evaluated at once by ``vmap`` on batches up to ``VMAP_MAX_BATCH``
@@ -440,7 +430,7 @@ def loss_surface(
         max_memory: Bytes a forward pass and a block of points may work in: ``"auto"``
             (half the memory available at the start), None (no limit) or bytes for the
             whole process. The forward pass is measured per example
-            (:func:`~landscape.operators.memory.forward_bytes`); automatic batch sizes
+            (:func:`~landscape.surface.forward_cost.forward_bytes`); automatic batch sizes
             above the budget are not tried, blocks shrink to fit, and a given batch size
             that does not fit raises with the one that does.
         hessian_data: Batches the eigen directions' Hessian is taken over (default: the

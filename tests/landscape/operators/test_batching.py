@@ -2,7 +2,9 @@ import torch
 from torch import nn
 
 import landscape.operators.batching as batching
-from landscape.operators.batching import fastest_batch_size, split_batches
+import landscape.surface.forward_cost as forward_cost
+from landscape.operators.batching import split_batches
+from landscape.surface.forward_cost import fastest_batch_size
 
 
 def test_split_batches_keeps_order_and_sizes():
@@ -21,7 +23,7 @@ def test_fastest_batch_size_takes_the_best_round_of_the_fastest_candidate(monkey
         order.append(size)
         return next(calls[size])
 
-    monkeypatch.setattr(batching, "_pass_seconds", timed)
+    monkeypatch.setattr(forward_cost, "_pass_seconds", timed)
     model = nn.Linear(3, 2)
     best, seconds = fastest_batch_size(model, torch.randn(200, 3), candidates=(64, 128, 256, 4096))
     assert best == 128
@@ -45,7 +47,7 @@ def test_candidates_are_timed_with_the_devices_clock(monkeypatch):
 
     assert clock_for(torch.device("cpu")) is time.process_time
     ticks = iter(range(100))
-    monkeypatch.setattr(batching, "clock_for", lambda device: lambda: float(next(ticks)))
+    monkeypatch.setattr(forward_cost, "clock_for", lambda device: lambda: float(next(ticks)))
     _, seconds = fastest_batch_size(nn.Linear(3, 2), torch.randn(10, 3), candidates=(5, 10))
     assert seconds == {5: 1 / 10, 10: 1 / 10}  # one fake tick per pass, per example
 

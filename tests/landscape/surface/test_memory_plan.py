@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from landscape.errors import LandscapeInputError
-from landscape.operators.memory import LiveBytes, forward_bytes
+from landscape.surface.forward_cost import LiveBytes, forward_bytes
 from landscape.surface.loss_surface import forward_plan, loss_surface
 from tests.landscape.surface_problems import classification_data, mlp
 
