@@ -67,7 +67,7 @@ def reproduce(preset, datasets, seeds, generations, epochs, grid_file, out_dir, 
     Example:
       flatscape reproduce --preset quick --out-dir runs/demo
     """
-    from cli._experiments import Experiment, run_experiment
+    from cli.study.experiment import Experiment, run_experiment
 
     apply_threads(threads)
     if preset == "sweep" or grid_file:
@@ -91,10 +91,10 @@ def _check_run_folder(out_dir: str, grid_file: str | None) -> None:
 
 
 def _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, quiet, device):
-    """``--preset sweep``: the recipe grid (``cli._sweep``)."""
+    """``--preset sweep``: the recipe grid (``cli.study.sweep``)."""
     from dataclasses import replace
 
-    from cli._sweep import SweepGrid, run_sweep
+    from cli.study.sweep import SweepGrid, run_sweep
     from distill.errors import DistillInputError
 
     if preset != "sweep":

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import click
 
 from cli import _choices as choices
-from cli import _planes as planes
 from cli._common import (
     apply_threads,
     device_option,
@@ -29,6 +28,7 @@ from cli._common import (
     threads_option,
 )
 from cli._outputs import OutputPlan, os_error_text, write_json
+from cli.study import planes
 from landscape.errors import LandscapeInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command

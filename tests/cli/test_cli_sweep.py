@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cli._sweep as sweep_module
-from cli._sweep import SweepGrid, check_grid_document, noise_floor, student_recipe
+import cli.study.sweep as sweep_module
 from cli.main import cli
+from cli.study import SweepGrid, check_grid_document, noise_floor
+from cli.study.sweep import student_recipe
 from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
 from tests.cli.helpers import assert_one_line_error

@@ -368,7 +368,7 @@ def test_compare_keeps_its_report_when_a_plot_cannot_be_written(tmp_path, files,
     def full(fig, out, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
 
-    monkeypatch.setattr("cli._report.save_figure", full)
+    monkeypatch.setattr("cli.study.report.save_figure", full)
     t = files["teacher"]
     result = run("compare", t, t, "--top-k", "1", "--trace-matvecs", "0", "--line-points", "3",
                  *FAST, "--plots", tmp_path / "p", "--json", tmp_path / "r.json")  # fmt: skip

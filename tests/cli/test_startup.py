@@ -42,7 +42,7 @@ def test_the_command_table_lists_each_commands_own_short_help():
 
 
 def test_option_choices_equal_the_libraries_constants():
-    from cli._experiments import PRESETS
+    from cli.study import PRESETS
     from distill.data import DATASETS
     from distill.losses import ALPHA_MEANING
     from distill.models import ARCHITECTURES

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli._experiments import read_stamp
+from cli.study.experiment import read_stamp
 from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
@@ -251,6 +251,7 @@ class Cell:
 
     @property
     def folder(self) -> str:
+        """The cell's folder under the sweep's output folder."""
         return f"{self.regime}/w{self.width}/seed{self.seed}"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli._report import write_report
+from cli.study.report import write_report
 from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import dataset_from_description, load_dataset
@@ -82,6 +82,7 @@ class Experiment:
 
     @classmethod
     def from_preset(cls, name: str, datasets=None, seeds=None, generations=None, epochs=None):
+        """A preset of :data:`PRESETS` with the values given (not None) replaced."""
         overrides = {
             "datasets": tuple(datasets) if datasets else None,
             "seeds": seeds,
@@ -91,6 +92,7 @@ class Experiment:
         return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready, and what a resumed run must match (``experiment.json``)."""
         return asdict(self)
 
 
@@ -278,7 +280,7 @@ def seed_planes(
     Each into ``<seed folder>/plane.h5`` (resumed), on ``contour_points`` per axis; the
     contour of seed 0 goes to ``figures``. None without contours or a second generation.
     """
-    from cli._planes import plane_report
+    from cli.study.planes import plane_report
 
     planes: dict[str, dict[int, dict[str, Any]]] = {}
     if not experiment.contour_points or experiment.generations < 2:
