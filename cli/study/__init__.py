@@ -16,7 +16,8 @@ Experiments (``flatscape reproduce``)
     read_stamp
 Sweep (``reproduce --preset sweep``)
     SweepGrid, check_grid_document, run_sweep, calibrate, estimate, Rates, Cell,
-    summarise, best_recipe, noise_floor, write_sweep_report
+    measure_checkpoint, matched_curvature, summarise, best_recipe, noise_floor,
+    write_sweep_report
 Claims and reports
     CLAIMS, claims_table, rise_then_fall, write_report, generation_table, measures_of,
     save_lines
@@ -26,6 +27,8 @@ Planes of a family
 Comparison (``flatscape compare``)
     compare_checkpoints, load_models, reference_index, comparison_plane, write_plots,
     per_layer_text
+Measurement cache (one for the runner and the sweep)
+    Measurement, measured, cache_file, canonical_json
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ _EXPORTS = {
     "estimate": "cli.study.sweep",
     "Rates": "cli.study.sweep",
     "Cell": "cli.study.sweep",
+    "measure_checkpoint": "cli.study.sweep",
+    "matched_curvature": "cli.study.sweep",
     "summarise": "cli.study.sweep",
     "best_recipe": "cli.study.sweep",
     "noise_floor": "cli.study.sweep",
@@ -84,6 +89,11 @@ _EXPORTS = {
     "comparison_plane": "cli.study.comparison",
     "write_plots": "cli.study.comparison",
     "per_layer_text": "cli.study.comparison",
+    # Measurement cache
+    "Measurement": "cli.study.cache",
+    "measured": "cli.study.cache",
+    "cache_file": "cli.study.cache",
+    "canonical_json": "cli.study.cache",
 }
 
 __all__ = list(_EXPORTS)
