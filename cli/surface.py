@@ -314,8 +314,8 @@ def _axis_defaults(kind: str, x_range: str | None, y_range: str | None) -> tuple
 
 def _plane(kind, model, meta, checkpoint, paths, trajectories, normalization, device, sources):
     if kind == "plane":
-        return planes.checkpoint_plane(model, meta, paths, normalization, device, sources)
-    return planes.trajectory_plane(model, meta, checkpoint, trajectories, sources.model)
+        return planes.load_checkpoint_plane(model, meta, paths, normalization, device, sources)
+    return planes.load_trajectory_plane(model, meta, checkpoint, trajectories, sources.model)
 
 
 def _parse_direction(text: str) -> tuple[str, Path | None]:

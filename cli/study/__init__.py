@@ -22,7 +22,7 @@ Claims and reports
     CLAIMS, claims_table, rise_then_fall, write_report, generation_table, measures_of,
     save_lines
 Planes of a family
-    plane_report, plane_lines, checkpoint_plane, trajectory_plane, mark_lines,
+    plane_report, plane_lines, load_checkpoint_plane, load_trajectory_plane, mark_lines,
     plane_axes, check_plane_grid, check_family
 Comparison (``flatscape compare``)
     compare_checkpoints, load_models, reference_index, comparison_plane, write_plots,
@@ -76,8 +76,8 @@ _EXPORTS = {
     # Planes of a family
     "plane_report": "cli.study.planes",
     "plane_lines": "cli.study.planes",
-    "checkpoint_plane": "cli.study.planes",
-    "trajectory_plane": "cli.study.planes",
+    "load_checkpoint_plane": "cli.study.planes",
+    "load_trajectory_plane": "cli.study.planes",
     "mark_lines": "cli.study.planes",
     "plane_axes": "cli.study.planes",
     "check_plane_grid": "cli.study.planes",

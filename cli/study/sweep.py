@@ -34,7 +34,13 @@ from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.errors import DistillInputError
 from distill.losses import KDConfig
-from distill.trainer import TEACHER_RECIPES, Recipe, train_student, train_teacher
+from distill.trainer import (
+    TEACHER_RECIPES,
+    Recipe,
+    student_recipe,
+    train_student,
+    train_teacher,
+)
 from landscape.atomic_files import save_figure, write_text_atomically
 from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
 
@@ -234,12 +240,16 @@ def teacher_recipe(grid: SweepGrid) -> Recipe:
     return replace(TEACHER_RECIPES["mnist1d"], epochs=grid.teacher_epochs)
 
 
-def student_recipe(grid: SweepGrid, recipe: dict[str, Any]) -> Recipe:
-    """A student's optimiser: the teacher's recipe, its epochs and lr changed as named."""
+def training_recipe(grid: SweepGrid, recipe: dict[str, Any]) -> Recipe:
+    """The optimiser of a grid's student recipe: :func:`distill.trainer.student_recipe`.
+
+    That is the teacher's recipe at ``recipe["epochs"]`` times its epochs, with a 2-epoch
+    warm-up, at a quarter of the teacher's lr (``lr: quarter``) or at the teacher's own
+    (``lr: teacher``).
+    """
     base = teacher_recipe(grid)
-    epochs = base.epochs * recipe["epochs"]
-    lr = base.lr if recipe["lr"] == "teacher" else base.lr / 4
-    return replace(base, epochs=epochs, lr=lr, warmup_epochs=min(2, epochs - 1))
+    student = student_recipe(replace(base, epochs=base.epochs * recipe["epochs"]))
+    return student if recipe["lr"] == "quarter" else replace(student, lr=base.lr)
 
 
 @dataclass(frozen=True)
@@ -286,7 +296,7 @@ def _train_student(path: Path, teacher: Path, grid: SweepGrid, recipe: dict, dev
     """Train one student; a diverged run is recorded (``collapsed``) instead of raising."""
     kd = KDConfig(temperature=recipe["temperature"], alpha=recipe["alpha"])
     try:
-        model, meta = train_student(teacher, kd, recipe=student_recipe(grid, recipe),
+        model, meta = train_student(teacher, kd, recipe=training_recipe(grid, recipe),
                                     device=device)  # fmt: skip
     except DistillInputError as err:
         if "diverged" not in str(err):

@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 from click.testing import CliRunner
@@ -18,9 +18,10 @@ from cli.study import (
     measure_checkpoint,
     noise_floor,
 )
-from cli.study.sweep import student_recipe
+from cli.study.sweep import teacher_recipe, training_recipe
 from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
+from distill.trainer import student_recipe
 from tests.cli.helpers import assert_one_line_error
 
 GRID = {
@@ -154,8 +155,10 @@ def test_the_preset_grid_and_recipes():
     grid = SweepGrid()
     recipes = grid.recipes()
     assert len(recipes) == 24 and len({r["name"] for r in recipes}) == 24
-    quarter = student_recipe(grid, {"epochs": 2, "lr": "quarter"})
-    same = student_recipe(grid, {"epochs": 1, "lr": "teacher"})
+    quarter = training_recipe(grid, {"epochs": 2, "lr": "quarter"})
+    same = training_recipe(grid, {"epochs": 1, "lr": "teacher"})
+    longer = replace(teacher_recipe(grid), epochs=2 * grid.teacher_epochs)
+    assert quarter == student_recipe(longer)  # distill's one default student recipe
     assert quarter.epochs == 2 * grid.teacher_epochs and quarter.lr == pytest.approx(0.025)
     assert same.lr == pytest.approx(0.1) and same.warmup_epochs == 2
     assert noise_floor(0.9, 1000) == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)
