@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from cli._common import (
@@ -120,38 +118,10 @@ from distill.errors import DistillInputError
 @quiet_option
 @device_option
 @threads_option
-def compare(
-    checkpoints,
-    surface,
-    plane,
-    plane_points,
-    plots_dir,
-    samples,
-    batch_size,
-    top_k,
-    tol,
-    trace_matvecs,
-    line_points,
-    seed,
-    confounds,
-    allow_mixed,
-    params,
-    exclude,
-    per_layer,
-    resamples,
-    resample_size,
-    bootstrap,
-    per_layer_table,
-    loss_spec,
-    json_path,
-    markdown_path,
-    csv_path,
-    force,
-    quiet,
-    device,
-    threads,
-    **options,
-):
+def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch_size, top_k, tol,
+            trace_matvecs, line_points, seed, confounds, allow_mixed, params, exclude, per_layer,
+            resamples, resample_size, bootstrap, per_layer_table, loss_spec, json_path,
+            markdown_path, csv_path, force, quiet, device, threads, **options):  # fmt: skip
     """Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width.
 
     All models are measured on the same data with the same settings; changes are
@@ -163,88 +133,49 @@ def compare(
       flatscape compare runs/teacher.safetensors runs/sd/gen1.safetensors \\
           runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
     """
-    from cli.study.comparison import (
-        CONFOUND_COLUMNS,
-        TABLE_COLUMNS,
-        compare_checkpoints,
-        comparison_plane,
-        per_layer_text,
-        write_plots,
-    )
+    from cli.study import comparison
     from distill.losses import analysis_loss
     from landscape.compare.profile import ProfileSettings
-    from landscape.compare.table import to_csv, to_markdown
 
     apply_threads(threads)
     loss_fn, loss_record = analysis_loss(loss_spec)
-    if confounds and loss_spec != "cross_entropy":
-        raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
     per_layer = per_layer or per_layer_table is not None
-    _check_requests(bootstrap, resamples, plane, len(checkpoints))
+    _check_requests(confounds, loss_spec, bootstrap, resamples, plane, len(checkpoints))
     sources = sources_from(options)
     outputs = _outputs(
         OutputPlan(force), (json_path, markdown_path, csv_path, per_layer_table), plots_dir,
         _plot_names(plane, line_points, surface, per_layer), checkpoints, sources,
     )  # fmt: skip
-    settings = ProfileSettings(
-        top_k=top_k,
-        tol=tol,
-        trace_matvecs=trace_matvecs,
-        line_points=line_points,
-        seed=seed,
-        confounds=confounds,
-        params=parameter_filter(params, exclude),
-    )
+    settings = ProfileSettings(top_k=top_k, tol=tol, trace_matvecs=trace_matvecs,
+                               line_points=line_points, seed=seed, confounds=confounds,
+                               params=parameter_filter(params, exclude))  # fmt: skip
+    device = resolve_device(device)
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
-        report = compare_checkpoints(
-            list(checkpoints),
-            settings,
-            samples,
-            batch_size,
-            resolve_device(device),
-            allow_mixed,
-            progress=bar.update,
-            interpolation_points=41 if surface else 0,
-            sources=sources,
-            loss_fn=loss_fn,
-            per_layer=per_layer,
-            resamples=resamples,
-            resample_size=resample_size,
-            loss_name=loss_spec,
-            bootstrap=bootstrap,
-        )
+        report = comparison.compare_checkpoints(
+            list(checkpoints), settings, samples, batch_size, device, allow_mixed,
+            progress=bar.update, interpolation_points=41 if surface else 0, sources=sources,
+            loss_fn=loss_fn, per_layer=per_layer, resamples=resamples,
+            resample_size=resample_size, loss_name=loss_spec, bootstrap=bootstrap,
+        )  # fmt: skip
     report["loss_function"] = loss_record
     with report_kept_on_failure(report):  # a full disk must not lose the measurements
-        if plane:
-            report["plane"] = comparison_plane(report, samples, plots_dir, plane_points,
-                                     resolve_device(device), sources, loss_fn)  # fmt: skip
-        if plots_dir:
-            write_plots(report, Path(plots_dir))
-    rows, columns = report["models"], list(TABLE_COLUMNS)
-    if confounds:
-        columns += CONFOUND_COLUMNS
-    if resamples:
-        columns += ["lambda_1_sd", "lambda_1_change_exceeds_spread"]
-        if trace_matvecs:
-            columns += ["trace_sd", "trace_change_exceeds_spread"]
-    markdown = to_markdown(rows, columns)
-    click.echo(f"{samples} train examples; changes relative to {report['reference']}\n")
-    click.echo(markdown, nl=False)
-    if plane:
-        from cli.study.planes import plane_lines
-
-        names = " -> ".join(m["name"] for m in report["plane"]["models"])
-        click.echo(f"\nThe plane through {names} ({samples} train examples):\n")
-        click.echo("\n".join(plane_lines(report["plane"])))
+        comparison.add_plane_and_plots(report, samples, plots_dir, plane_points if plane else 0,
+                                       device, sources, loss_fn)  # fmt: skip
+    tables = comparison.comparison_tables(report, confounds, bool(resamples), trace_matvecs > 0)
+    click.echo(comparison.comparison_summary(report, tables["markdown"], samples), nl=False)
     write_json(outputs[0], report)
     with report_kept_on_failure(report):
-        write_text_output(outputs[1], markdown)
-        write_text_output(outputs[2], to_csv(rows, columns))
+        write_text_output(outputs[1], tables["markdown"])
+        write_text_output(outputs[2], tables["csv"])
         if outputs[3] is not None:
-            write_text_output(outputs[3], per_layer_text(rows, outputs[3].suffix))
+            write_text_output(outputs[3], comparison.per_layer_text(report["models"],
+                                                                    outputs[3].suffix))  # fmt: skip
 
 
-def _check_requests(bootstrap: bool, resamples: int | None, plane: bool, models: int) -> None:
+def _check_requests(confounds: bool, loss_spec: str, bootstrap: bool, resamples: int | None,
+                    plane: bool, models: int) -> None:  # fmt: skip
+    if confounds and loss_spec != "cross_entropy":
+        raise DistillInputError("--confounds match a cross-entropy by temperature; drop --loss")
     if bootstrap and not resamples:
         raise DistillInputError("--bootstrap draws the --resamples subsets; give --resamples")
     if plane and models < 3:

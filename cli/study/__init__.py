@@ -25,8 +25,11 @@ Planes of a family
     plane_report, plane_lines, load_checkpoint_plane, load_trajectory_plane, mark_lines,
     plane_axes, check_plane_grid, check_family
 Comparison (``flatscape compare``)
-    compare_checkpoints, load_models, reference_index, comparison_plane, write_plots,
-    per_layer_text
+    compare_checkpoints, load_models, reference_index, comparison_plane,
+    add_plane_and_plots, write_plots, comparison_columns, comparison_tables,
+    comparison_summary, per_layer_text
+A checkpoint's curvature (``flatscape hessian``)
+    checkpoint_curvature, CurvatureSettings
 Measurement cache (one for the runner and the sweep)
     Measurement, measured, cache_file, canonical_json
 """
@@ -88,7 +91,14 @@ _EXPORTS = {
     "reference_index": "cli.study.comparison",
     "comparison_plane": "cli.study.comparison",
     "write_plots": "cli.study.comparison",
+    "add_plane_and_plots": "cli.study.comparison",
+    "comparison_columns": "cli.study.comparison",
+    "comparison_tables": "cli.study.comparison",
+    "comparison_summary": "cli.study.comparison",
     "per_layer_text": "cli.study.comparison",
+    # A checkpoint's curvature
+    "checkpoint_curvature": "cli.study.curvature",
+    "CurvatureSettings": "cli.study.curvature",
     # Measurement cache
     "Measurement": "cli.study.cache",
     "measured": "cli.study.cache",

@@ -66,32 +66,25 @@ def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
     return loaded
 
 
-def _blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer, resamples, size,
-                       device, bootstrap=False) -> dict[str, Any]:  # fmt: skip
-    """The per-layer rows and the resampled spread of one model, as asked."""
+def _spread(model, loss_fn, bundle, settings, resamples, size, device,
+            bootstrap=False) -> dict[str, Any]:  # fmt: skip
+    """The resampled spread of one model's lambda_1 and trace."""
     from distill.analysis import first_examples
-    from landscape.curvature.measure import CurvatureRequest, model_curvature
+    from landscape.curvature.measure import CurvatureRequest
     from landscape.curvature.resampling import resampled_curvature
 
     request = CurvatureRequest(
         top_k=1, tol=settings.tol, trace=settings.trace_matvecs > 0,
         trace_matvecs=max(settings.trace_matvecs, 3), seed=settings.seed,
     )  # fmt: skip
-    extra: dict[str, Any] = {}
-    if per_layer:
-        result = model_curvature(model, loss_fn, train, request, params=settings.params,
-                                 per_layer=True)  # fmt: skip
-        extra["per_layer"] = result.per_layer
-    if resamples:
-        everything = first_examples(bundle.train_eval, None, 4096, device)
-        extra["resampling"] = resampled_curvature(
-            model, loss_fn, everything, request, resamples, size, bootstrap=bootstrap,
-            seed=settings.seed, params=settings.params,
-        )  # fmt: skip
-        extra["lambda_1_sd"] = extra["resampling"]["eigenvalues"][0]["std"]
-        trace = extra["resampling"]["trace"]
-        extra["trace_sd"] = None if trace is None else trace["std"]
-    return extra
+    everything = first_examples(bundle.train_eval, None, 4096, device)
+    resampling = resampled_curvature(
+        model, loss_fn, everything, request, resamples, size, bootstrap=bootstrap,
+        seed=settings.seed, params=settings.params,
+    )  # fmt: skip
+    trace = resampling["trace"]
+    return {"resampling": resampling, "lambda_1_sd": resampling["eigenvalues"][0]["std"],
+            "trace_sd": None if trace is None else trace["std"]}  # fmt: skip
 
 
 def _spread_verdicts(records: list[dict[str, Any]], ref: int) -> None:
@@ -136,7 +129,9 @@ def compare_checkpoints(
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
 
     With `per_layer`, each record gets ``per_layer``: lambda_1 and trace of each module's
-    block (:mod:`landscape.curvature.per_layer`). With `resamples`, ``resampling``:
+    block (:mod:`landscape.curvature.per_layer`), on the operator the whole model was
+    measured on: ``hvps`` counts the whole model's products (once), ``per_layer_hvps``
+    the blocks'. With `resamples`, ``resampling``:
     lambda_1 and the trace on that many disjoint (or, with `bootstrap`, drawn with
     replacement) subsets of `resample_size` examples of the whole train split, the same
     subsets for every model, with ``lambda_1_sd``, ``trace_sd`` and, against the
@@ -172,10 +167,11 @@ def compare_checkpoints(
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
         check_loss(loss_fn, model, train[0], loss_name)
-        record = profile_model(model, loss_fn, train, settings, test_batches=test)
-        record.update(_blocks_and_spread(model, loss_fn, train, bundle, settings, per_layer,
-                                         resamples, resample_size, device,
-                                         bootstrap))  # fmt: skip
+        record = profile_model(model, loss_fn, train, settings, test_batches=test,
+                               per_layer=per_layer)  # fmt: skip
+        if resamples:
+            record.update(_spread(model, loss_fn, bundle, settings, resamples, resample_size,
+                                  device, bootstrap))  # fmt: skip
         records.append(
             {
                 "name": Path(path).stem,
@@ -276,3 +272,50 @@ def per_layer_text(models: list[dict[str, Any]], suffix: str) -> str:
     rows = [{"model": m["name"], **row} for m in models for row in per_layer_table(m["per_layer"])]
     render = to_csv if suffix == ".csv" else to_markdown
     return render(rows, ["model", *PER_LAYER_COLUMNS])
+
+
+def add_plane_and_plots(report: dict[str, Any], samples: int, plots_dir: str | Path | None,
+                        plane_points: int, device, sources=None, loss_fn=None) -> None:  # fmt: skip
+    """The plane (with ``plane_points``) into ``report["plane"]``, the figures into ``plots_dir``.
+
+    See :func:`comparison_plane` and :func:`write_plots`.
+    """
+    if plane_points:
+        report["plane"] = comparison_plane(report, samples, plots_dir, plane_points, device,
+                                           sources, loss_fn)  # fmt: skip
+    if plots_dir:
+        write_plots(report, Path(plots_dir))
+
+
+def comparison_columns(confounds: bool, resampled: bool, trace: bool) -> list[str]:
+    """The table's columns: the measures, then the confounds and spreads measured."""
+    columns = list(TABLE_COLUMNS)
+    if confounds:
+        columns += CONFOUND_COLUMNS
+    if resampled:
+        columns += ["lambda_1_sd", "lambda_1_change_exceeds_spread"]
+        if trace:
+            columns += ["trace_sd", "trace_change_exceeds_spread"]
+    return columns
+
+
+def comparison_tables(report: dict[str, Any], confounds: bool, resampled: bool,
+                      trace: bool) -> dict[str, str]:  # fmt: skip
+    """The models' table as ``markdown`` and ``csv``, with :func:`comparison_columns`."""
+    from landscape.compare.table import to_csv, to_markdown
+
+    columns = comparison_columns(confounds, resampled, trace)
+    return {"markdown": to_markdown(report["models"], columns),
+            "csv": to_csv(report["models"], columns)}  # fmt: skip
+
+
+def comparison_summary(report: dict[str, Any], markdown: str, samples: int) -> str:
+    """What ``flatscape compare`` prints: the table, and the plane's when there is one."""
+    from cli.study.planes import plane_lines
+
+    text = f"{samples} train examples; changes relative to {report['reference']}\n\n{markdown}"
+    if "plane" in report:
+        names = " -> ".join(m["name"] for m in report["plane"]["models"])
+        text += f"\nThe plane through {names} ({samples} train examples):\n\n"
+        text += "\n".join(plane_lines(report["plane"])) + "\n"
+    return text

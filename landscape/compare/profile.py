@@ -111,9 +111,18 @@ def loss_and_accuracy(
 
 
 def curvature(
-    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
+    model: nn.Module,
+    loss_fn: LossFunction,
+    batches: Sequence[Batch],
+    s: ProfileSettings,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
-    """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian."""
+    """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian.
+
+    With ``per_layer``, also each module's block (:func:`layer_curvature`) on the same
+    operator: the whole model is measured once (``hvps``), the blocks after it
+    (``per_layer_hvps``).
+    """
     request = CurvatureRequest(
         top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
         trace_matvecs=max(s.trace_matvecs, 3), seed=s.seed,
@@ -121,7 +130,7 @@ def curvature(
     operator = HessianOperator(model, loss_fn, batches, params=s.params)
     result = measure_curvature(operator, request)
     top, trace = result.eigen, result.trace
-    return {
+    record = {
         "parameters": operator.dim,
         "eigenvalues": top.eigenvalues.tolist(),
         "residuals": top.residuals.tolist(),
@@ -131,6 +140,29 @@ def curvature(
         "trace_stderr": None if trace is None else float(trace.stderr),
         "hvps": result.matvecs,
     }
+    if per_layer:
+        record.update(layer_curvature(operator, model, s))
+    return record
+
+
+def layer_curvature(
+    operator: HessianOperator, model: nn.Module, s: ProfileSettings
+) -> dict[str, Any]:
+    """lambda_1 and the trace of each module's block of ``operator`` (``per_layer`` rows).
+
+    ``per_layer_hvps`` counts the products the blocks took on ``operator``.
+    """
+    from landscape.curvature.per_layer import per_layer_curvature
+
+    request = CurvatureRequest(
+        top_k=1, tol=s.tol, trace=s.trace_matvecs > 0, trace_matvecs=max(s.trace_matvecs, 3),
+        seed=s.seed,
+    )  # fmt: skip
+    before = operator.matvecs
+    sizes = [p.numel() for p in operator.params]
+    rows = per_layer_curvature(operator, model, operator.names, sizes, request)
+    return {"per_layer": [row.to_dict() for row in rows],
+            "per_layer_hvps": operator.matvecs - before}  # fmt: skip
 
 
 def line_profile(
@@ -231,6 +263,7 @@ def profile_model(
     train_batches: Sequence[Batch],
     settings: ProfileSettings,
     test_batches: Sequence[Batch] | None = None,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Everything a comparison reports for one model, measured on fixed batches.
 
@@ -238,7 +271,8 @@ def profile_model(
     data the curvature is measured on), ``test_loss``, ``test_accuracy`` (when
     `test_batches` are given), ``eigenvalues``, ``residuals``, ``lambda_1``, ``trace``,
     ``trace_stderr``, ``hvps``, ``line_x``, ``line_loss``, ``line_acc`` (percent),
-    ``surface_width``, ``seconds``.
+    ``surface_width``, ``seconds``; with ``per_layer``, ``per_layer`` and
+    ``per_layer_hvps`` (:func:`layer_curvature`, on the operator of ``lambda_1``).
     """
     start = time.perf_counter()
     record: dict[str, Any] = {}
@@ -249,7 +283,7 @@ def profile_model(
         record["test_loss"], record["test_accuracy"] = loss_and_accuracy(
             model, loss_fn, test_batches
         )
-    record.update(curvature(model, loss_fn, train_batches, settings))
+    record.update(curvature(model, loss_fn, train_batches, settings, per_layer))
     if settings.line_points:
         record.update(line_profile(model, loss_fn, train_batches, settings))
     if settings.confounds:
