@@ -30,6 +30,8 @@ Comparison (``flatscape compare``)
     comparison_summary, per_layer_text
 A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
+A checkpoint's sharpness (``flatscape sharpness``)
+    checkpoint_sharpness, sharpness_lines, DEFAULT_RHO
 Measurement cache (one for the runner and the sweep)
     Measurement, measured, cache_file, canonical_json
 """
@@ -99,6 +101,10 @@ _EXPORTS = {
     # A checkpoint's curvature
     "checkpoint_curvature": "cli.study.curvature",
     "CurvatureSettings": "cli.study.curvature",
+    # A checkpoint's sharpness
+    "checkpoint_sharpness": "cli.study.sharpness",
+    "sharpness_lines": "cli.study.sharpness",
+    "DEFAULT_RHO": "cli.study.sharpness",
     # Measurement cache
     "Measurement": "cli.study.cache",
     "measured": "cli.study.cache",
