@@ -32,6 +32,8 @@ A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
 A checkpoint's sharpness (``flatscape sharpness``)
     checkpoint_sharpness, sharpness_lines, DEFAULT_RHO
+A checkpoint's loss surface (``flatscape surface``)
+    checkpoint_surface
 Measurement cache (one for the runner and the sweep)
     Measurement, measured, cache_file, canonical_json
 """
@@ -105,6 +107,8 @@ _EXPORTS = {
     "checkpoint_sharpness": "cli.study.sharpness",
     "sharpness_lines": "cli.study.sharpness",
     "DEFAULT_RHO": "cli.study.sharpness",
+    # A checkpoint's loss surface
+    "checkpoint_surface": "cli.study.surface",
     # Measurement cache
     "Measurement": "cli.study.cache",
     "measured": "cli.study.cache",
