@@ -26,7 +26,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json
+from cli.outputs import OutputPlan, write_json
 from cli.surface import saved_points_on_failure
 
 

@@ -24,7 +24,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json, write_text_output
+from cli.outputs import OutputPlan, write_json, write_text_output
 from distill.errors import DistillInputError
 
 

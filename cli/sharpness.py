@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -23,7 +23,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json
+from cli.outputs import OutputPlan, write_json
 from distill.errors import DistillInputError
 
 

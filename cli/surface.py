@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -26,7 +26,7 @@ from cli._common import (
     sources_from,
     threads_option,
 )
-from cli._outputs import OutputPlan, os_error_text, write_json
+from cli.outputs import OutputPlan, os_error_text, write_json
 from cli.study import planes
 from landscape.errors import LandscapeInputError
 

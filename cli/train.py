@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -20,7 +20,7 @@ from cli._common import (
     threads_option,
     user_data_options,
 )
-from cli._outputs import OutputError, OutputPlan, write_json
+from cli.outputs import OutputError, OutputPlan, write_json
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command

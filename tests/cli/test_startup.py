@@ -8,7 +8,7 @@ import sys
 import click
 import pytest
 
-from cli import _choices as choices
+from cli import choices
 from cli.main import COMMANDS, cli
 
 HEAVY = ("torch", "matplotlib", "numpy", "h5py", "scipy")
