@@ -26,7 +26,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json
+from cli.outputs import OutputPlan, write_json
 from cli.surface import saved_points_on_failure
 
 
@@ -95,12 +95,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
 
     apply_threads(threads)
     sources = sources_from(options)
-    plan = OutputPlan(force, resume)
-    plan.file("--out", out, resumable=True)
-    plan.file("--json", json_path)
-    plan.read_checkpoints("CHECKPOINT", checkpoint)
-    plan.read_sources(sources)
-    plan.check()
+    _plan(OutputPlan(force, resume), out, json_path, checkpoint, sources)
     max_memory = memory_budget(max_memory)
     y_range = None if y_range == "none" else y_range
     check_map_size(parse_grid(x_range, y_range, force)[2], force)  # before the checkpoint loads
@@ -131,3 +126,12 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
             "converged)"
         )
     write_json(Path(json_path) if json_path else None, result.to_dict())
+
+
+def _plan(plan: OutputPlan, out, json_path, checkpoint, sources) -> None:
+    """The map's outputs and inputs, checked before anything is loaded."""
+    plan.file("--out", out, resumable=True)
+    plan.file("--json", json_path)
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
+    plan.read_sources(sources)
+    plan.check()

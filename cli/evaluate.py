@@ -14,7 +14,7 @@ from cli._common import (
     sources_from,
     threads_option,
 )
-from cli._outputs import OutputPlan, write_json
+from cli.outputs import OutputPlan, write_json
 
 
 @click.command()

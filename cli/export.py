@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli._common import force_option
-from cli._outputs import OutputPlan
+from cli.outputs import OutputPlan
 
 
 @click.command()

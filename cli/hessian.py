@@ -16,7 +16,6 @@ from cli._common import (
     memory_budget,
     parameter_filter,
     parameter_options,
-    progress_bar,
     quiet_option,
     resolve_device,
     seed_option,
@@ -25,7 +24,7 @@ from cli._common import (
     threads_option,
     train_samples_option,
 )
-from cli._outputs import OutputPlan, write_json, write_text_output
+from cli.outputs import OutputPlan, write_json, write_text_output
 from distill.errors import DistillInputError
 
 
@@ -199,30 +198,18 @@ def hessian_command(
       flatscape hessian runs/teacher.safetensors --operator ggn --top-k 3
       flatscape hessian last.ckpt --model mynet.py:Net --data-file data.npz --loss mse
     """
-    import torch
-
-    from distill.analysis import load_for_analysis, provenance
-    from distill.losses import analysis_loss, check_loss
+    from cli.study.curvature import CurvatureSettings, checkpoint_curvature
     from landscape.curvature.measure import CurvatureRequest
-    from landscape.curvature.report import curvature_report, format_summary
+    from landscape.curvature.report import format_summary
     from landscape.distributed import process as distributed
-    from landscape.distributed.operator import data_parallel_curvature
 
     sources = sources_from(options)
-    plan = OutputPlan(force)
-    json_out = plan.file("--json", json_path)
-    table_out, plot_out = _per_layer_outputs(plan, per_layer_table, per_layer_plot)
-    plan.read_checkpoints("CHECKPOINT", checkpoint)
-    plan.read_sources(sources)
-    plan.check()
+    json_out, table_out, plot_out = _outputs(OutputPlan(force), json_path, per_layer_table,
+                                             per_layer_plot, checkpoint, sources)  # fmt: skip
     per_layer = per_layer or table_out is not None or plot_out is not None
-    if per_layer and not top_k and not trace:
-        raise DistillInputError("--per-layer measures --top-k or --trace per module; ask one")
-    if per_layer and engine == "pyhessian":
-        raise DistillInputError("--per-layer runs lanczos or power; drop --engine pyhessian")
+    _check_per_layer(per_layer, top_k, trace, engine)
     apply_threads(threads)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
-    quiet = quiet or not distributed.is_main()
     request = CurvatureRequest(
         top_k=top_k, which=which, engine=engine, tol=tol, max_matvecs=max_matvecs,
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density,
@@ -230,64 +217,15 @@ def hessian_command(
         block_size=block_size,
     )  # fmt: skip
     request.check()
-    memory_budget(max_memory)  # a bad size fails before the checkpoint is loaded
-    loss_fn, loss_record = analysis_loss(loss_spec)
-    selection = parameter_filter(params, exclude)
-    if mc_samples != 1 and operator != "fisher":
-        raise DistillInputError("--mc-samples draws labels for --operator fisher only")
-    if resamples and distributed.world_size() > 1:
-        raise DistillInputError("--resamples runs in one process; drop it under torchrun")
-    loaded = load_for_analysis(
-        checkpoint, split="train", samples=samples, batch_size=samples, device=torch_device,
-        sources=sources,
+    settings = CurvatureSettings(
+        operator=operator, samples=samples, batch_size=batch_size,
+        max_memory=memory_budget(max_memory), hvp=hvp, bn_mode=bn_mode, mc_samples=mc_samples,
+        float64=float64, params=parameter_filter(params, exclude), per_layer=per_layer,
+        resamples=resamples, resample_size=resample_size, bootstrap=bootstrap,
     )  # fmt: skip
-    check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
-    if resamples:  # subsets that cannot be drawn are refused before anything is measured
-        from landscape.curvature.resampling import subset_indices
-
-        train = load_for_analysis(checkpoint, split="train", batch_size=4096,
-                                  device=torch_device, sources=sources)  # fmt: skip
-        subset_indices(train.samples, resamples, resample_size, bootstrap, seed)
-    with progress_bar(None, f"{operator} products", quiet, unit="mv") as bar:
-        result = data_parallel_curvature(
-            loaded.model, loss_fn, loaded.batches, request, operator=operator.replace("-", "_"),
-            batch_size=batch_size, max_memory=memory_budget(max_memory),
-            hvp=hvp and hvp.replace("-", "_"), params=selection, per_layer=per_layer,
-            **({"mc_samples": mc_samples} if operator == "fisher" else {}),
-            dtype=torch.float64 if float64 else None, bn_mode=bn_mode, progress=bar.update,
-        )  # fmt: skip
-    data = {
-        "dataset": loaded.dataset_name,
-        "split": loaded.split,
-        "order": "first examples, dataset order, no augmentation",
-        "batch_size": result.batch_size,
-        "graphs_kept": result.graphs_kept,
-    }
-    report = curvature_report(
-        result, request, checkpoint=str(checkpoint), checkpoint_sha256=loaded.sha256,
-        data=data, bn_mode=bn_mode,
-    )  # fmt: skip
-    report["operator"] = operator
-    report["provenance"] = provenance(loaded.metadata)
-    report["loss_function"] = loss_record
-    report["params"] = None if selection is None else selection.describe()
-    if distributed.world_size() > 1:
-        report["processes"] = distributed.world_size()
-    if operator == "fisher":
-        report["mc_samples"] = mc_samples
-    if resamples:
-        from landscape.curvature.resampling import resampled_curvature
-
-        with progress_bar(None, "resampling", quiet, unit="mv") as bar:
-            report["resampling"] = resampled_curvature(
-                loaded.model, loss_fn, train.batches, request, resamples, resample_size,
-                bootstrap=bootstrap, seed=seed, operator=operator.replace("-", "_"),
-                batch_size=batch_size, hvp=hvp and hvp.replace("-", "_"),
-                params=selection, max_memory=memory_budget(max_memory), progress=bar.update,
-                **({"mc_samples": mc_samples} if operator == "fisher" else {}),
-                dtype=torch.float64 if float64 else None, bn_mode=bn_mode,
-            )  # fmt: skip
-    if not distributed.is_main():
+    report = checkpoint_curvature(checkpoint, request, settings, loss_spec, sources,
+                                  torch_device, quiet)  # fmt: skip
+    if report is None:  # another process of a torchrun job: the first one writes
         return
     write_json(json_out, report)
     if table_out is not None:
@@ -299,15 +237,27 @@ def hessian_command(
     click.echo(format_summary(report), err=str(json_path) == "-")
 
 
-def _per_layer_outputs(plan: OutputPlan, table: str | None, plot: str | None) -> tuple:
-    """``--per-layer-table`` and ``--per-layer-plot`` in the plan, their suffixes checked."""
+def _check_per_layer(per_layer: bool, top_k: int, trace: bool, engine: str) -> None:
+    if per_layer and not top_k and not trace:
+        raise DistillInputError("--per-layer measures --top-k or --trace per module; ask one")
+    if per_layer and engine == "pyhessian":
+        raise DistillInputError("--per-layer runs lanczos or power; drop --engine pyhessian")
+
+
+def _outputs(plan: OutputPlan, json_path, table: str | None, plot: str | None, checkpoint,
+             sources) -> tuple:  # fmt: skip
+    """``--json``, ``--per-layer-table`` and ``--per-layer-plot``, checked as a plan."""
+    json_out = plan.file("--json", json_path)
     table_out = plan.file("--per-layer-table", table)
     plot_out = plan.file("--per-layer-plot", plot)
     if table_out is not None and table_out.suffix not in (".md", ".csv"):
         raise DistillInputError(f"--per-layer-table {table_out}: end it in .md or .csv")
     if plot_out is not None and plot_out.suffix not in (".png", ".pdf", ".svg"):
         raise DistillInputError(f"--per-layer-plot {plot_out}: end it in .png, .pdf or .svg")
-    return table_out, plot_out
+    plan.read_checkpoints("CHECKPOINT", checkpoint)
+    plan.read_sources(sources)
+    plan.check()
+    return json_out, table_out, plot_out
 
 
 def _write_table(path, rows) -> None:

@@ -10,7 +10,7 @@ from cli._common import (
     source_options,
     sources_from,
 )
-from cli._outputs import OutputPlan, write_json
+from cli.outputs import OutputPlan, write_json
 
 
 @click.command("import")

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from cli._outputs import os_error_text
+from cli.outputs import os_error_text
 from distill.errors import DistillInputError
 from landscape.distributed.environment import DistributedRunError, env_rank, launched_by_torchrun
 from landscape.errors import LandscapeInputError

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import force_option
-from cli._outputs import OutputPlan
+from cli.outputs import OutputPlan
 from landscape.errors import LandscapeInputError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -15,7 +15,7 @@ from cli._common import (
     resolve_device,
     threads_option,
 )
-from cli._outputs import OutputPlan
+from cli.outputs import OutputPlan
 
 RUN_FILES = ("experiment.json", "report.md", "report.json")
 """The files of a run folder that no input may be (its stamp and its report; a sweep's
@@ -67,7 +67,7 @@ def reproduce(preset, datasets, seeds, generations, epochs, grid_file, out_dir, 
     Example:
       flatscape reproduce --preset quick --out-dir runs/demo
     """
-    from cli._experiments import Experiment, run_experiment
+    from cli.study.experiment import Experiment, run_experiment
 
     apply_threads(threads)
     if preset == "sweep" or grid_file:
@@ -76,13 +76,13 @@ def reproduce(preset, datasets, seeds, generations, epochs, grid_file, out_dir, 
     experiment = Experiment.from_preset(
         preset, datasets=datasets or None, seeds=seeds, generations=generations, epochs=epochs
     )
-    _check_run_folder(out_dir, None)
+    check_run_folder(out_dir, None)
     report = run_experiment(experiment, out_dir, quiet=quiet, device=resolve_device(device))
     echo_accuracy(report.with_name("report.json"))
     click.echo(f"report: {report}")
 
 
-def _check_run_folder(out_dir: str, grid_file: str | None) -> None:
+def check_run_folder(out_dir: str, grid_file: str | None) -> None:
     """The run folder's plan, once the settings are valid: reused, locked, not an input."""
     plan = OutputPlan(resume=True)  # a run folder continues where it stopped
     plan.folder("--out-dir", out_dir, RUN_FILES, resumable=True)
@@ -91,10 +91,10 @@ def _check_run_folder(out_dir: str, grid_file: str | None) -> None:
 
 
 def _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, quiet, device):
-    """``--preset sweep``: the recipe grid (``cli._sweep``)."""
+    """``--preset sweep``: the recipe grid (``cli.study.sweep``)."""
     from dataclasses import replace
 
-    from cli._sweep import SweepGrid, run_sweep
+    from cli.study.sweep import SweepGrid, run_sweep
     from distill.errors import DistillInputError
 
     if preset != "sweep":
@@ -105,7 +105,7 @@ def _sweep(preset, datasets, seeds, generations, epochs, grid_file, out_dir, qui
     grid = SweepGrid.from_file(grid_file) if grid_file else SweepGrid()
     changes = {k: v for k, v in (("seeds", seeds), ("teacher_epochs", epochs)) if v}
     grid = replace(grid, **changes)
-    _check_run_folder(out_dir, grid_file)
+    check_run_folder(out_dir, grid_file)
     report = run_sweep(grid, out_dir, quiet=quiet, device=resolve_device(device))
     document = json.loads(report.with_name("report.json").read_text())
     click.echo(f"best recipe: {document['best']}")

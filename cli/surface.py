@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -10,8 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import _choices as choices
-from cli import _planes as planes
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -28,13 +26,12 @@ from cli._common import (
     sources_from,
     threads_option,
 )
-from cli._outputs import OutputPlan, os_error_text, write_json
+from cli.outputs import OutputPlan, os_error_text, write_json
+from cli.study import planes
 from landscape.errors import LandscapeInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
-    import torch
-
-ALL = 2**62  # one batch holding every example; loss_surface cuts it afterwards
+    pass
 
 
 @click.command()
@@ -146,78 +143,30 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
           --trajectory runs/teacher.snapshots --trajectory runs/sd/gen1.snapshots --out pca.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
-    from distill.analysis import first_examples, open_checkpoint, provenance
-    from distill.checkpoint import file_sha256
-    from distill.losses import analysis_loss, check_loss
+    from cli.study.surface import checkpoint_surface
     from landscape.distributed import process as distributed
     from landscape.distributed.surface import DistributedRunError, surface_processes
-    from landscape.surface.grid import parse_grid
-    from landscape.surface.loss_surface import loss_surface
-    from landscape.surface.store import SPLITS
 
     apply_threads(threads)
     max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
     checkpoint, kind, target = _what_to_draw(checkpoint, plane, direction, trajectories)
-    sources = sources_from(options)
-    plan = OutputPlan(force, resume)
-    plan.file("--out", out, resumable=True)
-    plan.file("--json", json_path)
-    plan.read_checkpoints("CHECKPOINT" if not plane else "--plane", checkpoint, *(plane or ()))
-    plan.read_checkpoints("--direction", target)
-    plan.read("--trajectory", *trajectories)
-    plan.read_sources(sources)
-    plan.check()
+    sources = _plan(OutputPlan(force, resume), out, json_path, checkpoint, plane, target,
+                    trajectories, sources_from(options))  # fmt: skip
     normalization, ignore = _direction_options(kind, normalization, ignore)
-    x_range, y_range = _axis_defaults(kind, x_range, y_range)
-    if kind in ("plane", "pca"):
-        planes.check_plane_grid(x_range, y_range, force)
-    else:
-        parse_grid(x_range, y_range, force)  # before the checkpoint loads
+    x_range, y_range = _checked_grid(kind, x_range, y_range, force)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()
-    loss_fn, loss_record = analysis_loss(loss_spec)
-    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
-    splits = {"train": bundle.train_eval, "test": bundle.test}
-    data = {
-        name: first_examples(splits[name], samples, ALL, torch_device) for name in SPLITS[split]
-    }
-    check_loss(loss_fn, model, next(iter(data.values()))[0], loss_spec)
-    settings = {
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "dataset": meta["dataset"]["name"],
-        "loss": loss_spec,
-        "loss_source_sha256": loss_record.get("source_sha256") or "",
-    }
-    info = {"checkpoint": str(checkpoint), "provenance": json.dumps(provenance(meta))}
-    specs, hessian_data, made_plane = kind, None, None
-    if kind in ("plane", "pca"):
-        made_plane, plane_settings = _plane(kind, model, meta, checkpoint, plane, trajectories,
-                                            normalization, torch_device, sources)  # fmt: skip
-        x_range, y_range = planes.plane_axes(made_plane, x_range, y_range)
-        settings.update(plane_settings)
-        info.update({f"plane_{k}": str(p) for k, p in zip("abc", plane or (), strict=False)})
-        specs = made_plane.directions
-    elif kind == "interp":
-        specs = [_interpolation(model, meta, target, torch_device, sources), "random"][
-            : 2 if y_range else 1
-        ]
-        settings.update(direction="interp", x_direction="interpolation",
-                        interp_sha256=file_sha256(target))  # fmt: skip
-        info["interp_checkpoint"] = str(target)
-    elif kind == "eigen":
-        hessian_data = first_examples(bundle.train_eval, samples, ALL, torch_device)
-        if not quiet and not (resume and Path(out).exists()):
-            click.echo("computing the top Hessian eigenvectors (Lanczos) ...", err=True)
+    if kind == "eigen" and not quiet and not (resume and Path(out).exists()):
+        click.echo("computing the top Hessian eigenvectors (Lanczos) ...", err=True)
     with progress_bar(None, "surface", quiet, unit="pt") as bar:
         try:
-            result = loss_surface(
-                model, loss_fn, data, out, x_range=x_range, y_range=y_range,
-                directions=specs, split=split, samples=samples, normalization=normalization,
+            result, made_plane = checkpoint_surface(
+                checkpoint, out, kind, x_range=x_range, y_range=y_range, plane_paths=plane or (),
+                target=target, trajectories=trajectories, loss_spec=loss_spec, sources=sources,
+                device=torch_device, split=split, samples=samples, normalization=normalization,
                 ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
-                vectorize=vectorize, max_memory=max_memory, hessian_data=hessian_data,
-                plane=made_plane, resume=resume,
-                force=force, settings=settings, info=info, progress=bar.update,
-                processes=surface_processes(),
+                vectorize=vectorize, max_memory=max_memory, resume=resume, force=force,
+                progress=bar.update, processes=surface_processes(),
             )  # fmt: skip
         except (KeyboardInterrupt, DistributedRunError, OSError) as err:
             _stop(err, Path(out))
@@ -229,10 +178,21 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
             f"batch size {result.batch_size}, vectorize={result.vectorize}); "
             + _origin_text(result.origin)
         )
-        if made_plane is not None:
-            for line in planes.mark_lines(out):
-                click.echo(line)
+        for line in planes.mark_lines(out) if made_plane is not None else ():
+            click.echo(line)
     write_json(Path(json_path) if json_path else None, result.to_dict())
+
+
+def _plan(plan: OutputPlan, out, json_path, checkpoint, plane, target, trajectories, sources):
+    """The surface's outputs and inputs, checked before anything is loaded; ``sources``."""
+    plan.file("--out", out, resumable=True)
+    plan.file("--json", json_path)
+    plan.read_checkpoints("CHECKPOINT" if not plane else "--plane", checkpoint, *(plane or ()))
+    plan.read_checkpoints("--direction", target)
+    plan.read("--trajectory", *trajectories)
+    plan.read_sources(sources)
+    plan.check()
+    return sources
 
 
 @contextmanager
@@ -298,6 +258,18 @@ def _what_to_draw(checkpoint, plane, direction, trajectories) -> tuple[str, str,
     return checkpoint, kind, target
 
 
+def _checked_grid(kind: str, x_range: str | None, y_range: str | None, force: bool) -> tuple:
+    """The grid's axes with their defaults, its size checked before the checkpoint loads."""
+    from landscape.surface.grid import parse_grid
+
+    x_range, y_range = _axis_defaults(kind, x_range, y_range)
+    if kind in ("plane", "pca"):
+        planes.check_plane_grid(x_range, y_range, force)
+    else:
+        parse_grid(x_range, y_range, force)
+    return x_range, y_range
+
+
 def _axis_defaults(kind: str, x_range: str | None, y_range: str | None) -> tuple[str, str | None]:
     """-1:1:51 and a 1D curve; a plane: auto:31 on both axes (it is always 2D)."""
     if kind in ("plane", "pca"):
@@ -310,12 +282,6 @@ def _axis_defaults(kind: str, x_range: str | None, y_range: str | None) -> tuple
                 f"{option} {text}: auto ranges are for planes; give MIN:MAX:N"
             )
     return x_range or "-1:1:51", y_range
-
-
-def _plane(kind, model, meta, checkpoint, paths, trajectories, normalization, device, sources):
-    if kind == "plane":
-        return planes.checkpoint_plane(model, meta, paths, normalization, device, sources)
-    return planes.trajectory_plane(model, meta, checkpoint, trajectories, sources.model)
 
 
 def _parse_direction(text: str) -> tuple[str, Path | None]:
@@ -356,22 +322,6 @@ def _direction_options(kind: str, normalization: str, ignore: str) -> tuple[str,
         "filter" if normalization == "auto" else normalization,
         "biasbn" if ignore == "auto" else ignore,
     )
-
-
-def _interpolation(model: torch.nn.Module, meta: dict, target: Path, device: torch.device, sources):
-    """Direction to another checkpoint, which must share the architecture."""
-    from distill.analysis import open_checkpoint
-    from landscape.surface.directions import interpolation_direction
-
-    other, other_meta, _ = open_checkpoint(target, device=device, sources=sources)
-    mine = (meta.get("arch"), meta.get("arch_kwargs"))
-    theirs = (other_meta.get("arch"), other_meta.get("arch_kwargs"))
-    if mine != theirs:
-        raise LandscapeInputError(
-            f"interp: {target} is a {theirs[0]} {theirs[1]} and the checkpoint a {mine[0]} "
-            f"{mine[1]}; interpolate between checkpoints of one architecture"
-        )
-    return interpolation_direction(model, other.state_dict())
 
 
 def _origin_text(origin: dict[str, float] | None) -> str:

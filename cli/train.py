@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import _choices as choices
+from cli import choices
 from cli._common import (
     apply_threads,
     device_option,
@@ -20,7 +20,7 @@ from cli._common import (
     threads_option,
     user_data_options,
 )
-from cli._outputs import OutputError, OutputPlan, write_json
+from cli.outputs import OutputError, OutputPlan, write_json
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; the module loads inside the command
@@ -179,8 +179,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
           --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
     from distill.analysis import Sources
-    from distill.data import load_dataset
-    from distill.trainer import TEACHER_RECIPES, USER_DATA_RECIPE, train_teacher
+    from distill.trainer import train_teacher
     from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
@@ -190,32 +189,9 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
     plan.read("--data-file", data_file)
     plan.read_sources(Sources(model=model_spec, data=data_spec))
     plan.check()
-    if data_kwargs is not None and not data_spec:
-        raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
-    if data_spec or data_file:
-        given = [flag for flag, value in (("--train-size", train_size), ("--label-noise",
-                 label_noise), ("--augment", augment), ("--test-size", test_size),
-                 ("--data-root", data_root)) if value]  # fmt: skip
-        if given:
-            raise DistillInputError(
-                f"{given[0]} applies to built-in datasets, not --data/--data-file"
-            )
-        sources = Sources(dataset=dataset, data=data_spec, data_file=data_file,
-                          data_kwargs=parse_json_kwargs(data_kwargs, "--data-kwargs"))  # fmt: skip
-        bundle = sources.bundle()
-        default_recipe = USER_DATA_RECIPE
-    else:
-        dataset = dataset or "mnist1d"
-        bundle = load_dataset(
-            dataset,
-            root=data_root,
-            train_size=train_size,
-            label_noise=label_noise,
-            noise_seed=noise_seed,
-            augment=augment,
-            **({"test_size": test_size} if test_size else {}),
-        )
-        default_recipe = TEACHER_RECIPES[dataset]
+    bundle, default_recipe = _bundle(dataset, data_root, data_spec, data_kwargs, data_file,
+                                     train_size, label_noise, noise_seed, augment,
+                                     test_size)  # fmt: skip
     recipe = _recipe(default_recipe, **recipe_given)
     overrides = parse_json_kwargs(model_kwargs, "--model-kwargs")
     writer = _snapshots(out, snapshots, force)
@@ -232,6 +208,41 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
         f"train loss {metrics['train_loss']:.4f}"
     )
     write_json(json_path, {"checkpoint": str(out), **metrics})
+
+
+def _bundle(dataset, data_root, data_spec, data_kwargs, data_file, train_size, label_noise,
+            noise_seed, augment, test_size) -> tuple:  # fmt: skip
+    """The data the options name (built-in or the user's) and its default teacher recipe."""
+    from distill.analysis import Sources
+    from distill.data import load_dataset
+    from distill.trainer import TEACHER_RECIPES, USER_DATA_RECIPE
+    from distill.user_code import parse_json_kwargs
+
+    if data_kwargs is not None and not data_spec:
+        raise DistillInputError("--data-kwargs are the arguments of --data; give --data")
+    if data_spec or data_file:
+        given = [flag for flag, value in (("--train-size", train_size), ("--label-noise",
+                 label_noise), ("--augment", augment), ("--test-size", test_size),
+                 ("--data-root", data_root)) if value]  # fmt: skip
+        if given:
+            raise DistillInputError(
+                f"{given[0]} applies to built-in datasets, not --data/--data-file"
+            )
+        sources = Sources(dataset=dataset, data=data_spec, data_file=data_file,
+                          data_kwargs=parse_json_kwargs(data_kwargs, "--data-kwargs"))  # fmt: skip
+        return sources.bundle(), USER_DATA_RECIPE
+    else:
+        dataset = dataset or "mnist1d"
+        bundle = load_dataset(
+            dataset,
+            root=data_root,
+            train_size=train_size,
+            label_noise=label_noise,
+            noise_seed=noise_seed,
+            augment=augment,
+            **({"test_size": test_size} if test_size else {}),
+        )
+        return bundle, TEACHER_RECIPES[dataset]
 
 
 @click.command()

@@ -112,22 +112,34 @@ def loss_and_accuracy(
 
 
 def curvature(
-    model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], s: ProfileSettings
+    model: nn.Module,
+    loss_fn: LossFunction,
+    batches: Sequence[Batch],
+    s: ProfileSettings,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Top-k eigenvalues (Lanczos) and the Hutch++ trace of the mean-loss Hessian.
 
     Measured as ``flatscape hessian`` measures (:func:`~landscape.curvature.model.
     model_curvature`: the examples cut once into batches with their graphs kept, within
-    ``s.max_memory``), so a comparison's lambda_1 is the one ``hessian`` reports.
+    ``s.max_memory``), so a comparison's lambda_1 is the one ``hessian`` reports. With
+    ``per_layer``, also the top eigenvalue and trace of each module's block on the same
+    operator: the whole model is measured once (``hvps``), the blocks after it
+    (``per_layer_hvps``).
     """
     request = CurvatureRequest(
         top_k=s.top_k, tol=s.tol, trace=s.trace_matvecs > 0, trace_method="hutchpp",
         trace_matvecs=max(s.trace_matvecs, 3), seed=s.seed,
     )  # fmt: skip
+    blocks = CurvatureRequest(
+        top_k=1, tol=s.tol, trace=s.trace_matvecs > 0, trace_matvecs=max(s.trace_matvecs, 3),
+        seed=s.seed,
+    )  # fmt: skip
     result = model_curvature(model, loss_fn, batches, request, params=s.params,
-                             max_memory=s.max_memory)  # fmt: skip
+                             max_memory=s.max_memory, per_layer=blocks if per_layer else False)
     top, trace = result.eigen, result.trace
-    return {
+    whole = top.matvecs + (trace.matvecs if trace is not None else 0)
+    record = {
         "parameters": result.dim,
         "eigenvalues": top.eigenvalues.tolist(),
         "residuals": top.residuals.tolist(),
@@ -135,8 +147,11 @@ def curvature(
         "eigen_matvecs": top.matvecs,
         "trace": None if trace is None else float(trace.estimate),
         "trace_stderr": None if trace is None else float(trace.stderr),
-        "hvps": result.matvecs,
+        "hvps": whole,
     }
+    if per_layer:
+        record.update(per_layer=result.per_layer, per_layer_hvps=result.matvecs - whole)
+    return record
 
 
 def line_profile(
@@ -247,6 +262,7 @@ def profile_model(
     train_batches: Sequence[Batch],
     settings: ProfileSettings,
     test_batches: Sequence[Batch] | None = None,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Everything a comparison reports for one model, measured on fixed batches.
 
@@ -254,7 +270,8 @@ def profile_model(
     data the curvature is measured on), ``test_loss``, ``test_accuracy`` (when
     `test_batches` are given), ``eigenvalues``, ``residuals``, ``lambda_1``, ``trace``,
     ``trace_stderr``, ``hvps``, ``line_x``, ``line_loss``, ``line_acc`` (percent),
-    ``surface_width``, ``seconds``.
+    ``surface_width``, ``seconds``; with ``per_layer``, ``per_layer`` and
+    ``per_layer_hvps`` (each module's block, on the operator of ``lambda_1``).
     """
     start = time.perf_counter()
     record: dict[str, Any] = {}
@@ -265,7 +282,7 @@ def profile_model(
         record["test_loss"], record["test_accuracy"] = loss_and_accuracy(
             model, loss_fn, test_batches
         )
-    record.update(curvature(model, loss_fn, train_batches, settings))
+    record.update(curvature(model, loss_fn, train_batches, settings, per_layer))
     if settings.line_points:
         record.update(line_profile(model, loss_fn, train_batches, settings))
     if settings.confounds:

@@ -47,7 +47,7 @@ def model_curvature(
     bn_mode: str = "eval",
     progress: Callable[[int], object] | None = None,
     operator_factory: Callable[..., CurvatureOperator] = make_operator,
-    per_layer: bool = False,
+    per_layer: bool | CurvatureRequest = False,
     mc_samples: int = 1,
     **request_fields: object,
 ) -> CurvatureResult:
@@ -83,7 +83,8 @@ def model_curvature(
             :func:`~landscape.operators.kinds.make_operator` does (the data-parallel
             wrapper passes its own).
         per_layer: Also the request on each module's diagonal block, on the same
-            operator (shared data and graphs): ``result.per_layer``.
+            operator (shared data and graphs): ``result.per_layer``; a
+            :class:`CurvatureRequest` here is the blocks' own request (e.g. top-1 only).
         mc_samples: Labels drawn per prediction for ``operator="fisher"`` (seeded by the
             request's ``seed``).
         **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
@@ -113,7 +114,8 @@ def model_curvature(
     local = built.local
     if per_layer:
         sizes = [p.numel() for p in local.params]
-        rows = per_layer_curvature(built, local.model, local.names, sizes, request, progress)
+        blocks = per_layer if isinstance(per_layer, CurvatureRequest) else request
+        rows = per_layer_curvature(built, local.model, local.names, sizes, blocks, progress)
         result.per_layer = [row.to_dict() for row in rows]
         result.matvecs = built.matvecs
     result.seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """The paper's claims counted over seeds, on hand-made records."""
 
-from cli._claims import claims_table, rise_then_fall
+from cli.study import claims_table, rise_then_fall
 from tests.landscape.compare.test_table import _records
 
 

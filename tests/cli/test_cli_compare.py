@@ -127,6 +127,33 @@ def test_per_layer_and_resampled_spread(mnist1d_teacher, mnist1d_student, tmp_pa
     assert lines[1].startswith(f"{teacher['name']},features.0,")
 
 
+def test_per_layer_measures_the_whole_model_once(mnist1d_teacher, tmp_path, monkeypatch):
+    """``hvps`` (the whole model) is the same with --per-layer; the blocks add their own."""
+    from landscape.operators.hessian import HessianOperator
+
+    products: list[int] = []
+    matmat = HessianOperator.matmat
+
+    def counted(self, V):
+        products.append(V.shape[1])
+        return matmat(self, V)
+
+    monkeypatch.setattr(HessianOperator, "matmat", counted)
+    args = ("compare", mnist1d_teacher, mnist1d_teacher, "--samples", 128, "--top-k", 1,
+            "--trace-matvecs", 6, "--line-points", 0, "--threads", 1, "--quiet")  # fmt: skip
+    assert run(*args, "--json", tmp_path / "whole.json").exit_code == 0
+    whole, spent = json.loads((tmp_path / "whole.json").read_text())["models"], sum(products)
+    result = run(*args, "--per-layer", "--json", tmp_path / "layers.json")
+    assert result.exit_code == 0, result.output
+    layered = json.loads((tmp_path / "layers.json").read_text())["models"]
+    assert spent == sum(m["hvps"] for m in whole)
+    assert [m["hvps"] for m in layered] == [m["hvps"] for m in whole]
+    assert [m["lambda_1"] for m in layered] == [m["lambda_1"] for m in whole]
+    blocks = [m["per_layer_hvps"] for m in layered]
+    assert all(n > 0 for n in blocks)
+    assert sum(products) - spent == sum(m["hvps"] for m in whole) + sum(blocks)
+
+
 def test_bootstrap_subsets_and_impossible_resamples(mnist1d_teacher, mnist1d_student, tmp_path):
     out = tmp_path / "b.json"
     common = ["compare", mnist1d_teacher, mnist1d_student, "--samples", 64, "--top-k", 1,

@@ -1,18 +1,27 @@
 """`flatscape reproduce --preset sweep`: a 4-recipe, 1-seed, 3-epoch sweep end to end."""
 
 import json
-from dataclasses import fields
+import shutil
+from dataclasses import fields, replace
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cli._sweep as sweep_module
-from cli._sweep import SweepGrid, check_grid_document, noise_floor, student_recipe
+import cli.study.sweep as sweep_module
 from cli.main import cli
+from cli.study import (
+    SweepGrid,
+    check_grid_document,
+    matched_curvature,
+    measure_checkpoint,
+    noise_floor,
+)
+from cli.study.sweep import teacher_recipe, training_recipe
 from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
+from distill.trainer import student_recipe
 from tests.cli.helpers import assert_one_line_error
 
 GRID = {
@@ -64,8 +73,9 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
             kept["student"]["lambda_1"] / kept["teacher"]["lambda_1"]
         )
         control = "teacher" if epochs == 1 else "teacher_e2x"  # same epochs, hard labels
-        measured = json.loads((out / "clean/w16/seed0" / f"{control}.sweep.json").read_text())
-        expected = kept["student"]["test_accuracy"] - measured["record"]["test_accuracy"]
+        path = out / "clean/w16/seed0" / f"{control}.safetensors"
+        measured = measure_checkpoint(path, SweepGrid(**check_grid_document(GRID)), "clean")
+        expected = kept["student"]["test_accuracy"] - measured["test_accuracy"]
         assert kept["budget_gain"] == pytest.approx(expected)
     _, meta = load_checkpoint(out / "clean/w16/seed0/teacher_e2x.safetensors")
     assert meta["recipe"]["epochs"] == 6 and meta["role"] == "teacher"
@@ -85,6 +95,44 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
     other.write_text(json.dumps({**GRID, "teacher_epochs": 4}))
     refused = run("reproduce", "--preset", "sweep", "--grid", other, "--out-dir", out)
     assert refused.exit_code == 2 and "another grid" in refused.stderr
+
+
+def test_a_retrained_checkpoint_is_measured_and_matched_again(
+    tmp_path, mnist1d_teacher, mnist1d_student, monkeypatch
+):
+    """The cache is keyed by the checkpoint's SHA-256 and the settings, not by its path."""
+    grid = SweepGrid(**check_grid_document(GRID))
+    calls = {"matched": 0, "profile": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(sweep_module, "matched_lambda_1",
+                        counted("matched", sweep_module.matched_lambda_1))  # fmt: skip
+    monkeypatch.setattr(sweep_module, "profile_model",
+                        counted("profile", sweep_module.profile_model))  # fmt: skip
+    path = tmp_path / "teacher.safetensors"
+    shutil.copy(mnist1d_teacher, path)
+    first = matched_curvature(path, grid, "clean", 2.0)
+    before = measure_checkpoint(path, grid, "clean")
+    assert matched_curvature(path, grid, "clean", 2.0) == first  # cached: not matched again
+    assert measure_checkpoint(path, grid, "clean") == before
+    assert calls == {"matched": 1, "profile": 1}
+    shutil.copy(mnist1d_student, path)  # the checkpoint is retrained in place
+    again = matched_curvature(path, grid, "clean", 2.0)
+    after = measure_checkpoint(path, grid, "clean")
+    assert calls == {"matched": 2, "profile": 2}
+    assert None not in (first, again) and again != first and after != before
+    student = tmp_path / "student.safetensors"
+    shutil.copy(mnist1d_student, student)
+    assert matched_curvature(student, grid, "clean", 2.0) == pytest.approx(again, rel=1e-9)
+    assert measure_checkpoint(student, grid, "clean") == pytest.approx(after, rel=1e-9)
+    assert matched_curvature(path, grid, "clean", 2.1) != again  # another target: measured
+    assert calls["matched"] == 4
 
 
 def test_bad_grids_are_one_line_errors(tmp_path):
@@ -107,8 +155,10 @@ def test_the_preset_grid_and_recipes():
     grid = SweepGrid()
     recipes = grid.recipes()
     assert len(recipes) == 24 and len({r["name"] for r in recipes}) == 24
-    quarter = student_recipe(grid, {"epochs": 2, "lr": "quarter"})
-    same = student_recipe(grid, {"epochs": 1, "lr": "teacher"})
+    quarter = training_recipe(grid, {"epochs": 2, "lr": "quarter"})
+    same = training_recipe(grid, {"epochs": 1, "lr": "teacher"})
+    longer = replace(teacher_recipe(grid), epochs=2 * grid.teacher_epochs)
+    assert quarter == student_recipe(longer)  # distill's one default student recipe
     assert quarter.epochs == 2 * grid.teacher_epochs and quarter.lr == pytest.approx(0.025)
     assert same.lr == pytest.approx(0.1) and same.warmup_epochs == 2
     assert noise_floor(0.9, 1000) == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli._outputs import OutputError, OutputPlan
 from cli.main import cli
+from cli.outputs import OutputError, OutputPlan
 from tests.cli.helpers import assert_one_line_error
 
 FAST = ["--samples", "64", "--threads", "1"]
@@ -220,8 +220,8 @@ def read_only_folder(tmp_path, monkeypatch):
         yield folder
         subprocess.run(["umount", str(folder)], check=False)
         return
-    monkeypatch.setattr("cli._outputs._may_write", lambda path: False)
-    monkeypatch.setattr("cli._outputs._read_only", lambda folder: True)
+    monkeypatch.setattr("cli.outputs.may_write", lambda path: False)
+    monkeypatch.setattr("cli.outputs.read_only", lambda folder: True)
     yield folder
 
 
@@ -368,7 +368,7 @@ def test_compare_keeps_its_report_when_a_plot_cannot_be_written(tmp_path, files,
     def full(fig, out, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
 
-    monkeypatch.setattr("cli._report.save_figure", full)
+    monkeypatch.setattr("cli.study.report.save_figure", full)
     t = files["teacher"]
     result = run("compare", t, t, "--top-k", "1", "--trace-matvecs", "0", "--line-points", "3",
                  *FAST, "--plots", tmp_path / "p", "--json", tmp_path / "r.json")  # fmt: skip
@@ -386,12 +386,12 @@ def test_a_command_refused_after_its_plan_leaves_no_folder(tmp_path):
 
 
 def test_a_sweep_may_be_given_its_own_stamp_as_grid(tmp_path):
-    from cli.reproduce import _check_run_folder
+    from cli.reproduce import check_run_folder
 
     (tmp_path / "sweep.json").write_text("{}")
-    _check_run_folder(str(tmp_path), str(tmp_path / "sweep.json"))
+    check_run_folder(str(tmp_path), str(tmp_path / "sweep.json"))
     with pytest.raises(OutputError, match="is the input --grid"):
-        _check_run_folder(str(tmp_path), str(tmp_path / "report.json"))
+        check_run_folder(str(tmp_path), str(tmp_path / "report.json"))
 
 
 def test_a_disk_that_fills_during_a_surface_keeps_the_points_and_resumes(

@@ -8,7 +8,7 @@ import sys
 import click
 import pytest
 
-from cli import _choices as choices
+from cli import choices
 from cli.main import COMMANDS, cli
 
 HEAVY = ("torch", "matplotlib", "numpy", "h5py", "scipy")
@@ -42,7 +42,7 @@ def test_the_command_table_lists_each_commands_own_short_help():
 
 
 def test_option_choices_equal_the_libraries_constants():
-    from cli._experiments import PRESETS
+    from cli.study import PRESETS
     from distill.data import DATASETS
     from distill.losses import ALPHA_MEANING
     from distill.models import ARCHITECTURES

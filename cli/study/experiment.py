@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli._report import write_report
+from cli.study.cache import measured
+from cli.study.report import write_report
 from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import dataset_from_description, load_dataset
@@ -82,6 +83,7 @@ class Experiment:
 
     @classmethod
     def from_preset(cls, name: str, datasets=None, seeds=None, generations=None, epochs=None):
+        """A preset of :data:`PRESETS` with the values given (not None) replaced."""
         overrides = {
             "datasets": tuple(datasets) if datasets else None,
             "seeds": seeds,
@@ -91,6 +93,7 @@ class Experiment:
         return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready, and what a resumed run must match (``experiment.json``)."""
         return asdict(self)
 
 
@@ -218,23 +221,18 @@ def train_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> None:
 
 def measure_model(spec: ModelSpec, experiment: Experiment, device="cpu") -> dict[str, Any]:
     """Profile a checkpoint, reusing the cached profile when hash and settings match."""
-    cache = spec.path.with_suffix(".profile.json")
-    sha = file_sha256(spec.path)
     settings = {"samples": experiment.samples, **asdict(experiment.profile)}
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("checkpoint_sha256") == sha and cached.get("request") == settings:
-            return cached["record"]
-    model, meta = load_checkpoint(spec.path, device=device)
-    bundle = dataset_from_description(meta["dataset"])
-    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
-    test = first_examples(bundle.test, None, 1024, device)
-    record = profile_model(model, F.cross_entropy, train, experiment.profile, test_batches=test)
-    record.update(_identity(spec, meta))
-    write_text_atomically(
-        cache, json.dumps({"checkpoint_sha256": sha, "request": settings, "record": record})
-    )
-    return record
+
+    def measure() -> dict[str, Any]:
+        model, meta = load_checkpoint(spec.path, device=device)
+        bundle = dataset_from_description(meta["dataset"])
+        train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
+        test = first_examples(bundle.test, None, 1024, device)
+        record = profile_model(model, F.cross_entropy, train, experiment.profile,
+                               test_batches=test)  # fmt: skip
+        return {**record, **_identity(spec, meta)}
+
+    return measured(spec.path, "profile", settings, measure).values
 
 
 def contour(spec: ModelSpec, experiment: Experiment, figures: Path, device="cpu") -> Path:
@@ -278,7 +276,7 @@ def seed_planes(
     Each into ``<seed folder>/plane.h5`` (resumed), on ``contour_points`` per axis; the
     contour of seed 0 goes to ``figures``. None without contours or a second generation.
     """
-    from cli._planes import plane_report
+    from cli.study.planes import plane_report
 
     planes: dict[str, dict[int, dict[str, Any]]] = {}
     if not experiment.contour_points or experiment.generations < 2:
@@ -342,7 +340,7 @@ def add_matched_curvature(specs, records, experiment: Experiment, device="cpu") 
 
     The common target is the highest train loss in the group (a temperature can raise a
     model's loss freely but lower it only down to a floor), so every model can reach it.
-    Cached beside each checkpoint, keyed by hash and target.
+    Cached (:mod:`cli.study.cache`) by checkpoint hash, target and settings.
     """
     by_path = {Path(r["path"]): r for r in records if r.get("path")}
     groups: dict[tuple[str, int], list[ModelSpec]] = {}
@@ -358,19 +356,15 @@ def add_matched_curvature(specs, records, experiment: Experiment, device="cpu") 
 def _matched(
     spec: ModelSpec, target: float, experiment: Experiment, device="cpu"
 ) -> dict[str, Any]:
-    cache = spec.path.with_suffix(".matched.json")
-    key = {"checkpoint_sha256": file_sha256(spec.path), "target": target,
-           "samples": experiment.samples, **asdict(experiment.profile)}  # fmt: skip
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached["matched"]
-    model, meta = load_checkpoint(spec.path, device=device)
-    bundle = dataset_from_description(meta["dataset"])
-    train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
-    matched = matched_lambda_1(model, train, target, experiment.profile)
-    write_text_atomically(cache, json.dumps({"key": key, "matched": matched}))
-    return matched
+    settings = {"target": target, "samples": experiment.samples, **asdict(experiment.profile)}
+
+    def measure() -> dict[str, Any]:
+        model, meta = load_checkpoint(spec.path, device=device)
+        bundle = dataset_from_description(meta["dataset"])
+        train = first_examples(bundle.train_eval, experiment.samples, experiment.samples, device)
+        return matched_lambda_1(model, train, target, experiment.profile)
+
+    return measured(spec.path, "matched_lambda_1", settings, measure).values
 
 
 def _check_settings(root: Path, experiment: Experiment) -> None:
@@ -428,6 +422,5 @@ def run_experiment(
     if experiment.profile.confounds:
         add_matched_curvature(specs, records, experiment, device)
     planes = seed_planes(specs, experiment, root / "figures", device)
-    torch.set_grad_enabled(True)
     return write_report(root, experiment, specs, records, trained, time.perf_counter() - start,
                         planes)  # fmt: skip

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cli._claims import claims_table, rise_then_fall  # noqa: E402
+from cli.study.claims import claims_table, rise_then_fall  # noqa: E402
 from landscape.atomic_files import save_figure, write_text_atomically  # noqa: E402
 from landscape.compare.table import (  # noqa: E402
     by_generation,
@@ -241,7 +241,7 @@ def regime_section(records, variants) -> list[str]:
 
 def _plane_section(by_seed, figures: Path, root: Path, dataset: str):
     """Each seed's models on their plane (raw weights: each point is the model itself)."""
-    from cli._planes import plane_lines
+    from cli.study.planes import plane_lines
 
     text = [
         "Origin at the teacher, x towards gen1, y towards gen2 made orthogonal (Gram-Schmidt, "

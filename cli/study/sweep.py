@@ -27,13 +27,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli._experiments import read_stamp
+from cli.study.cache import measured
+from cli.study.experiment import read_stamp
 from distill.analysis import first_examples
-from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.errors import DistillInputError
 from distill.losses import KDConfig
-from distill.trainer import TEACHER_RECIPES, Recipe, train_student, train_teacher
+from distill.trainer import (
+    TEACHER_RECIPES,
+    Recipe,
+    student_recipe,
+    train_student,
+    train_teacher,
+)
 from landscape.atomic_files import save_figure, write_text_atomically
 from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
 
@@ -233,12 +240,16 @@ def teacher_recipe(grid: SweepGrid) -> Recipe:
     return replace(TEACHER_RECIPES["mnist1d"], epochs=grid.teacher_epochs)
 
 
-def student_recipe(grid: SweepGrid, recipe: dict[str, Any]) -> Recipe:
-    """A student's optimiser: the teacher's recipe, its epochs and lr changed as named."""
+def training_recipe(grid: SweepGrid, recipe: dict[str, Any]) -> Recipe:
+    """The optimiser of a grid's student recipe: :func:`distill.trainer.student_recipe`.
+
+    That is the teacher's recipe at ``recipe["epochs"]`` times its epochs, with a 2-epoch
+    warm-up, at a quarter of the teacher's lr (``lr: quarter``) or at the teacher's own
+    (``lr: teacher``).
+    """
     base = teacher_recipe(grid)
-    epochs = base.epochs * recipe["epochs"]
-    lr = base.lr if recipe["lr"] == "teacher" else base.lr / 4
-    return replace(base, epochs=epochs, lr=lr, warmup_epochs=min(2, epochs - 1))
+    student = student_recipe(replace(base, epochs=base.epochs * recipe["epochs"]))
+    return student if recipe["lr"] == "quarter" else replace(student, lr=base.lr)
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,7 @@ class Cell:
 
     @property
     def folder(self) -> str:
+        """The cell's folder under the sweep's output folder."""
         return f"{self.regime}/w{self.width}/seed{self.seed}"
 
 
@@ -277,14 +289,14 @@ def _control(root: Path, grid: SweepGrid, cell: Cell, factor: int, device) -> di
     path = root / cell.folder / f"{name}.safetensors"
     if not path.is_file():
         _train_teacher(path, grid, cell, device, factor)
-    return _measure(path, grid, cell.regime, device)
+    return measure_checkpoint(path, grid, cell.regime, device)
 
 
 def _train_student(path: Path, teacher: Path, grid: SweepGrid, recipe: dict, device) -> dict:
     """Train one student; a diverged run is recorded (``collapsed``) instead of raising."""
     kd = KDConfig(temperature=recipe["temperature"], alpha=recipe["alpha"])
     try:
-        model, meta = train_student(teacher, kd, recipe=student_recipe(grid, recipe),
+        model, meta = train_student(teacher, kd, recipe=training_recipe(grid, recipe),
                                     device=device)  # fmt: skip
     except DistillInputError as err:
         if "diverged" not in str(err):
@@ -294,35 +306,46 @@ def _train_student(path: Path, teacher: Path, grid: SweepGrid, recipe: dict, dev
     return {}
 
 
-def _measure(path: Path, grid: SweepGrid, regime: str, device) -> dict[str, Any]:
-    """Accuracy, train loss, lambda_1 and trace of one checkpoint (cached beside it)."""
-    cache = path.with_suffix(".sweep.json")
-    sha = file_sha256(path)
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("checkpoint_sha256") == sha:
-            return stored["record"]
-    model, _ = load_checkpoint(path, device=device)
-    bundle = _bundle(grid, regime)
-    train = first_examples(bundle.train_eval, grid.samples, grid.samples, device)
-    test = first_examples(bundle.test, None, 1024, device)
-    settings = ProfileSettings(top_k=1, trace_matvecs=grid.trace_matvecs, line_points=0)
-    record = profile_model(model, F.cross_entropy, train, settings, test_batches=test)
-    record = {k: record[k] for k in ("train_loss", "test_accuracy", "lambda_1", "trace")}
-    write_text_atomically(cache, json.dumps({"checkpoint_sha256": sha, "record": record}))
-    return record
+def measure_checkpoint(path: Path, grid: SweepGrid, regime: str, device="cpu") -> dict[str, Any]:
+    """Accuracy, train loss, lambda_1 and trace of one checkpoint of the sweep (cached).
+
+    Cached by :func:`cli.study.cache.measured`: the checkpoint's hash and the settings.
+    """
+    settings = {"dataset": "mnist1d", "regime": grid.regimes[regime], "samples": grid.samples,
+                "top_k": 1, "trace_matvecs": grid.trace_matvecs, "line_points": 0,
+                "test": "full test split"}  # fmt: skip
+
+    def measure() -> dict[str, Any]:
+        model, _ = load_checkpoint(path, device=device)
+        bundle = _bundle(grid, regime)
+        train = first_examples(bundle.train_eval, grid.samples, grid.samples, device)
+        test = first_examples(bundle.test, None, 1024, device)
+        profile = ProfileSettings(top_k=1, trace_matvecs=grid.trace_matvecs, line_points=0)
+        record = profile_model(model, F.cross_entropy, train, profile, test_batches=test)
+        return {k: record[k] for k in ("train_loss", "test_accuracy", "lambda_1", "trace")}
+
+    return measured(path, "sweep_profile", settings, measure).values
 
 
-def _matched(path: Path, grid: SweepGrid, regime: str, target: float, device) -> float | None:
-    """lambda_1 of a checkpoint at train loss ``target`` (temperature-matched), cached."""
-    cache = path.with_suffix(f".matched-{target:.6g}.json")
-    if cache.is_file():
-        return json.loads(cache.read_text())["matched_lambda_1"]
-    model, _ = load_checkpoint(path, device=device)
-    train = first_examples(_bundle(grid, regime).train_eval, grid.samples, grid.samples, device)
-    value = matched_lambda_1(model, train, target, ProfileSettings(top_k=1))["matched_lambda_1"]
-    write_text_atomically(cache, json.dumps({"matched_lambda_1": value}))
-    return value
+def matched_curvature(
+    path: Path, grid: SweepGrid, regime: str, target: float, device="cpu"
+) -> float | None:
+    """lambda_1 of a checkpoint at train loss ``target`` (temperature-matched), cached.
+
+    Cached by :func:`cli.study.cache.measured` under the checkpoint's hash, the target and
+    the settings, so a retrained checkpoint is matched again.
+    """
+    profile = ProfileSettings(top_k=1)
+    settings = {"dataset": "mnist1d", "regime": grid.regimes[regime], "samples": grid.samples,
+                "target": target, **asdict(profile)}  # fmt: skip
+
+    def measure() -> dict[str, Any]:
+        model, _ = load_checkpoint(path, device=device)
+        train = first_examples(_bundle(grid, regime).train_eval, grid.samples, grid.samples,
+                               device)  # fmt: skip
+        return matched_lambda_1(model, train, target, profile)
+
+    return measured(path, "matched_lambda_1", settings, measure).values["matched_lambda_1"]
 
 
 def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) -> dict:
@@ -337,11 +360,11 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
             write_text_atomically(failed, json.dumps(outcome))
     elif failed.is_file():
         outcome = json.loads(failed.read_text())
-    base = _measure(teacher, grid, cell.regime, device)
+    base = measure_checkpoint(teacher, grid, cell.regime, device)
     row = {**asdict(cell), "recipe": recipe["name"], "teacher": base}
     if outcome.get("collapsed"):
         return {**row, "collapsed": True, "reason": outcome["reason"], "gain": None}
-    student = _measure(path, grid, cell.regime, device)
+    student = measure_checkpoint(path, grid, cell.regime, device)
     classes = 10
     target = max(base["train_loss"], student["train_loss"])
     control = _control(root, grid, cell, recipe["epochs"], device)
@@ -354,8 +377,8 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
         lambda_1_ratio=student["lambda_1"] / base["lambda_1"],
         trace_ratio=student["trace"] / base["trace"],
         matched_target=target,
-        matched_lambda_1=_matched(path, grid, cell.regime, target, device),
-        teacher_matched_lambda_1=_matched(teacher, grid, cell.regime, target, device),
+        matched_lambda_1=matched_curvature(path, grid, cell.regime, target, device),
+        teacher_matched_lambda_1=matched_curvature(teacher, grid, cell.regime, target, device),
     )
     return row
 
@@ -450,7 +473,6 @@ def run_sweep(grid: SweepGrid, out_dir: str | Path, quiet: bool = False, device=
                 cell = Cell(regime, width, seed)
                 _ensure_teacher(root, grid, cell, device)
                 fresh.append(_student_row(root, grid, cell, recipe, device))
-    torch.set_grad_enabled(True)
     return write_sweep_report(root, grid, rows, fresh, best, time.perf_counter() - start,
                               seconds)  # fmt: skip
 

@@ -240,18 +240,19 @@ def _check_writable(output: Output) -> None:
     """Refuse an output the file system will not let us write, before any work."""
     target = output.path if output.path.exists() else _existing_ancestor(output.path.parent)
     folder = target if target.is_dir() else target.parent
-    if _may_write(folder) and (not output.path.is_file() or _may_write(output.path)):
+    if may_write(folder) and (not output.path.is_file() or may_write(output.path)):
         return
-    code = errno.EROFS if _read_only(folder) else errno.EACCES
+    code = errno.EROFS if read_only(folder) else errno.EACCES
     raise OutputError(f"cannot write {output.flag} {output.path}: {os.strerror(code)}")
 
 
-def _may_write(path: Path) -> bool:
+def may_write(path: Path) -> bool:
     """Whether this process may write ``path`` (a folder: create files in it)."""
     return os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0))
 
 
-def _read_only(folder: Path) -> bool:
+def read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only."""
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:

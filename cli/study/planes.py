@@ -83,7 +83,7 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def checkpoint_plane(
+def load_checkpoint_plane(
     model: torch.nn.Module,
     meta: dict,
     paths: tuple[str, str, str],
@@ -91,7 +91,12 @@ def checkpoint_plane(
     device: torch.device,
     sources: Sources,
 ) -> tuple[Plane, dict[str, str]]:
-    """The plane through the three checkpoints (the first already open as ``model``)."""
+    """The plane through the three checkpoints (the first already open as ``model``).
+
+    Opens the other two, refuses another family, and calls
+    :func:`landscape.surface.plane.checkpoint_plane`; returns the plane and the settings a
+    surface records about it.
+    """
     from distill.analysis import open_checkpoint
     from distill.checkpoint import file_sha256
     from landscape.surface import plane as planes
@@ -114,7 +119,7 @@ def checkpoint_plane(
     return plane, settings
 
 
-def trajectory_plane(
+def load_trajectory_plane(
     model: torch.nn.Module,
     meta: dict,
     checkpoint: str,
@@ -122,6 +127,9 @@ def trajectory_plane(
     named_model: str | None = None,
 ) -> tuple[Plane, dict[str, str]]:
     """The PCA plane of the snapshots in ``directories`` around ``model``.
+
+    Loads the snapshots, refuses another family, and calls
+    :func:`landscape.surface.plane.trajectory_plane`.
 
     ``named_model`` is the ``--model`` the user named: snapshots of a model made from
     user code are rebuilt from it (never from the code they record).
@@ -221,17 +229,14 @@ def plane_report(
 
     from distill.analysis import open_checkpoint
     from distill.checkpoint import file_sha256
-    from landscape.surface import plane as planes
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.plot import plot_surfaces
     from landscape.surface.store import SurfaceStore
 
-    loaded = [open_checkpoint(path, device=device, sources=sources)[:2] for path in paths]
-    for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
-        check_family(loaded[0][1], meta, path, paths[0])
-    labels = _labels(tuple(str(p) for p in paths))
-    plane = planes.checkpoint_plane(loaded[0][0], loaded[1][0].state_dict(),
-                                    loaded[2][0].state_dict(), labels=labels)  # fmt: skip
+    model, meta, _ = open_checkpoint(paths[0], device=device, sources=sources)
+    trio = (str(paths[0]), str(paths[1]), str(paths[2]))
+    plane, _ = load_checkpoint_plane(model, meta, trio, "none", device, sources)
+    labels = plane.labels
     x, y = plane_axes(plane, f"auto:{points}", f"auto:{points}")
     settings = {"checkpoint_sha256": file_sha256(paths[0]), "direction": "plane",
                 "plane_b_sha256": file_sha256(paths[1]),
@@ -243,7 +248,7 @@ def plane_report(
     if out.exists() and not replace:
         with SurfaceStore.read(out) as old:
             same = all(old.attrs.get(key) == value for key, value in settings.items())
-    loss_surface(loaded[0][0], loss_fn or F.cross_entropy, {"train": batches}, out, x_range=x,
+    loss_surface(model, loss_fn or F.cross_entropy, {"train": batches}, out, x_range=x,
                  y_range=y, plane=plane, resume=same, force=out.exists() and not same,
                  settings=settings)  # fmt: skip
     with SurfaceStore.read(out) as store:

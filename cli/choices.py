@@ -6,7 +6,7 @@ own constant (the one place it is defined).
 """
 
 KINDS = ("line", "contour", "filled", "heatmap", "surface3d")  # landscape.surface.plot.KINDS
-PRESETS = ("full", "quick", "regimes", "sweep")  # sorted(cli._experiments.PRESETS) + sweep
+PRESETS = ("full", "quick", "regimes", "sweep")  # sorted(cli.study.experiment.PRESETS) + sweep
 GEOMETRIES = ("plain", "elementwise", "filterwise")  # landscape.sharpness.GEOMETRIES
 SPLITS = ("train", "test", "both")  # landscape.surface.store.SPLITS
 VECTORIZE = ("auto", "always", "never")  # landscape.surface.evaluate.VECTORIZE
