@@ -135,8 +135,15 @@ def curvature(
         top_k=1, tol=s.tol, trace=s.trace_matvecs > 0, trace_matvecs=max(s.trace_matvecs, 3),
         seed=s.seed,
     )  # fmt: skip
-    result = model_curvature(model, loss_fn, batches, request, params=s.params,
-                             max_memory=s.max_memory, per_layer=blocks if per_layer else False)
+    result = model_curvature(
+        model,
+        loss_fn,
+        batches,
+        request,
+        params=s.params,
+        max_memory=s.max_memory,
+        per_layer=blocks if per_layer else False,
+    )
     top, trace = result.eigen, result.trace
     whole = top.matvecs + (trace.matvecs if trace is not None else 0)
     record = {
