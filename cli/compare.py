@@ -10,6 +10,8 @@ from cli._common import (
     force_option,
     json_option,
     loss_option,
+    max_memory_option,
+    memory_budget,
     parameter_filter,
     parameter_options,
     progress_bar,
@@ -109,6 +111,10 @@ from distill.errors import DistillInputError
     help="Write the per-layer rows of every model here (.md Markdown or .csv); implies "
     "--per-layer.",
 )
+@max_memory_option(
+    "the gradient graphs of the curvature measurements",
+    "As for flatscape hessian: graphs beyond it are rebuilt at every product.",
+)
 @loss_option
 @source_options
 @json_option("the comparison")
@@ -120,7 +126,7 @@ from distill.errors import DistillInputError
 @threads_option
 def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch_size, top_k, tol,
             trace_matvecs, line_points, seed, confounds, allow_mixed, params, exclude, per_layer,
-            resamples, resample_size, bootstrap, per_layer_table, loss_spec, json_path,
+            resamples, resample_size, bootstrap, per_layer_table, max_memory, loss_spec, json_path,
             markdown_path, csv_path, force, quiet, device, threads, **options):  # fmt: skip
     """Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width.
 
@@ -148,7 +154,8 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     )  # fmt: skip
     settings = ProfileSettings(top_k=top_k, tol=tol, trace_matvecs=trace_matvecs,
                                line_points=line_points, seed=seed, confounds=confounds,
-                               params=parameter_filter(params, exclude))  # fmt: skip
+                               params=parameter_filter(params, exclude),
+                               max_memory=memory_budget(max_memory))  # fmt: skip
     device = resolve_device(device)
     with progress_bar(len(checkpoints), "models", quiet, unit="model") as bar:
         report = comparison.compare_checkpoints(

@@ -47,7 +47,9 @@ def flag_names(message: str, command: click.Command | None) -> str:
         return message
     message = re.sub(rf"^({pattern})\b(?!-)", lambda m: flags[m.group(1)], message)
     return re.sub(
-        rf"\b(pass|and) ({pattern})\b(?!-)", lambda m: f"{m.group(1)} {flags[m.group(2)]}", message
+        rf"\b(pass|and|or) ({pattern})\b(?!-)",
+        lambda m: f"{m.group(1)} {flags[m.group(2)]}",
+        message,
     )
 
 

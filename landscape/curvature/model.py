@@ -27,7 +27,7 @@ from landscape.operators.base import CurvatureOperator
 from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import ParameterSelection
-from landscape.operators.memory import peak_bytes, resolve_budget
+from landscape.operators.memory import format_size, peak_bytes, resolve_budget
 
 
 @in_analysis_mode
@@ -100,6 +100,12 @@ def model_curvature(
         (2, 128, True)
     """
     request = _request(request, request_fields)
+    if batch_size is not None and max_memory not in ("auto", None):
+        raise LandscapeInputError(
+            f"max_memory {format_size(max_memory)}: nothing to bound with batch_size, whose "
+            "graphs are "
+            "rebuilt at every product; pass max_memory (graphs kept within it) or batch_size"
+        )
     start = time.perf_counter()
     inputs, targets = gather_examples(data, samples)
     batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
