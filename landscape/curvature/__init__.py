@@ -5,7 +5,7 @@ from landscape.curvature.measure import (
     CurvatureResult,
     measure_curvature,
 )
-from landscape.curvature.model import model_curvature
+from landscape.curvature.model import model_curvature, policy_operator
 from landscape.curvature.report import curvature_report, format_summary
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "format_summary",
     "measure_curvature",
     "model_curvature",
+    "policy_operator",
 ]

@@ -25,9 +25,11 @@ from landscape.curvature.eigen import EigenResult, lanczos
 from landscape.curvature.trace import TraceResult, rademacher
 from landscape.curvature.trace.hutchinson import quadratic_forms, sample_stderr
 from landscape.operators.base import CurvatureOperator
+from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.ggn import GGNOperator, residual_operator
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import ParameterSelection
+from landscape.operators.memory import resolve_budget
 
 
 @dataclass
@@ -119,6 +121,7 @@ def ggn_split(
     params: ParameterSelection = None,
     dtype: torch.dtype | None = None,
     bn_mode: str = "eval",
+    max_memory: int | str | None = "auto",
 ) -> GGNSplit:
     """Top eigenvalues and traces of the Hessian, its GGN and their difference.
 
@@ -133,10 +136,16 @@ def ggn_split(
         params: Parameter names (default: all trainable).
         dtype: Compute dtype (default: the model's).
         bn_mode: ``"eval"`` or ``"train"``.
+        max_memory: The process's memory budget, as for
+            :func:`~landscape.curvature.model.model_curvature`; the Hessian's kept graphs
+            and the GGN's kept linearizations share it half and half.
     """
     start = time.perf_counter()
-    batches = list(batches)
-    options = {"params": params, "dtype": dtype, "bn_mode": bn_mode}
+    inputs, targets = gather_examples(batches)
+    batches, keep = curvature_batches(inputs, targets)  # hessian's batches, graphs kept
+    budget = resolve_budget(max_memory, targets.device)
+    options = {"params": params, "dtype": dtype, "bn_mode": bn_mode, "keep_graphs": keep,
+               "graph_budget": None if budget is None else int(budget) // 2}  # fmt: skip
     H = HessianOperator(model, loss_fn, batches, **options)
     G = GGNOperator(model, loss_fn, batches, **options)
     R = residual_operator(H, G)

@@ -100,20 +100,12 @@ def model_curvature(
         (2, 128, True)
     """
     request = _request(request, request_fields)
-    if batch_size is not None and max_memory not in ("auto", None):
-        raise LandscapeInputError(
-            f"max_memory {format_size(max_memory)}: nothing to bound with batch_size, whose "
-            "graphs are "
-            "rebuilt at every product; pass max_memory (graphs kept within it) or batch_size"
-        )
     start = time.perf_counter()
-    inputs, targets = gather_examples(data, samples)
-    batches, keep_graphs = curvature_batches(inputs, targets, batch_size)
-    keep_graphs = keep_graphs and request.engine != "pyhessian"
-    budget = resolve_budget(max_memory, targets.device) if keep_graphs else None
-    built = operator_factory(
-        operator, model, loss_fn, batches, params=params, hvp=hvp, dtype=dtype,
-        bn_mode=bn_mode, keep_graphs=keep_graphs, graph_budget=budget,
+    built = policy_operator(
+        operator, model, loss_fn, data, samples=samples, batch_size=batch_size,
+        max_memory=max_memory, keep_graphs=request.engine != "pyhessian",
+        operator_factory=operator_factory, params=params, hvp=hvp, dtype=dtype,
+        bn_mode=bn_mode,
         **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
     )  # fmt: skip
     result = measure_curvature(built, request, progress)
@@ -126,12 +118,66 @@ def model_curvature(
         result.matvecs = built.matvecs
     result.seconds = time.perf_counter() - start
     result.memory = {
-        "budget": budget,
+        "budget": built.local.budget.limit if built.local.budget is not None else None,
         "graph_bytes": local.graph_bytes,
         "kept_examples": local.kept_examples,
         "peak": peak_bytes(built.device),
     }
     return result
+
+
+def policy_operator(
+    kind: str,
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Iterable[Batch],
+    *,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    max_memory: int | str | None = "auto",
+    keep_graphs: bool = True,
+    operator_factory: Callable[..., CurvatureOperator] = make_operator,
+    **options: object,
+) -> CurvatureOperator:
+    """The curvature operator ``kind`` over ``data``, built as ``flatscape hessian`` builds it.
+
+    The one batching and memory policy of every measurement of a model (``hessian``,
+    ``compare``, the study layer, eigen maps, eigen directions, the GGN split): the first
+    ``samples`` examples, cut once into :func:`~landscape.operators.batching.
+    curvature_batches` (256-example batches with their graphs kept, or ``batch_size``
+    batches rebuilt per product), the kept graphs within the process's ``max_memory``.
+
+    Args:
+        kind: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"empirical_fisher"``.
+        model: Any module.
+        loss_fn: Mean loss of a batch.
+        data: A DataLoader or list of ``(inputs, targets)`` batches, read in order.
+        samples: How many examples (default: all of ``data``).
+        batch_size: Batches of this size with graphs rebuilt per product (default: the
+            policy's batches with their graphs kept).
+        max_memory: The process's budget: ``"auto"``, None (no limit) or bytes.
+        keep_graphs: False to rebuild graphs per product whatever the batches (the
+            pyhessian engine, which keeps none).
+        operator_factory: Builds the operator (the data-parallel wrapper passes its own).
+        **options: The operator's own options (``params``, ``hvp``, ``dtype``,
+            ``bn_mode``, ``mc_samples``, ``seed``).
+
+    Raises:
+        LandscapeInputError: ``max_memory`` given as a size together with ``batch_size``
+            (no graph is kept, so the budget would bound nothing), or a budget too small.
+    """
+    if batch_size is not None and max_memory not in ("auto", None):
+        raise LandscapeInputError(
+            f"max_memory {format_size(max_memory)}: nothing to bound with batch_size, whose "
+            "graphs are rebuilt at every product; pass max_memory (graphs kept within it) or "
+            "batch_size"
+        )
+    inputs, targets = gather_examples(data, samples)
+    batches, keep = curvature_batches(inputs, targets, batch_size)
+    keep = keep and keep_graphs
+    budget = resolve_budget(max_memory, targets.device) if keep else None
+    return operator_factory(kind, model, loss_fn, batches, keep_graphs=keep,
+                            graph_budget=budget, **options)  # fmt: skip
 
 
 def _request(request: CurvatureRequest | None, given: dict[str, object]) -> CurvatureRequest:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from landscape._types import in_analysis_mode
 from landscape.curvature.eigen import lanczos
 from landscape.errors import LandscapeInputError
+from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
 
 Direction = dict[str, Tensor]
@@ -251,7 +252,8 @@ def hessian_directions(
     Returns:
         The directions (largest eigenvalue first) and the eigenvalues.
     """
-    operator = HessianOperator(model, loss_fn, batches, graph_budget=graph_budget)
+    policy, keep = curvature_batches(*gather_examples(batches))  # as hessian measures
+    operator = HessianOperator(model, loss_fn, policy, keep_graphs=keep, graph_budget=graph_budget)
     result = lanczos(operator, k=count, tol=tol, seed=seed)
     vectors = result.eigenvectors
     signs = torch.sign(vectors.gather(0, vectors.abs().argmax(dim=0, keepdim=True)))

@@ -33,7 +33,7 @@ from torch import nn
 from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.eigen.lanczos import lanczos
 from landscape.errors import LandscapeInputError, NonFiniteLossError
-from landscape.operators.batching import gather_examples, split_batches
+from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import (
     ParameterFilter,
@@ -100,7 +100,7 @@ def eigen_map(
     seed: int = 0,
     tol: float = 1e-3,
     samples: int | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     max_memory: int | str | None = "auto",
     params: ParameterSelection = None,
     resume: bool = False,
@@ -126,7 +126,9 @@ def eigen_map(
         tol: Relative accuracy of :math:`\lambda_{\max}`; :math:`\lambda_{\min}` to
             ``tol`` times :math:`|\lambda_{\max}|`.
         samples: First examples of ``batches`` (default all).
-        batch_size: Examples per Hessian-vector product pass.
+        batch_size: Batches of this size with graphs rebuilt at every product; default:
+            ``flatscape hessian``'s batches with their graphs kept, within ``max_memory``
+            (:func:`~landscape.operators.batching.curvature_batches`).
         max_memory: Bytes the Hessian's kept gradient graphs and products may hold:
             ``"auto"`` (half the memory available at the start), None (no limit) or bytes.
         params: The Hessian block measured at each point (names, globs or a
@@ -152,9 +154,9 @@ def eigen_map(
     specs = [directions] * ndirs if isinstance(directions, str | Mapping) else list(directions)
     if len(specs) != ndirs or any(s == "eigen" for s in specs if isinstance(s, str)):
         raise LandscapeInputError("directions: give 'random' or one direction per axis")
-    data = split_batches(*gather_examples(batches, samples), batch_size)
+    data, keep_graphs = curvature_batches(*gather_examples(batches, samples), batch_size)
     names = None if params is None else select_parameters(model, params)  # fails here
-    budget = resolve_budget(max_memory, data[0][1].device)
+    budget = resolve_budget(max_memory, data[0][1].device) if keep_graphs else None
     made, _ = build_directions(model, specs, normalization=normalization, ignore=ignore,
                                seed=seed)  # fmt: skip
     kinds = [s if isinstance(s, str) else "given" for s in specs]
@@ -173,7 +175,7 @@ def eigen_map(
         moved = _Moved(model, store.directions())
         for index in store.pending():
             values, products, ok = _extremes(moved.at(coords[index]), loss_fn, data, tol,
-                                             seed, budget, names)  # fmt: skip
+                                             seed, keep_graphs, budget, names)  # fmt: skip
             store.write_arrays(np.array([index]), values)
             matvecs, converged, computed = matvecs + products, converged + ok, computed + 1
             if progress is not None:
@@ -230,7 +232,8 @@ def _extremes(
     data: Sequence[Batch],
     tol: float,
     seed: int,
-    max_memory: int | None,
+    keep_graphs: bool,
+    graph_budget: int | None,
     params: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, bool]:
     """lambda_max, lambda_min and the loss at the model's weights; products; converged.
@@ -239,7 +242,9 @@ def _extremes(
     point is a gap of the map, final like any other, as a surface's diverged points are.
     """
     try:
-        operator = HessianOperator(model, loss_fn, data, params=params, graph_budget=max_memory)
+        operator = HessianOperator(
+            model, loss_fn, data, params=params, keep_graphs=keep_graphs, graph_budget=graph_budget
+        )
     except NonFiniteLossError as err:
         gap = {"lambda_max": np.array([np.nan]), "lambda_min": np.array([np.nan])}
         return {**gap, "train_loss": np.array([err.loss])}, 0, False
