@@ -210,7 +210,7 @@ def wall_of(*command: str) -> float:
 
 def loop_child(checkpoint: str, grid: int) -> None:
     """A whole process that does what loss-landscape does: load, then the plain loop."""
-    from distill.analysis import load_for_analysis
+    from distill.sources import load_for_analysis
 
     loaded = load_for_analysis(checkpoint, samples=4000, batch_size=4000)
     model = loaded.model.eval()
@@ -228,7 +228,7 @@ def cli_rows(grid: int, repeats: int, inputs, targets) -> list[str]:
         checkpoint = f"{tmp}/teacher.safetensors"
         subprocess.run([flatscape, "train", "--epochs", "10", "--out", checkpoint, "--quiet"],
                        check=True, capture_output=True)  # fmt: skip
-        from distill.analysis import load_for_analysis
+        from distill.sources import load_for_analysis
 
         model = load_for_analysis(checkpoint, samples=4000, batch_size=4000).model.eval()
         axis = f"-1:1:{grid}"

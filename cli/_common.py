@@ -163,11 +163,11 @@ def source_options(func):
 
 
 def sources_from(options: dict[str, Any]):
-    """The :class:`distill.analysis.Sources` of the options :func:`source_options` adds.
+    """The :class:`distill.sources.Sources` of the options :func:`source_options` adds.
 
     Pops them from ``options`` (a command's keyword arguments).
     """
-    from distill.analysis import Sources
+    from distill.sources import Sources
     from distill.user_code import parse_json_kwargs
 
     model_kwargs = options.pop("model_kwargs", None)

@@ -140,7 +140,7 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
           runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
     """
     from cli.study import comparison
-    from distill.losses import analysis_loss
+    from distill.sources import analysis_loss
     from landscape.compare.profile import ProfileSettings
 
     apply_threads(threads)

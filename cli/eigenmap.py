@@ -87,9 +87,14 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
       flatscape eigenmap runs/teacher.safetensors --x -1:1:11 --y -1:1:11 --out eig.h5
       flatscape plot eig.h5 --kind heatmap --key lambda_max --out eig.pdf
     """
-    from distill.analysis import first_examples, open_checkpoint, provenance
     from distill.checkpoint import file_sha256
-    from distill.losses import analysis_loss, check_loss
+    from distill.sources import (
+        analysis_loss,
+        check_loss,
+        first_examples,
+        open_checkpoint,
+        provenance,
+    )
     from landscape.surface.eigenmap import check_map_size, eigen_map
     from landscape.surface.grid import parse_grid
 

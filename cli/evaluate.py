@@ -38,7 +38,7 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
       flatscape evaluate runs/teacher.safetensors --split both --json eval.json
       flatscape evaluate last.ckpt --model mynet.py:Net --data-file data.npz
     """
-    from distill.analysis import open_checkpoint
+    from distill.sources import open_checkpoint
     from distill.trainer import evaluate as evaluate_model
     from distill.user_data import check_model_fits, require_class_labels
 

@@ -43,7 +43,7 @@ def import_command(foreign, generation, out, json_path, force, **options):
       flatscape import last.ckpt --model mynet.py:Net --data-file data.npz --out t.safetensors
       flatscape import resnet20.pth --model resnet20 --dataset cifar10 --out t.safetensors
     """
-    from distill.analysis import import_checkpoint
+    from distill.sources import import_checkpoint
 
     sources = sources_from(options)
     plan = OutputPlan(force)

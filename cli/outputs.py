@@ -103,7 +103,7 @@ class OutputPlan:
                 self.read(f"(the data recorded in {path})", _recorded_data_file(Path(path)))
 
     def read_sources(self, sources: Any) -> None:
-        """Add the files a :class:`distill.analysis.Sources` names: data and code files."""
+        """Add the files a :class:`distill.sources.Sources` names: data and code files."""
         self.read("--data-file", sources.data_file)
         for flag, spec in (("--model", sources.model), ("--data", sources.data)):
             if spec and ".py:" in spec:

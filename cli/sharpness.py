@@ -104,7 +104,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
       flatscape sharpness runs/sd/gen1.safetensors --match-teacher runs/teacher.safetensors
     """
     from cli.study.sharpness import checkpoint_sharpness, sharpness_lines
-    from distill.losses import analysis_loss
+    from distill.sources import analysis_loss
     from landscape.sharpness import GEOMETRIES
 
     apply_threads(threads)

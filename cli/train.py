@@ -178,7 +178,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
       flatscape train --data-file data.npz --model mynet.py:Net \\
           --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
-    from distill.analysis import Sources
+    from distill.sources import Sources
     from distill.trainer import train_teacher
     from distill.user_code import parse_json_kwargs
 
@@ -213,8 +213,8 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
 def _bundle(dataset, data_root, data_spec, data_kwargs, data_file, train_size, label_noise,
             noise_seed, augment, test_size) -> tuple:  # fmt: skip
     """The data the options name (built-in or the user's) and its default teacher recipe."""
-    from distill.analysis import Sources
     from distill.data import load_dataset
+    from distill.sources import Sources
     from distill.trainer import TEACHER_RECIPES, USER_DATA_RECIPE
     from distill.user_code import parse_json_kwargs
 
@@ -305,9 +305,9 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
       flatscape distill --teacher runs/teacher.safetensors --generations 2 \\
           --temperature 4 --alpha 1.0 --out-dir runs/sd
     """
-    from distill.analysis import Sources
     from distill.checkpoint import load_checkpoint
     from distill.losses import KDConfig
+    from distill.sources import Sources
     from distill.trainer import recipe_for_student, require_flatscape_teacher, train_student
     from distill.user_code import parse_json_kwargs
 

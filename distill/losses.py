@@ -15,14 +15,12 @@ The KD loss (Hinton et al. 2015), per example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillInputError
-from distill.user_code import describe_error, import_callable, is_code_spec
 
 ALPHA_MEANING = (
     "alpha weights the distillation term: loss = (1 - alpha) * CE(student, labels) "
@@ -96,62 +94,3 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 mse_loss.likelihood = "gaussian"  # a Gaussian negative log-likelihood, for the MC Fisher
-
-ANALYSIS_LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
-"""The losses ``--loss`` names: batch means, as every curvature and surface measures."""
-
-
-def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
-    """The loss ``--loss`` names: ``cross_entropy``, ``mse`` or ``file.py:callable``.
-
-    A callable is ``loss(outputs, targets) -> mean loss`` (a scalar tensor, differentiable
-    twice for curvature). Returns it and its record (``{"name", "spec", "source",
-    "source_sha256"}``).
-    """
-    if spec in ANALYSIS_LOSSES:
-        return ANALYSIS_LOSSES[spec], {"name": spec}
-    if not is_code_spec(spec):
-        raise DistillInputError(
-            f"--loss {spec!r}: choose {', '.join(ANALYSIS_LOSSES)} or name one as file.py:callable"
-        )
-    user = import_callable(spec, "--loss")
-    return user.function, {"name": spec, **user.provenance()}
-
-
-def check_loss(
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    model: torch.nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor],
-    name: str,
-) -> None:
-    """Call the model and the loss once on 8 examples: a scalar tensor, or one clear line.
-
-    A NaN/inf value is left to the measurement, which names the examples it was over.
-    """
-    inputs, targets = batch[0][:8], batch[1][:8]
-    with torch.no_grad():
-        try:
-            outputs = model(inputs)
-        except Exception as err:
-            raise DistillInputError(
-                f"the model cannot take these inputs of shape {tuple(inputs.shape)}: "
-                f"{describe_error(err)}"
-            ) from err
-        soft = isinstance(outputs, torch.Tensor) and targets.shape == outputs.shape
-        if name == "cross_entropy" and targets.is_floating_point() and not soft:
-            raise DistillInputError(
-                f"--loss cross_entropy needs class labels (or soft labels of the outputs' "
-                f"shape), and these targets are {targets.dtype} of shape "
-                f"{tuple(targets.shape)}; pass --loss mse or your own --loss file.py:callable"
-            )
-        try:
-            value = loss_fn(outputs, targets)
-        except Exception as err:
-            raise DistillInputError(
-                f"--loss {name}: raised {describe_error(err)} on outputs of shape "
-                f"{tuple(outputs.shape)} and targets of dtype {targets.dtype}"
-            ) from err
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise DistillInputError(f"--loss {name}: must return the batch's mean loss (a scalar "
-                                f"tensor), got {shape}")  # fmt: skip

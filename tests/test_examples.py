@@ -301,7 +301,7 @@ def test_own_model_walkthrough(tmp_path):
             rows[words[0]] = [float(v) for v in words[1:]]
     assert set(rows) == {"teacher", "gen1", "gen2"}
     spec = str(EXAMPLES / "own_model" / "residual_net.py") + ":ResidualMLP"
-    from distill.analysis import Sources, load_for_analysis
+    from distill.sources import Sources, load_for_analysis
 
     loaded = load_for_analysis(tmp_path / "teacher.safetensors", samples=256,
                                sources=Sources(model=spec))  # fmt: skip

@@ -50,7 +50,7 @@ def _identity(meta: dict[str, Any]) -> tuple:
 
 def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
     """Load every checkpoint, naming a missing one; refuse mixed architectures or data."""
-    from distill.analysis import open_checkpoint
+    from distill.sources import open_checkpoint
 
     for i, path in enumerate(paths, 1):
         if not Path(path).is_file():
@@ -69,7 +69,7 @@ def load_models(paths: list[str], device, allow_mixed: bool, sources=None):
 def _spread(model, loss_fn, bundle, settings, resamples, size, device,
             bootstrap=False) -> dict[str, Any]:  # fmt: skip
     """The resampled spread of one model's lambda_1 and trace."""
-    from distill.analysis import first_examples
+    from distill.sources import first_examples
     from landscape.curvature.measure import CurvatureRequest
     from landscape.curvature.resampling import resampled_curvature
 
@@ -142,7 +142,7 @@ def compare_checkpoints(
     With `interpolation_points`, also the loss on the straight line from the reference
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
     ``interpolation``: x, loss, acc). ``sources`` names the models' code and data
-    (:class:`distill.analysis.Sources`); ``loss_fn`` is the batch-mean loss measured
+    (:class:`distill.sources.Sources`); ``loss_fn`` is the batch-mean loss measured
     (default cross-entropy).
     """
     import numpy as np
@@ -150,8 +150,7 @@ def compare_checkpoints(
 
     loss_fn = loss_fn or F.cross_entropy
 
-    from distill.analysis import first_examples
-    from distill.losses import check_loss
+    from distill.sources import check_loss, first_examples
     from landscape.compare.profile import interpolation_line, matched_lambda_1, profile_model
     from landscape.compare.table import with_changes
 
@@ -218,7 +217,7 @@ def comparison_plane(report: dict[str, Any], samples: int, plots_dir, points: in
     import tempfile
 
     from cli.study.planes import plane_report
-    from distill.analysis import first_examples, open_checkpoint
+    from distill.sources import first_examples, open_checkpoint
 
     models = report["models"]
     ref = next(i for i, m in enumerate(models) if m["name"] == report["reference"])

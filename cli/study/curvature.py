@@ -16,7 +16,7 @@ from distill.errors import DistillInputError
 if TYPE_CHECKING:  # annotations only; torch loads on first use
     import torch
 
-    from distill.analysis import Sources
+    from distill.sources import Sources
     from landscape.curvature.measure import CurvatureRequest
 
 
@@ -86,7 +86,7 @@ def checkpoint_curvature(
         request: What to measure (checked here).
         settings: How (:class:`CurvatureSettings`).
         loss_spec: The loss (:func:`distill.losses.analysis_loss`).
-        sources: The models' code and data the user named (:class:`distill.analysis.Sources`).
+        sources: The models' code and data the user named (:class:`distill.sources.Sources`).
         device: This process's device (under ``torchrun``, after joining the job).
         quiet: No progress bars.
 
@@ -95,8 +95,7 @@ def checkpoint_curvature(
         :class:`DistillInputError` on a setting that cannot be measured, named.
     """
     from cli._common import progress_bar
-    from distill.analysis import load_for_analysis, provenance
-    from distill.losses import analysis_loss, check_loss
+    from distill.sources import analysis_loss, check_loss, load_for_analysis, provenance
     from landscape.curvature.report import curvature_report
     from landscape.distributed import process as distributed
     from landscape.distributed.operator import data_parallel_curvature
@@ -143,7 +142,7 @@ def _resampling_data(checkpoint, settings: CurvatureSettings, seed: int, device,
     """The whole train split for --resamples, its subsets checked before anything is measured."""
     if not settings.resamples:
         return None
-    from distill.analysis import load_for_analysis
+    from distill.sources import load_for_analysis
     from landscape.curvature.resampling import subset_indices
 
     train = load_for_analysis(checkpoint, split="train", batch_size=4096, device=device,

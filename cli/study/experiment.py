@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from cli.study.cache import measured
 from cli.study.report import write_report
-from distill.analysis import first_examples
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.losses import KDConfig
+from distill.sources import first_examples
 from distill.trainer import (
     TEACHER_RECIPES,
     LogitEnsemble,

@@ -11,7 +11,7 @@ from landscape.errors import LandscapeInputError
 if TYPE_CHECKING:  # annotations only; torch loads inside the command
     import torch
 
-    from distill.analysis import Sources
+    from distill.sources import Sources
     from landscape.surface.plane import Plane
 
 AUTO_POINTS = 31
@@ -97,8 +97,8 @@ def load_checkpoint_plane(
     :func:`landscape.surface.plane.checkpoint_plane`; returns the plane and the settings a
     surface records about it.
     """
-    from distill.analysis import open_checkpoint
     from distill.checkpoint import file_sha256
+    from distill.sources import open_checkpoint
     from landscape.surface import plane as planes
 
     states = []
@@ -220,15 +220,15 @@ def plane_report(
     The surface goes to ``out`` (resumed when it exists with the same settings, unless
     ``replace``: then it is made anew; the caller has the user's --force), on an
     automatic ``points`` x ``points`` grid; ``figure`` gets its contour with the models
-    marked. ``sources`` names the models' code (:class:`distill.analysis.Sources`) and
+    marked. ``sources`` names the models' code (:class:`distill.sources.Sources`) and
     ``loss_fn`` the batch-mean loss (default cross-entropy). Returns the models' positions
     and values and the grid's lowest loss.
     """
     import numpy as np
     import torch.nn.functional as F
 
-    from distill.analysis import open_checkpoint
     from distill.checkpoint import file_sha256
+    from distill.sources import open_checkpoint
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.plot import plot_surfaces
     from landscape.surface.store import SurfaceStore

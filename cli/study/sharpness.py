@@ -20,7 +20,7 @@ def _target_loss(
     match_loss: float | None, match_teacher: str | None, loaded, samples: int, device, sources
 ):
     """The train loss to match: given, or the teacher's on the same examples, or None."""
-    from distill.analysis import load_for_analysis
+    from distill.sources import load_for_analysis
     from landscape.curvature.temperature import mean_cross_entropy
 
     if match_teacher is None:
@@ -96,11 +96,10 @@ def checkpoint_sharpness(
     ``match_teacher`` (that checkpoint's train loss on the same examples) adds the
     temperature-matched model. ``loss_fn`` and ``loss_record`` come from
     :func:`distill.losses.analysis_loss` of ``loss_spec``; ``params`` is a parameter
-    filter; ``sources`` the models' code and data (:class:`distill.analysis.Sources`).
+    filter; ``sources`` the models' code and data (:class:`distill.sources.Sources`).
     """
     from cli._common import progress_bar
-    from distill.analysis import load_for_analysis, provenance
-    from distill.losses import check_loss
+    from distill.sources import check_loss, load_for_analysis, provenance
     from landscape.curvature.temperature import TemperatureScaled, temperature_matched_curvature
     from landscape.operators.mean_loss import select_parameters
     from landscape.sharpness import planned_evaluations

@@ -51,7 +51,7 @@ def checkpoint_surface(
         target: The other checkpoint of ``kind="interp"``.
         trajectories: The snapshot folders of ``kind="pca"``.
         loss_spec: The loss (:func:`distill.losses.analysis_loss`).
-        sources: The models' code and data (:class:`distill.analysis.Sources`).
+        sources: The models' code and data (:class:`distill.sources.Sources`).
         device: This process's device.
         **options: :func:`~landscape.surface.loss_surface.loss_surface` keywords
             (``split``, ``samples``, ``normalization``, ``ignore``, ``seed``, ``batch_size``,
@@ -61,9 +61,14 @@ def checkpoint_surface(
     Returns:
         The surface's result and the plane (None for other directions).
     """
-    from distill.analysis import first_examples, open_checkpoint, provenance
     from distill.checkpoint import file_sha256
-    from distill.losses import analysis_loss, check_loss
+    from distill.sources import (
+        analysis_loss,
+        check_loss,
+        first_examples,
+        open_checkpoint,
+        provenance,
+    )
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.store import SPLITS
 
@@ -118,7 +123,7 @@ def _plane(kind, model, meta, checkpoint, paths, trajectories, x_range, y_range,
 
 def _interpolation(model: torch.nn.Module, meta: dict, target: Path, device, sources):
     """Direction to another checkpoint, which must share the architecture."""
-    from distill.analysis import open_checkpoint
+    from distill.sources import open_checkpoint
     from landscape.surface.directions import interpolation_direction
 
     other, other_meta, _ = open_checkpoint(target, device=device, sources=sources)

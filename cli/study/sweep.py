@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 from cli.study.cache import measured
 from cli.study.experiment import read_stamp
-from distill.analysis import first_examples
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.errors import DistillInputError
 from distill.losses import KDConfig
+from distill.sources import first_examples
 from distill.trainer import (
     TEACHER_RECIPES,
     Recipe,

@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits
 
 import landscape
 from distill import KDConfig, Recipe, save_checkpoint, train_student, train_teacher
-from distill.analysis import Sources, load_for_analysis
+from distill.sources import Sources, load_for_analysis
 from distill.user_data import load_npz
 
 NET = str(Path(__file__).resolve().with_name("residual_net.py")) + ":ResidualMLP"

@@ -44,7 +44,7 @@ def test_eigenmap_of_a_checkpoint_plots_and_refuses_bad_grids(tmp_path, mnist1d_
 def test_eigenmap_of_a_parameter_block(tmp_path, mnist1d_teacher):
     import torch
 
-    from distill.analysis import load_for_analysis
+    from distill.sources import load_for_analysis
     from landscape.curvature.eigen.lanczos import lanczos
     from landscape.operators.hessian import HessianOperator
 

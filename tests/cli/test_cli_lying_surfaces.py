@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import distill.analysis as analysis_module
+import distill.sources as analysis_module
 from cli.main import cli
 from distill.checkpoint import save_checkpoint
 from distill.data import load_dataset

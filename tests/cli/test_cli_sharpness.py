@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from distill.analysis import load_for_analysis
+from distill.sources import load_for_analysis
 from landscape.curvature.temperature import TemperatureScaled
 from landscape.sharpness import sharpness_report
 from tests.cli.helpers import assert_one_line_error

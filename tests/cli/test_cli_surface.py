@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import distill.analysis as analysis_module
+import distill.sources as analysis_module
 import landscape.surface.loss_surface as loss_surface_module
 from cli.main import cli
 from distill.checkpoint import load_checkpoint, save_checkpoint

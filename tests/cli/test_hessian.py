@@ -7,8 +7,8 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from distill.analysis import load_for_analysis
 from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.sources import load_for_analysis
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.hessian import PRODUCT_RESERVE, HessianOperator
 from tests.cli.helpers import assert_one_line_error

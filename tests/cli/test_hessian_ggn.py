@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from distill.analysis import load_for_analysis
+from distill.sources import load_for_analysis
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.ggn import GGNOperator
 

@@ -167,7 +167,7 @@ def test_a_recorded_data_path_is_named_as_the_header_s_and_never_blocks(tmp_path
     import os
     import signal
 
-    from distill.analysis import open_checkpoint
+    from distill.sources import open_checkpoint
 
     target = {"fifo": tmp_path / "data.npz", "passwd": "/etc/passwd",
               "missing": tmp_path / "gone.npz", "folder": tmp_path}[kind]  # fmt: skip
@@ -192,7 +192,7 @@ def test_a_recorded_data_path_is_named_as_the_header_s_and_never_blocks(tmp_path
 
 
 def test_a_recorded_train_size_is_named_as_the_header_s(tmp_path):
-    from distill.analysis import open_checkpoint
+    from distill.sources import open_checkpoint
     from tests.distill.lying import lying
 
     def edit(header):

@@ -82,7 +82,7 @@ def test_alpha_meaning_recorded():
 
 def test_the_analysis_losses_have_the_fisher_s_likelihoods():
     """``--loss mse`` declares itself a Gaussian likelihood; landscape does not know distill."""
-    from distill.losses import ANALYSIS_LOSSES
+    from distill.sources import ANALYSIS_LOSSES
     from landscape.operators.fisher import likelihood_of
 
     assert likelihood_of(ANALYSIS_LOSSES["mse"]) == "gaussian"
