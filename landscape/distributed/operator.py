@@ -30,13 +30,13 @@ from landscape.curvature.model import model_curvature
 from landscape.distributed.process import (
     all_reduce_sum,
     rank,
-    shard_batches,
     shard_examples,
+    shard_whole_batches,
     world_size,
 )
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
-from landscape.operators.batching import gather_examples, split_batches
+from landscape.operators.batching import gather_examples
 from landscape.operators.kinds import make_operator
 from landscape.operators.mean_loss import MeanLossOperator, batch_loss, require_finite
 
@@ -196,10 +196,10 @@ def data_parallel_curvature(
             "engine pyhessian runs in one process; use lanczos or power under torchrun"
         )
     inputs, targets = gather_examples(data, samples)
-    if batch_size is None:
+    if batch_size is None:  # the examples are shared; each process cuts its own by the policy
         share = [shard_examples(inputs, targets)]
-    else:  # whole batches per process: model_curvature cuts the share the same way again
-        share = shard_batches(split_batches(inputs, targets, batch_size))
+    else:  # whole batches per process, as one block: cut once, by model_curvature
+        share = [shard_whole_batches(inputs, targets, batch_size)]
     factory = data_parallel_operator if world_size() > 1 else make_operator
     return model_curvature(
         model, loss_fn, share, request, batch_size=batch_size, operator_factory=factory,

@@ -190,6 +190,20 @@ def shard_batches(batches: Sequence[T]) -> list[T]:
     return batches[share.start : share.stop]
 
 
+def shard_whole_batches(inputs: Tensor, targets: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """This process's contiguous share of the batches of ``batch_size``, as one block.
+
+    A view of the examples: cut into ``batch_size`` again, it gives exactly those batches.
+
+    Raises:
+        LandscapeInputError: fewer batches than processes.
+    """
+    batches = -(-len(targets) // batch_size)
+    share = _own_share(batches, "data batch(es)", "use a smaller --batch-size or fewer processes")
+    start, stop = share.start * batch_size, min(share.stop * batch_size, len(targets))
+    return inputs[start:stop], targets[start:stop]
+
+
 def shard_examples(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """This process's contiguous share of one batch's examples (all of them in one process).
 

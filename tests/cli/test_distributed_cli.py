@@ -151,3 +151,17 @@ def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch):
     assert result.exit_code == 2
     (line,) = error_lines(result.stderr)
     assert "flatscape evaluate runs in one process" in line and "hessian, surface" in line
+
+
+@slow
+def test_hessian_batches_on_two_processes_are_the_single_process_batches(mnist1d_teacher, tmp_path):
+    """--batch-size 100 over 300 examples: whole batches per process (2 + 1), cut once."""
+    args = ["--top-k", "2", "--samples", "300", "--batch-size", "100", "--float64"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    run_single("hessian", mnist1d_teacher, *args, "--threads", "1", "--quiet", "--json", one)
+    result = torchrun("hessian", mnist1d_teacher, *args, "--json", two)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    np.testing.assert_allclose(b["eigenvalues"], a["eigenvalues"], rtol=1e-10)
+    assert b["data"]["batch_size"] == a["data"]["batch_size"] == 100
+    assert not b["data"]["graphs_kept"] and b["matvecs"] == a["matvecs"]
