@@ -14,6 +14,8 @@ Architectures (default input shape in brackets):
 - ``resnet20``, ``resnet32``, ``resnet56`` [(N, 3, 32, 32)]: CIFAR ResNets of He et al. 2016.
 - ``resnet18`` [(N, 3, 32, 32)]: CIFAR ResNet-18 (3x3 stem, no max-pool).
 - ``vgg`` [(N, 3, 32, 32)]: VGG with BatchNorm, configs ``vgg8``/``vgg11``/``vgg13``/``vgg16``.
+- ``gpt`` [(N, L) token ids]: a tiny decoder-only transformer (:mod:`distill.gpt`), next-token
+  logits ``(N, L, num_classes)`` with ``num_classes`` the vocabulary.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import DistillInputError
+from distill.gpt import GPT
 
 
 def _require_positive(arch: str, **values: int) -> None:
@@ -365,6 +368,17 @@ def vgg(
     return VGG(VGG_CONFIGS[config], in_channels, width, num_classes)
 
 
+def gpt(
+    *, num_classes: int = 16, context: int = 32, width: int = 32, layers: int = 2, heads: int = 2
+) -> GPT:
+    """A tiny GPT: ``layers`` pre-norm blocks of ``width`` with ``heads`` heads."""
+    _require_positive("gpt", num_classes=num_classes, context=context, width=width,
+                      layers=layers, heads=heads)  # fmt: skip
+    if width % heads:
+        raise DistillInputError(f"gpt: width {width} must be a multiple of heads {heads}")
+    return GPT(num_classes, context, width, layers, heads)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "cnn1d": cnn1d,
@@ -374,6 +388,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet56": resnet56,
     "resnet18": resnet18,
     "vgg": vgg,
+    "gpt": gpt,
 }
 
 
@@ -464,11 +479,14 @@ def input_kwargs(arch: str, input_shape: Sequence[int]) -> dict[str, int]:
         return {"input_dim": math.prod(shape)}
     if arch == "cnn1d" and len(shape) in (1, 2):
         return {"input_length": shape[-1], "in_channels": 1 if len(shape) == 1 else shape[0]}
+    if arch == "gpt" and len(shape) == 1:
+        return {"context": shape[0]}
     if arch == "lenet" and len(shape) == 3 and shape[1] == shape[2]:
         return {"in_channels": shape[0], "input_size": shape[1]}
-    if arch not in ("cnn1d", "lenet") and len(shape) == 3:
+    if arch not in ("cnn1d", "lenet", "gpt") and len(shape) == 3:
         return {"in_channels": shape[0]}
-    expected = {"cnn1d": "(L,) or (C, L)", "lenet": "square (C, S, S)"}.get(arch, "(C, H, W)")
+    expected = {"cnn1d": "(L,) or (C, L)", "lenet": "square (C, S, S)",
+                "gpt": "(L,) token ids"}.get(arch, "(C, H, W)")  # fmt: skip
     raise DistillInputError(
         f"architecture {arch!r} needs inputs of shape {expected}, but the data has {shape}; "
         "pick an architecture that suits the dataset (mlp takes any shape)"
