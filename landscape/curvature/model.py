@@ -126,6 +126,7 @@ def model_curvature(
     return result
 
 
+@in_analysis_mode
 def policy_operator(
     kind: str,
     model: nn.Module,
