@@ -12,7 +12,7 @@ SPLITS = ("train", "test", "both")  # landscape.surface.store.SPLITS
 VECTORIZE = ("auto", "always", "never")  # landscape.surface.evaluate.VECTORIZE
 DATASETS = ("mnist1d", "digits", "synthetic", "cifar10", "cifar100")  # distill.data.DATASETS
 ARCHITECTURES = (  # sorted(distill.models.ARCHITECTURES)
-    "cnn1d", "lenet", "mlp", "resnet18", "resnet20", "resnet32", "resnet56", "vgg",
+    "cnn1d", "gpt", "lenet", "mlp", "resnet18", "resnet20", "resnet32", "resnet56", "vgg",
 )  # fmt: skip
 ALPHA_MEANING = (  # distill.losses.ALPHA_MEANING
     "alpha weights the distillation term: loss = (1 - alpha) * CE(student, labels) + "
