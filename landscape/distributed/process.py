@@ -40,6 +40,7 @@ from landscape.distributed.environment import (  # noqa: F401  (re-exported)
     launched_by_torchrun,
 )
 from landscape.errors import LandscapeInputError
+from landscape.operators.batching import index_examples
 
 T = TypeVar("T")
 
@@ -190,11 +191,12 @@ def shard_batches(batches: Sequence[T]) -> list[T]:
     return batches[share.start : share.stop]
 
 
-def shard_examples(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def shard_examples(inputs: Any, targets: Tensor) -> tuple[Any, Tensor]:
     """This process's contiguous share of one batch's examples (all of them in one process).
 
     Raises:
         LandscapeInputError: fewer examples than processes.
     """
     share = _own_share(len(targets), "example(s)", "use more --samples or fewer processes")
-    return inputs[share.start : share.stop], targets[share.start : share.stop]
+    rows = slice(share.start, share.stop)
+    return index_examples(inputs, rows), targets[rows]
