@@ -157,9 +157,19 @@ def loss_option(func):
     )(func)
 
 
+def output_key_option(func):
+    """``--output-key NAME``: which entry of a dict/ModelOutput/dataclass output is the logits."""
+    return click.option(
+        "--output-key",
+        metavar="NAME",
+        help="The entry of the model's output (a dict, ModelOutput or dataclass) that holds "
+        "its logits. Default: 'logits' if the output has one, else its first entry.",
+    )(func)
+
+
 def source_options(func):
-    """Every option that names a checkpoint's model, data and file layout."""
-    return model_options(data_options(layout_options(func)))
+    """Every option that names a checkpoint's model, its output, data and file layout."""
+    return model_options(output_key_option(data_options(layout_options(func))))
 
 
 def sources_from(options: dict[str, Any]):
@@ -183,6 +193,7 @@ def sources_from(options: dict[str, Any]):
         data_file=options.pop("data_file", None),
         state_key=options.pop("state_key", None),
         strip_prefix=options.pop("strip_prefix", None),
+        output_key=options.pop("output_key", None),
     )  # fmt: skip
 
 

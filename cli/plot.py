@@ -24,7 +24,11 @@ def _levels(text: str) -> int | list[float]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--kind", type=click.Choice(choices.KINDS), default="contour", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(choices.KINDS),
+    help="Default: line for 1D files, contour for 2D ones.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".pdf, .png or .svg")
 @click.option(
     "--key",

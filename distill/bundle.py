@@ -7,9 +7,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
+
+from distill.model_call import take
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class DictInputsDataset(Dataset):
+    """``(inputs, labels)`` whose inputs are a dict of tensors (``input_ids``, ...).
+
+    ``tensors`` is ``(inputs, labels)``, as a :class:`TensorDataset`'s, so code that
+    reads a split's tensors reads these too; an item is ``({name: row}, label)``.
+    """
+
+    def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        self.tensors = (inputs, labels)
+
+    def __len__(self) -> int:
+        return len(self.tensors[1])
+
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        inputs, labels = self.tensors
+        return take(inputs, index), labels[index]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from distill.checkpoint import (
 from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.losses import mse_loss
+from distill.model_call import example_shape, logits_of, select_output, take, to_device
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import describe_error, import_callable, is_code_spec
 from distill.user_data import (
@@ -68,11 +69,14 @@ def first_examples(
     if samples is not None:
         if samples < 1:
             raise DistillInputError(f"--samples {samples}: must be >= 1")
-        inputs, targets = inputs[:samples], targets[:samples]
+        inputs, targets = take(inputs, slice(0, samples)), targets[:samples]
     if batch_size < 1:
         raise DistillInputError(f"--batch-size {batch_size}: must be >= 1")
     return [
-        (inputs[i : i + batch_size].to(device), targets[i : i + batch_size].to(device))
+        (
+            to_device(take(inputs, slice(i, i + batch_size)), device),
+            targets[i : i + batch_size].to(device),
+        )  # fmt: skip
         for i in range(0, len(targets), batch_size)
     ]
 
@@ -94,6 +98,8 @@ class Sources:
         data_file: A ``.npz`` of arrays (``--data-file``).
         state_key: Where a foreign container holds the weights (``--state-key``).
         strip_prefix: A key prefix to remove (``--strip-prefix``).
+        output_key: The model output's entry that holds the logits (``--output-key``;
+            default: ``logits`` if the output has one, else its first entry).
     """
 
     model: str | None = None
@@ -104,6 +110,7 @@ class Sources:
     data_file: str | None = None
     state_key: str | None = None
     strip_prefix: str | None = None
+    output_key: str | None = None
 
     def bundle(self) -> DatasetBundle | None:
         """The data the user named, or None."""
@@ -151,6 +158,15 @@ def open_checkpoint(
     needs ``sources.model`` and a data source.
     """
     sources = sources or Sources()
+    model, meta, bundle = _open_checkpoint(path, device, sources)
+    if sources.output_key is not None:
+        select_output(model, sources.output_key)
+    return model, meta, bundle
+
+
+def _open_checkpoint(
+    path: str | Path, device: torch.device | str, sources: Sources
+) -> tuple[torch.nn.Module, dict[str, Any], DatasetBundle]:
     if not Path(path).is_file():
         raise DistillInputError(f"checkpoint {path} not found")
     if is_flatscape_checkpoint(path):
@@ -274,13 +290,13 @@ def check_loss(
 
     A NaN/inf value is left to the measurement, which names the examples it was over.
     """
-    inputs, targets = batch[0][:8], batch[1][:8]
+    inputs, targets = take(batch[0], slice(0, 8)), batch[1][:8]
     with torch.no_grad():
         try:
-            outputs = model(inputs)
+            outputs = logits_of(model, inputs)
         except Exception as err:
             raise DistillInputError(
-                f"the model cannot take these inputs of shape {tuple(inputs.shape)}: "
+                f"the model cannot take these inputs of shape {example_shape(inputs)}: "
                 f"{describe_error(err)}"
             ) from err
         soft = isinstance(outputs, torch.Tensor) and targets.shape == outputs.shape

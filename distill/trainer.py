@@ -28,6 +28,7 @@ from distill.checkpoint import (
 from distill.data import dataset_from_description
 from distill.errors import DistillInputError
 from distill.losses import KDConfig, cross_entropy, kd_loss
+from distill.model_call import example_count, logits_of, take, to_device
 from distill.model_spec import build_from_spec, require_named
 from distill.models import input_kwargs, resolve_model_kwargs
 from distill.user_code import is_code_spec
@@ -124,9 +125,9 @@ def evaluate(
     inputs, targets = dataset.tensors
     loss_sum, correct = 0.0, 0
     for start in range(0, len(targets), batch_size):
-        x = inputs[start : start + batch_size].to(device)
+        x = to_device(take(inputs, slice(start, start + batch_size)), device)
         y = targets[start : start + batch_size].to(device)
-        logits = model(x)
+        logits = logits_of(model, x)
         loss_sum += float(cross_entropy(logits, y).double().sum())
         correct += int((logits.argmax(dim=-1) == y).sum())
     model.train(was_training)
@@ -135,14 +136,13 @@ def evaluate(
 
 
 @torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 1000
-) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, inputs: Any, batch_size: int = 1000) -> torch.Tensor:
     """Logits of a model in eval mode for a tensor of inputs, batch by batch."""
     model.eval()
     device = next(model.parameters()).device
     chunks = [
-        model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)
+        logits_of(model, to_device(take(inputs, slice(i, i + batch_size)), device))
+        for i in range(0, example_count(inputs), batch_size)
     ]
     return torch.cat(chunks)
 
@@ -168,7 +168,7 @@ def fit(
     check_model_fits(model, bundle, "training")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    inputs, targets = (t.to(device) for t in bundle.train.tensors)
+    inputs, targets = (to_device(t, device) for t in bundle.train.tensors)
     cached = None
     if teacher is not None:
         teacher.eval().requires_grad_(False)
@@ -190,15 +190,15 @@ def fit(
         loss_sum = 0.0
         for first in range(0, len(order), recipe.batch_size):
             index = order[first : first + recipe.batch_size]
-            x, y = inputs[index], targets[index]
+            x, y = take(inputs, index), targets[index]
             if bundle.augment is not None:
                 x = bundle.augment(x.cpu(), generator).to(device)
-            logits = model(x)
+            logits = logits_of(model, x)
             if teacher is None:
                 loss = cross_entropy(logits, y).mean()
             else:
                 with torch.no_grad():
-                    soft = cached[index] if cached is not None else teacher(x)
+                    soft = cached[index] if cached is not None else logits_of(teacher, x)
                 loss = kd_loss(logits, soft, y, kd).mean()
             if not torch.isfinite(loss):
                 value = float(loss.detach())
@@ -309,9 +309,10 @@ class LogitEnsemble(torch.nn.Module):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of the members' logits."""
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The mean of the members' logits (inputs as one argument, or as keywords)."""
+        inputs = kwargs if kwargs else args[0]
+        return torch.stack([logits_of(member, inputs) for member in self.members]).mean(dim=0)
 
 
 def require_flatscape_teacher(path: str | Path) -> None:

@@ -82,7 +82,11 @@ def _sha256(path: Path) -> str:
 
 
 def _import_file(path: Path, spec: str) -> Any:
-    """Import a ``.py`` file as a module named after its contents' hash."""
+    """Import a ``.py`` file as a module named after its contents' hash.
+
+    The file's folder leads ``sys.path`` while it is imported, as when Python runs the file,
+    so it can import the modules beside it (``from mycnn import Block``).
+    """
     if not path.is_file():
         raise DistillInputError(f"{spec}: no file {path}")
     name = f"flatscape_user_{_sha256(path)[:16]}"
@@ -93,11 +97,15 @@ def _import_file(path: Path, spec: str) -> Any:
         raise DistillInputError(f"{spec}: {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:  # argparse at import time exits
         del sys.modules[name]
         raise DistillInputError(f"{spec}: importing {path} raised {describe_error(err)}") from err
+    finally:
+        sys.path.remove(folder)
     return module
 
 

@@ -1,12 +1,17 @@
 """The user's own data: a ``.npz`` file of arrays, or a callable named with ``--data``.
 
 ``--data-file FILE.npz`` holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` (and
-optionally ``classes``: the class count, or one name per class). ``--data SPEC`` names
+optionally ``classes``: the class count, or one name per class). Arrays named
+``x_<split>__<name>`` (``x_train__attention_mask``) make that split's inputs a dict
+``{"input_ids": x_<split>, "<name>": ...}``, given to the model as keyword arguments.
+
+``--data SPEC`` names
 ``package.module:callable`` or ``file.py:callable`` returning ``(train, test)`` or
 ``{"train": ..., "test": ...}``, each a ``TensorDataset``, an ``(inputs, labels)`` pair
-of arrays or tensors, or any map-style dataset of ``(input, label)`` items. Inputs are
-used as given (no normalization: the user's pipeline already chose one); labels are
-class indices (int) for classification or floats for regression losses.
+of arrays or tensors (inputs may be a dict of them), or any map-style dataset of
+``(input, label)`` items. Inputs are used as given (no normalization: the user's pipeline
+already chose one): floating-point ones become float32, integer ones (token ids) keep their
+dtype; labels are class indices (int) for classification or floats for regression losses.
 
 The bundle's ``description`` records the file and its SHA-256, or the spec, its kwargs
 and its source's SHA-256. A file is read again from its path (and must still have that
@@ -28,11 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from distill.bundle import DatasetBundle
+from distill.bundle import DatasetBundle, DictInputsDataset
 from distill.errors import DistillInputError
+from distill.model_call import example_shape, logits_of, take, to_device
 from distill.user_code import call_user, describe_error, import_callable, spec_from_here
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+EXTRA = ("x_train__", "x_test__")
+"""Prefixes of the arrays that join ``x_train``/``x_test`` as dict inputs."""
 FLAG = "--data"
 
 
@@ -82,6 +90,9 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise DistillInputError(f"{where}: a TensorDataset of (inputs, labels), got "
                                     f"{len(split.tensors)} tensors")  # fmt: skip
         x, y = split.tensors
+    elif isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], dict):
+        x = {name: torch.as_tensor(np.asarray(a)) for name, a in split[0].items()}
+        y = torch.as_tensor(np.asarray(split[1]))
     elif isinstance(split, (tuple, list)) and len(split) == 2:
         try:
             x, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
@@ -107,16 +118,29 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
-    if y.ndim == 0:
-        raise DistillInputError(f"{where}: labels must have one entry per example, got a scalar")
+def _inputs(x: torch.Tensor, where: str) -> torch.Tensor:
+    """Inputs checked and kept: float32 when floating, integer ones (token ids) as they are."""
     if x.ndim < 2 or len(x) == 0:
         raise DistillInputError(f"{where}: inputs need a batch axis and examples, shape "
                                 f"{tuple(x.shape)}")  # fmt: skip
-    if len(y) != len(x):
-        raise DistillInputError(f"{where}: {len(x)} inputs but {len(y)} labels")
-    if not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int64, torch.int32)):
-        raise DistillInputError(f"{where}: inputs of dtype {x.dtype}; give numbers")
+    if x.is_floating_point():
+        return x.float().contiguous()
+    if x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        return x.contiguous()
+    raise DistillInputError(f"{where}: inputs of dtype {x.dtype}; give numbers")
+
+
+def _check_split(x: Any, y: torch.Tensor, where: str) -> TensorDataset | DictInputsDataset:
+    if y.ndim == 0:
+        raise DistillInputError(f"{where}: labels must have one entry per example, got a scalar")
+    if isinstance(x, dict):
+        x = {name: _inputs(value, f"{where} {name}") for name, value in x.items()}
+    else:
+        x = _inputs(x, where)
+    counts = {len(value) for value in (x.values() if isinstance(x, dict) else [x])}
+    if counts != {len(y)}:
+        raise DistillInputError(f"{where}: {', '.join(map(str, sorted(counts)))} inputs but "
+                                f"{len(y)} labels")  # fmt: skip
     if y.dtype.is_floating_point:
         labels = y.float()
     elif y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and y.ndim == 1:
@@ -128,7 +152,9 @@ def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
             f"{where}: labels of dtype {y.dtype} and shape {tuple(y.shape)}; give class "
             "indices (one int per example) or float targets"
         )
-    return TensorDataset(x.float().contiguous(), labels.contiguous())
+    if isinstance(x, dict):
+        return DictInputsDataset(x, labels.contiguous())
+    return TensorDataset(x, labels.contiguous())
 
 
 def _bundle(
@@ -136,10 +162,10 @@ def _bundle(
 ) -> DatasetBundle:
     x_train, y_train = train.tensors
     x_test, y_test = test.tensors
-    if tuple(x_train.shape[1:]) != tuple(x_test.shape[1:]):
+    if example_shape(x_train) != example_shape(x_test):
         raise DistillInputError(
-            f"{description['name']} data: train inputs {tuple(x_train.shape[1:])} and test "
-            f"inputs {tuple(x_test.shape[1:])} differ in shape"
+            f"{description['name']} data: train inputs {example_shape(x_train)} and test "
+            f"inputs {example_shape(x_test)} differ in shape"
         )
     if y_train.dtype != y_test.dtype:
         raise DistillInputError(
@@ -155,7 +181,10 @@ def _bundle(
         n_train=len(y_train), n_test=len(y_test), num_classes=count, normalization=None,
         augment=False, augmentation=None, train_size=None, label_noise=0.0, noisy_labels=0,
     )  # fmt: skip
-    return DatasetBundle(train, test, count, tuple(x_train.shape[1:]), description)
+    shape = example_shape(x_train)
+    if isinstance(shape, dict):  # a registry model is fitted to the token ids' shape
+        shape = shape.get("input_ids", next(iter(shape.values())))
+    return DatasetBundle(train, test, count, shape, description)
 
 
 def _class_count(classes: Any, found: int, description: dict) -> int:
@@ -210,6 +239,7 @@ def load_npz(
                         f"{', '.join(arrays.files) or 'none'}); need {', '.join(ARRAYS)}"
                     )
                 data = {name: arrays[name] for name in ARRAYS}
+                data.update({name: arrays[name] for name in arrays.files if name.startswith(EXTRA)})
                 classes = arrays["classes"] if "classes" in arrays.files else None
         except DistillInputError:
             raise
@@ -221,10 +251,22 @@ def load_npz(
     except (TypeError, ValueError) as err:
         dtypes = ", ".join(f"{name} {a.dtype}" for name, a in data.items())
         raise DistillInputError(f"{where}: arrays must be numbers ({dtypes})") from err
-    train = _check_split(tensors["x_train"], tensors["y_train"], f"{where} train")
-    test = _check_split(tensors["x_test"], tensors["y_test"], f"{where} test")
+    train = _check_split(_split_inputs(tensors, "train", where), tensors["y_train"],
+                         f"{where} train")  # fmt: skip
+    test = _check_split(_split_inputs(tensors, "test", where), tensors["y_test"], f"{where} test")
     description = {"name": "npz", "path": str(path), "sha256": found, "options": {}}
     return _bundle(train, test, classes, description)
+
+
+def _split_inputs(tensors: dict[str, torch.Tensor], split: str, where: str) -> Any:
+    """``x_<split>``, or with ``x_<split>__<name>`` arrays the dict of them all."""
+    prefix = f"x_{split}__"
+    extra = {name.removeprefix(prefix): t for name, t in tensors.items() if name.startswith(prefix)}
+    if not extra:
+        return tensors[f"x_{split}"]
+    if "input_ids" in extra:
+        raise DistillInputError(f"{where}: {prefix}input_ids: x_{split} is the input_ids")
+    return {"input_ids": tensors[f"x_{split}"], **extra}
 
 
 def load_data_spec(spec: str, kwargs: dict[str, Any]) -> DatasetBundle:
@@ -329,11 +371,13 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
     modes = [(module, module.training) for module in model.modules()]
     try:
         with torch.no_grad():
-            outputs = model.eval()(inputs[:8].to(device))
+            outputs = logits_of(model.eval(), to_device(take(inputs, slice(0, 8)), device))
     except Exception as err:
+        integer = not isinstance(inputs, dict) and not inputs.is_floating_point()
+        kept = "; integer inputs are given as they are (token ids): store pixels as floats"
         raise DistillInputError(
             f"{what}: the model cannot take this data's inputs of shape "
-            f"{tuple(inputs.shape[1:])} per example: {describe_error(err)}"
+            f"{example_shape(inputs)} per example: {describe_error(err)}{kept if integer else ''}"
         ) from err
     finally:
         for module, training in modes:

@@ -33,6 +33,8 @@ Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
+Models' inputs and outputs
+    call_model, model_outputs, select_output
 Errors
     LandscapeInputError
 
@@ -110,6 +112,10 @@ _EXPORTS = {
     "with_changes": "landscape.compare.table",
     "to_markdown": "landscape.compare.table",
     "to_csv": "landscape.compare.table",
+    # Models' inputs and outputs
+    "call_model": "landscape._types",
+    "model_outputs": "landscape._types",
+    "select_output": "landscape._types",
     # Errors
     "LandscapeInputError": "landscape.errors",
 }

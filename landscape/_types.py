@@ -1,8 +1,10 @@
 """What every wing of :mod:`landscape` shares: batches, losses, the analysis mode, moving data.
 
-A *batch* is a pair ``(inputs, targets)``: ``inputs`` is whatever the model's ``forward``
-takes as its one argument (a tensor, or a dict/list/tuple of tensors), ``targets`` a tensor
-whose first axis counts the examples. A *loss function* maps ``(outputs, targets)`` to the
+A *batch* is a pair ``(inputs, targets)``: ``inputs`` is what the model's ``forward`` takes
+(a tensor, or a dict/list/tuple of tensors; a dict whose keys ``forward`` names is given as
+keyword arguments, :func:`call_model`), ``targets`` a tensor whose first axis counts the
+examples. The model's output reaches the loss as one tensor (:func:`model_outputs`). A *loss
+function* maps ``(outputs, targets)`` to the
 *mean* loss of the batch, as ``torch.nn.functional.cross_entropy`` does; batches are then
 weighted by their size, so every number is that of the mean over all examples.
 """
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from landscape.errors import LandscapeInputError
 
@@ -215,3 +218,97 @@ def batch_weights(batches: Sequence[Batch]) -> list[float]:
         raise LandscapeInputError("batches: need at least one non-empty (inputs, targets) batch")
     total = sum(sizes)
     return [n / total for n in sizes]
+
+
+def _takes_keywords(model: nn.Module, keys: Any) -> bool:
+    """Whether ``model.forward`` names every key (or takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return True
+    named = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return set(keys) <= named
+
+
+def call_model(model: nn.Module, inputs: Any, tensors: dict[str, Tensor] | None = None) -> Any:
+    """The model's raw output on ``inputs``, with its tensors replaced by ``tensors`` if given.
+
+    A dict (or ``UserDict``, as Hugging Face's ``BatchEncoding``) whose keys all name
+    arguments of ``forward`` (``input_ids``, ``attention_mask``) is passed as keyword
+    arguments; anything else, a dict included, as the one positional argument.
+
+    Example:
+        >>> class Tokens(nn.Module):
+        ...     def forward(self, input_ids, attention_mask=None):
+        ...         return input_ids * attention_mask
+        >>> batch = {"input_ids": torch.tensor([2]), "attention_mask": torch.tensor([1])}
+        >>> call_model(Tokens(), batch)
+        tensor([2])
+    """
+    if isinstance(inputs, Mapping) and _takes_keywords(model, inputs.keys()):
+        args, kwargs = (), dict(inputs)
+    else:
+        args, kwargs = (inputs,), {}
+    if tensors is None:
+        return model(*args, **kwargs)
+    return functional_call(model, tensors, args, kwargs)
+
+
+def model_outputs(raw: Any, key: str | None = None) -> Tensor:
+    """The one tensor of a model's output that every loss, accuracy and curvature sees.
+
+    The rule: a tensor is itself; a ``ModelOutput``, dict or dataclass gives its ``key``
+    (default ``"logits"``) attribute or entry; without ``key``, one that has no
+    ``logits`` gives its first entry, as does a tuple or list.
+
+    Raises:
+        LandscapeInputError: ``key`` names nothing in the output, or no tensor is found.
+
+    Example:
+        >>> model_outputs({"loss": torch.tensor(0.5), "logits": torch.ones(1, 2)})
+        tensor([[1., 1.]])
+        >>> model_outputs((torch.zeros(1), torch.ones(1)))
+        tensor([0.])
+    """
+    if isinstance(raw, Tensor) and key is None:
+        return raw
+    found = _entry(raw, key or "logits")
+    if found is None and key is None:
+        found = _first(raw)
+    if not isinstance(found, Tensor):
+        what = f"no {key!r}" if key else "no logits and no first tensor"
+        raise LandscapeInputError(
+            f"model output of type {type(raw).__name__}: {what}; name the tensor to use with "
+            "output_key (--output-key NAME)"
+        )
+    return found
+
+
+def _entry(raw: Any, key: str) -> Any:
+    if isinstance(raw, Mapping):
+        return raw.get(key)
+    if isinstance(raw, list | tuple | Tensor):
+        return None
+    return getattr(raw, key, None)
+
+
+def _first(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        return next((v for v in raw.values() if v is not None), None)
+    if isinstance(raw, list | tuple):
+        return raw[0] if raw else None
+    fields = getattr(raw, "__dataclass_fields__", None)
+    if fields:
+        return next((getattr(raw, f) for f in fields if getattr(raw, f) is not None), None)
+    return None
+
+
+def select_output(model: nn.Module, key: str) -> torch.utils.hooks.RemovableHandle:
+    """Make ``model`` return the output ``key`` names (``--output-key``) instead of the rule's.
+
+    A forward hook, so parameter names and ``functional_call`` are unchanged; ``.remove()``
+    the returned handle to undo it.
+    """
+    return model.register_forward_hook(lambda _module, _args, raw: model_outputs(raw, key))

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    call_model,
+    in_analysis_mode,
+    model_outputs,
+)
 from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.model import model_curvature
 from landscape.curvature.temperature import temperature_matched_curvature
@@ -104,7 +111,7 @@ def loss_and_accuracy(
     total, loss_sum, correct = 0, 0.0, 0
     with analysis_mode(model):
         for x, y in batches:
-            out = model(x)
+            out = model_outputs(call_model(model, x))
             loss_sum += float(loss_fn(out, y)) * len(y)
             correct += int((out.argmax(dim=-1) == y).sum())
             total += len(y)

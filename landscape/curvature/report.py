@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from landscape.curvature.measure import CurvatureRequest, CurvatureResult
+from landscape.operators.double_backward import ATTENTION
 from landscape.operators.memory import format_size
 
 SCHEMA = 1
@@ -37,6 +38,7 @@ def curvature_report(
         "data": {**(data or {}), "samples": result.examples},
         "engine": request.engine,
         "hvp": result.hvp,
+        "attention": ATTENTION,
         "dtype": str(result.dtype).removeprefix("torch."),
         "bn_mode": bn_mode,
         "parameters": result.dim,

@@ -23,7 +23,7 @@ from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
-from landscape.operators.batching import gather_examples
+from landscape.operators.batching import gather_examples, index_examples
 
 
 def subset_indices(
@@ -100,7 +100,7 @@ def resampled_curvature(
     eigenvalues, traces, seeds = [], [], []
     for r, index in enumerate(subsets):
         index = index.to(targets.device)
-        batch = [(_take(inputs, index), targets[index])]
+        batch = [(index_examples(inputs, index), targets[index])]
         probes = replace(request, seed=request.seed + r)
         result = model_curvature(model, loss_fn, batch, probes, **options)
         eigenvalues.append(result.eigenvalues)
@@ -117,12 +117,6 @@ def resampled_curvature(
         "trace": None if traces[0] is None else _spread(traces),
         "probe_seeds": seeds,
     }
-
-
-def _take(inputs: Any, index: torch.Tensor) -> Any:
-    if isinstance(inputs, dict):
-        return {key: value[index] for key, value in inputs.items()}
-    return inputs[index]
 
 
 def exceeds_spread(a: dict[str, Any], b: dict[str, Any], z: float = 2.0) -> bool:

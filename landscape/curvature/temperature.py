@@ -31,7 +31,14 @@ import torch
 from scipy.optimize import brentq, minimize_scalar
 from torch import Tensor, nn
 
-from landscape._types import Batch, analysis_mode, in_analysis_mode
+from landscape._types import (
+    Batch,
+    analysis_mode,
+    call_model,
+    in_analysis_mode,
+    model_outputs,
+    move_to,
+)
 from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.model import model_curvature
 from landscape.errors import LandscapeInputError
@@ -66,7 +73,8 @@ class TemperatureScaled(nn.Module):
 
     def forward(self, *args, **kwargs) -> Tensor:
         """The wrapped model's outputs divided by the temperature."""
-        return self.model(*args, **kwargs) / self.temperature
+        raw = call_model(self.model, kwargs) if kwargs and not args else self.model(*args)
+        return model_outputs(raw) / self.temperature
 
 
 @dataclass
@@ -102,7 +110,7 @@ def collect_logits(model: nn.Module, batches: Iterable[Batch]) -> tuple[Tensor, 
     device = next(model.parameters()).device
     with torch.no_grad(), analysis_mode(model, "eval"):
         for inputs, y in batches:
-            logits.append(model(inputs.to(device)).double())
+            logits.append(model_outputs(call_model(model, move_to(inputs, device, None))).double())
             targets.append(y.to(device))
     if not logits:
         raise LandscapeInputError("batches: need at least one (inputs, targets) batch")

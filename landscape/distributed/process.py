@@ -40,6 +40,7 @@ from landscape.distributed.environment import (  # noqa: F401  (re-exported)
     launched_by_torchrun,
 )
 from landscape.errors import LandscapeInputError
+from landscape.operators.batching import index_examples
 
 T = TypeVar("T")
 
@@ -190,7 +191,7 @@ def shard_batches(batches: Sequence[T]) -> list[T]:
     return batches[share.start : share.stop]
 
 
-def shard_whole_batches(inputs: Tensor, targets: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+def shard_whole_batches(inputs: Any, targets: Tensor, batch_size: int) -> tuple[Any, Tensor]:
     """This process's contiguous share of the batches of ``batch_size``, as one block.
 
     A view of the examples: cut into ``batch_size`` again, it gives exactly those batches.
@@ -200,15 +201,16 @@ def shard_whole_batches(inputs: Tensor, targets: Tensor, batch_size: int) -> tup
     """
     batches = -(-len(targets) // batch_size)
     share = _own_share(batches, "data batch(es)", "use a smaller --batch-size or fewer processes")
-    start, stop = share.start * batch_size, min(share.stop * batch_size, len(targets))
-    return inputs[start:stop], targets[start:stop]
+    rows = slice(share.start * batch_size, min(share.stop * batch_size, len(targets)))
+    return index_examples(inputs, rows), targets[rows]
 
 
-def shard_examples(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def shard_examples(inputs: Any, targets: Tensor) -> tuple[Any, Tensor]:
     """This process's contiguous share of one batch's examples (all of them in one process).
 
     Raises:
         LandscapeInputError: fewer examples than processes.
     """
     share = _own_share(len(targets), "example(s)", "use more --samples or fewer processes")
-    return inputs[share.start : share.stop], targets[share.start : share.stop]
+    rows = slice(share.start, share.stop)
+    return index_examples(inputs, rows), targets[rows]

@@ -29,6 +29,20 @@ def _take(inputs: Any, start: int, stop: int) -> Any:
     return inputs[start:stop]
 
 
+def index_examples(inputs: Any, index: slice | Tensor) -> Any:
+    """The examples ``index`` picks (a slice or index tensor) of inputs of any nesting.
+
+    Example:
+        >>> index_examples({"ids": torch.arange(4)}, torch.tensor([3, 0]))
+        {'ids': tensor([3, 0])}
+    """
+    if isinstance(inputs, Mapping):
+        return {key: index_examples(value, index) for key, value in inputs.items()}
+    if isinstance(inputs, list | tuple):
+        return type(inputs)(index_examples(value, index) for value in inputs)
+    return inputs[index]
+
+
 def _concat(parts: Sequence[Any]) -> Any:
     """Concatenate the inputs of several batches along the example axis."""
     first = parts[0]

@@ -35,9 +35,15 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    call_model,
+    in_analysis_mode,
+    model_outputs,
+)
 from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import GGNOperator, is_plain_cross_entropy
 from landscape.operators.mean_loss import ParameterSelection
@@ -167,7 +173,7 @@ class FisherOperator(GGNOperator):
         r""":math:`g^{(s)} = \nabla_z L(z, \hat y^{(s)})` for each draw: ``(S, *outputs)``."""
         inputs, targets = batch
         with torch.no_grad(), analysis_mode(self.model, self.bn_mode):
-            outputs = functional_call(self.model, self.functional_tensors(), (inputs,))
+            outputs = model_outputs(call_model(self.model, inputs, self.functional_tensors()))
         draws = 1
         if self.kind == "mc":
             per_example = outputs[0].numel() // outputs.shape[1] if outputs.ndim > 1 else 1

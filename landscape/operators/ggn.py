@@ -35,11 +35,19 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    batch_size,
+    call_model,
+    in_analysis_mode,
+    model_outputs,
+)
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import DifferenceOperator
+from landscape.operators.double_backward import twice_differentiable
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import MeanLossOperator, ParameterSelection
 from landscape.operators.memory import GraphBudget, SavedBytes
@@ -266,12 +274,9 @@ class GGNOperator(MeanLossOperator):
         return linear if self.budget.admit(saved.bytes, n) else None
 
     def _linearize(self, batch: Batch) -> _Linearization:
-        with torch.enable_grad(), analysis_mode(self.model, self.bn_mode):
-            outputs = functional_call(self.model, self.functional_tensors(), (batch[0],))
-            if not isinstance(outputs, Tensor):
-                raise LandscapeInputError(
-                    "the model must return one tensor of outputs for a GGN; wrap it so it does"
-                )
+        mode = analysis_mode(self.model, self.bn_mode)
+        with torch.enable_grad(), mode, twice_differentiable():
+            outputs = model_outputs(call_model(self.model, batch[0], self.functional_tensors()))
             return _Linearization(outputs, self.params)
 
     def _linearization(self, k: int) -> _Linearization:
@@ -280,8 +285,9 @@ class GGNOperator(MeanLossOperator):
 
     def batch_product(self, k: int, V: list[Tensor]) -> list[Tensor]:
         r""":math:`J_k^\top \nabla^2_z \ell_k J_k V` of batch ``k`` (unweighted)."""
-        linear = self._linearization(k)
-        JV = linear.jvp(V)
+        with twice_differentiable():
+            linear = self._linearization(k)
+            JV = linear.jvp(V)
         HJV = self.output_hessian(linear.outputs.detach(), self.batches[k][1], JV)
         return linear.vjp_of(HJV)
 

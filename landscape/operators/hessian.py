@@ -18,6 +18,7 @@ from torch.func import grad, jvp, vmap
 
 from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
 from landscape.errors import LandscapeInputError
+from landscape.operators.double_backward import twice_differentiable
 from landscape.operators.mean_loss import (
     MeanLossOperator,
     ParameterSelection,
@@ -214,7 +215,7 @@ class HessianOperator(MeanLossOperator):
         inputs, targets = self.batches[0]
         small = (inputs[:2], targets[:2])
         mode = analysis_mode(self.model, self.bn_mode)
-        with SavedBytes(self.params) as saved, torch.enable_grad(), mode:
+        with SavedBytes(self.params) as saved, torch.enable_grad(), mode, twice_differentiable():
             loss = batch_loss(self.model, self.loss_fn, self.functional_tensors(), small)
             torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         return batch_size(small), saved.bytes
@@ -240,6 +241,10 @@ class HessianOperator(MeanLossOperator):
         return self._batch_hvp(k, V, self.hvp)
 
     def _batch_hvp(self, k: int, V: list[Tensor], hvp: str) -> list[Tensor]:
+        with twice_differentiable():
+            return self._batch_hvp_with(k, V, hvp)
+
+    def _batch_hvp_with(self, k: int, V: list[Tensor], hvp: str) -> list[Tensor]:
         if hvp == "forward_over_reverse":
             inputs, targets = self.batches[k]
             primals = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}

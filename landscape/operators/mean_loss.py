@@ -17,6 +17,7 @@ batch, :meth:`MeanLossOperator.batch_product` (:math:`A_k V`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from landscape._types import (
     Batch,
@@ -35,12 +35,15 @@ from landscape._types import (
     analysis_mode,
     batch_size,
     batch_weights,
+    call_model,
     check_bn_mode,
     in_analysis_mode,
+    model_outputs,
     move_batch,
 )
 from landscape.errors import LandscapeInputError, NonFiniteLossError
 from landscape.operators.base import CurvatureOperator
+from landscape.operators.double_backward import twice_differentiable
 from landscape.operators.memory import GraphBudget
 
 
@@ -164,7 +167,7 @@ def batch_loss(
 ) -> Tensor:
     """Mean loss of one batch with the model's parameters and buffers replaced by ``tensors``."""
     inputs, targets = batch
-    return loss_fn(functional_call(model, tensors, (inputs,)), targets)
+    return loss_fn(model_outputs(call_model(model, inputs, tensors)), targets)
 
 
 def require_finite(loss: float, examples: int) -> float:
@@ -306,7 +309,8 @@ class MeanLossOperator(CurvatureOperator):
 
     def batch_gradient(self, k: int, create_graph: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Loss of batch ``k`` (detached) and its gradient w.r.t. the selected parameters."""
-        with torch.enable_grad(), analysis_mode(self.model, self.bn_mode):
+        twice = twice_differentiable() if create_graph else contextlib.nullcontext()
+        with torch.enable_grad(), analysis_mode(self.model, self.bn_mode), twice:
             loss = batch_loss(self.model, self.loss_fn, self.functional_tensors(), self.batches[k])
             gradient = torch.autograd.grad(
                 loss, self.params, create_graph=create_graph, allow_unused=True

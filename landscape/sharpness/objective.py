@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from landscape._types import (
     Batch,
@@ -20,8 +19,10 @@ from landscape._types import (
     analysis_mode,
     batch_size,
     batch_weights,
+    call_model,
     check_bn_mode,
     in_analysis_mode,
+    model_outputs,
     move_batch,
 )
 from landscape.operators.mean_loss import (
@@ -107,7 +108,7 @@ class PerturbedLoss:
 
     def _batch_loss(self, full: dict[str, Tensor], batch: Batch) -> Tensor:
         inputs, targets = batch
-        return self.loss_fn(functional_call(self.model, full, (inputs,)), targets)
+        return self.loss_fn(model_outputs(call_model(self.model, inputs, full)), targets)
 
     def _counted(self) -> None:
         self.evaluations += 1

@@ -34,9 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
-from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode, move_batch
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    call_model,
+    in_analysis_mode,
+    model_outputs,
+    move_batch,
+)
 from landscape.errors import LandscapeInputError
 from landscape.surface.directions import Direction
 from landscape.surface.slots import TensorSlots
@@ -208,7 +216,7 @@ class SurfaceEvaluator:
         losses, hits = [], []
         for assignments in block.assignments(self.slots):
             self.slots.fill(assignments)
-            outputs = self.model(inputs)
+            outputs = model_outputs(call_model(self.model, inputs))
             losses.append(self.loss_fn(outputs, targets))
             hits.append(correct_count(outputs, targets))
         return torch.stack(losses), None if hits[0] is None else torch.stack(hits)
@@ -219,7 +227,7 @@ class SurfaceEvaluator:
         """``vmap`` over the points, :data:`VMAP_WIDTH` at a time."""
 
         def one_point(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            outputs = functional_call(self.model, weights, (inputs,))
+            outputs = model_outputs(call_model(self.model, inputs, weights))
             return self.loss_fn(outputs, targets), outputs
 
         batched = vmap(one_point)

@@ -90,7 +90,7 @@ def load_surface(path: str | Path, label: str | None = None) -> Surface:
 def plot_surfaces(
     paths: Sequence[str | Path],
     out: str | Path,
-    kind: str = "contour",
+    kind: str | None = None,
     key: str = "train_loss",
     labels: Sequence[str] | None = None,
     vmin: float | None = None,
@@ -105,7 +105,7 @@ def plot_surfaces(
             file side by side on a shared colour scale.
         out: Figure file; ``.pdf``, ``.png`` or ``.svg``.
         kind: ``line``, ``contour`` (labelled levels), ``filled``, ``heatmap`` or
-            ``surface3d``.
+            ``surface3d``; default ``line`` for 1D files, ``contour`` for 2D ones.
         key: The 2D quantity: ``train_loss``, ``train_acc``, ``test_loss`` or ``test_acc``.
         labels: One legend/panel label per file (default: the file names).
         vmin: Lower end of the colour and level range (2D) or of the loss axis
@@ -118,7 +118,7 @@ def plot_surfaces(
         The figure's path.
     """
     out = Path(out)
-    if kind not in KINDS:
+    if kind is not None and kind not in KINDS:
         raise LandscapeInputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     if out.suffix.lower() not in FORMATS:
         raise LandscapeInputError(f"{out}: name the figure .pdf, .png or .svg")
@@ -129,6 +129,8 @@ def plot_surfaces(
             f"--label given {len(labels)} times for {len(paths)} files; give one per file"
         )
     surfaces = [load_surface(p, labels[i] if labels else None) for i, p in enumerate(paths)]
+    if kind is None:
+        kind = "line" if surfaces[0].y is None else "contour"
     for path, surface in zip(paths, surfaces, strict=True):
         if (kind == "line") != (surface.y is None):
             hint = "line" if surface.y is None else "contour, filled, heatmap or surface3d"

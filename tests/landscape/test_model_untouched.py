@@ -353,6 +353,8 @@ NOT_MEASURING = {
     "MeanLossOperator": "abstract; every concrete operator is covered",
     "TemperatureScaled": "a module wrapping the model (covered through the temperature calls)",
     "select_parameters": "reads parameter names and flags only",
+    "call_model": "calls the model as the user would (every measurement is covered)",
+    "select_output": "adds a forward hook the user asked for, removable",
 }
 SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed"]
 
