@@ -1,4 +1,4 @@
-r"""Cross-entropy and the knowledge-distillation loss, per example.
+r"""Cross-entropy and the knowledge-distillation loss, per example; token losses and sequence KD.
 
 Losses return one value per example and leave the reduction to the caller (the batch
 mean, in training), as optax does: with the KL summed over classes *per example*, the
@@ -11,6 +11,13 @@ The KD loss (Hinton et al. 2015), per example:
 .. math::
     \ell = (1 - \alpha)\,\mathrm{CE}(z_s, y)
          + \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big)
+
+Token losses take logits ``(B, L, V)`` and labels ``(B, L)`` whose ``-100`` entries
+(:data:`IGNORE_INDEX`, padding) are not counted, and return the mean over the *counted*
+tokens of the batch, as Hugging Face's losses do. Each carries ``count(labels) -> int``,
+the tokens it averages over, so that a measurement over several batches weights each
+batch by its counted tokens (``landscape._types.batch_weight``): the mean over all counted
+tokens, however the sequences are batched and padded.
 """
 
 from __future__ import annotations
@@ -94,3 +101,36 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 mse_loss.likelihood = "gaussian"  # a Gaussian negative log-likelihood, for the MC Fisher
+
+
+IGNORE_INDEX = -100
+"""Labels of this value (padding) are not counted by the token losses, as in PyTorch and HF."""
+
+
+def _token_mean(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the counted positions, divided by their count (0 if none)."""
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )  # fmt: skip
+    return total / max(int((labels != IGNORE_INDEX).sum()), 1)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Next-token cross-entropy, the mean over counted tokens.
+
+    Position :math:`t` of the logits predicts ``labels[:, t + 1]``. ``labels`` are the
+    inputs themselves (``-100`` where padded), as Hugging Face's causal LMs take them: the
+    shift happens here. ``causal_lm_loss.count(labels)`` is the number of
+    tokens averaged over, ``(labels[:, 1:] != -100).sum()``.
+    """
+    return _token_mean(logits[:, :-1], labels[:, 1:])
+
+
+def token_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy, the mean over counted tokens (``labels != -100``)."""
+    return _token_mean(logits, labels)
+
+
+causal_lm_loss.count = lambda labels: int((labels[:, 1:] != IGNORE_INDEX).sum())
+token_ce_loss.count = lambda labels: int((labels != IGNORE_INDEX).sum())

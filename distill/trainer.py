@@ -115,23 +115,38 @@ def student_recipe(teacher: Recipe) -> Recipe:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, dataset: TensorDataset, batch_size: int = 1000
+    model: torch.nn.Module,
+    dataset: TensorDataset,
+    batch_size: int = 1000,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of a model on a dataset, in eval mode."""
+    """Mean loss and accuracy of a model on a dataset, in eval mode.
+
+    The loss is cross-entropy, or ``loss_fn`` (a batch's mean loss); a loss carrying
+    ``count(targets)`` (a token loss) is averaged over the tokens it counts, each batch
+    weighted by its count, and ``n`` is that count (its accuracy is NaN).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     inputs, targets = dataset.tensors
-    loss_sum, correct = 0.0, 0
+    count = getattr(loss_fn, "count", None)
+    loss_sum, correct, n = 0.0, 0, 0
     for start in range(0, len(targets), batch_size):
         x = inputs[start : start + batch_size].to(device)
         y = targets[start : start + batch_size].to(device)
         logits = model(x)
-        loss_sum += float(cross_entropy(logits, y).double().sum())
-        correct += int((logits.argmax(dim=-1) == y).sum())
+        weight = len(y) if count is None else count(y)
+        if loss_fn is None:
+            loss_sum += float(cross_entropy(logits, y).double().sum())
+        else:
+            loss_sum += float(loss_fn(logits, y)) * weight
+        n += weight
+        if count is None:
+            correct += int((logits.argmax(dim=-1) == y).sum())
     model.train(was_training)
-    n = len(targets)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    accuracy = correct / n if count is None else float("nan")
+    return {"loss": loss_sum / n, "accuracy": accuracy, "n": n}
 
 
 @torch.no_grad()

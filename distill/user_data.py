@@ -6,7 +6,8 @@ optionally ``classes``: the class count, or one name per class). ``--data SPEC``
 ``{"train": ..., "test": ...}``, each a ``TensorDataset``, an ``(inputs, labels)`` pair
 of arrays or tensors, or any map-style dataset of ``(input, label)`` items. Inputs are
 used as given (no normalization: the user's pipeline already chose one); labels are
-class indices (int) for classification or floats for regression losses.
+class indices (int) for classification, floats for regression losses, or integer token
+labels ``(N, L)`` (``-100`` where not counted) for ``--loss causal_lm``/``token_ce``.
 
 The bundle's ``description`` records the file and its SHA-256, or the spec, its kwargs
 and its source's SHA-256. A file is read again from its path (and must still have that
@@ -30,6 +31,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from distill.bundle import DatasetBundle
 from distill.errors import DistillInputError
+from distill.losses import IGNORE_INDEX
 from distill.user_code import call_user, describe_error, import_callable, spec_from_here
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -107,6 +109,17 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _token_labels(y: torch.Tensor, where: str) -> torch.Tensor:
+    """Integer labels ``(N, L)``, one token per position: ``>= 0``, or -100 (not counted)."""
+    labels = y.long()
+    if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
+        raise DistillInputError(
+            f"{where}: token labels must be >= 0 or {IGNORE_INDEX} (not counted), found "
+            f"{int(labels[labels != IGNORE_INDEX].min())}"
+        )
+    return labels
+
+
 def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
     if y.ndim == 0:
         raise DistillInputError(f"{where}: labels must have one entry per example, got a scalar")
@@ -123,10 +136,13 @@ def _check_split(x: torch.Tensor, y: torch.Tensor, where: str) -> TensorDataset:
         labels = y.long()
         if labels.min() < 0:
             raise DistillInputError(f"{where}: class labels must be >= 0, found {int(y.min())}")
+    elif y.dtype in (torch.int64, torch.int32, torch.int16) and y.ndim == 2:
+        labels = _token_labels(y, where)
     else:
         raise DistillInputError(
             f"{where}: labels of dtype {y.dtype} and shape {tuple(y.shape)}; give class "
-            "indices (one int per example) or float targets"
+            "indices (one int per example), token labels (N, L) for --loss causal_lm or "
+            "token_ce, or float targets"
         )
     return TensorDataset(x.float().contiguous(), labels.contiguous())
 
@@ -141,10 +157,11 @@ def _bundle(
             f"{description['name']} data: train inputs {tuple(x_train.shape[1:])} and test "
             f"inputs {tuple(x_test.shape[1:])} differ in shape"
         )
-    if y_train.dtype != y_test.dtype:
+    if y_train.dtype != y_test.dtype or y_train.ndim != y_test.ndim:
         raise DistillInputError(
-            f"{description['name']} data: train labels are {y_train.dtype}, test labels "
-            f"{y_test.dtype}; give one kind (class indices or floats) in both"
+            f"{description['name']} data: train labels of dtype {y_train.dtype} and shape "
+            f"{tuple(y_train.shape)}, test labels of {y_test.dtype} {tuple(y_test.shape)}; "
+            "give one kind (class indices, token labels or floats) in both"
         )
     if y_train.dtype == torch.long:
         found = int(max(y_train.max(), y_test.max())) + 1
@@ -304,13 +321,19 @@ def user_data_from_description(
 
 
 def require_class_labels(bundle: DatasetBundle, what: str) -> None:
-    """Refuse float targets where cross-entropy on class labels is computed (``what``)."""
+    """Refuse float or token targets where cross-entropy on class labels is computed."""
     labels = bundle.train.tensors[1]
     if labels.dtype.is_floating_point:
         raise DistillInputError(
             f"{what} uses cross-entropy on class labels, and this data's labels are floats "
             f"({bundle.description['name']}); measure it with hessian/surface/sharpness "
             "--loss mse or your own --loss"
+        )
+    if labels.ndim == 2:
+        raise DistillInputError(
+            f"{what} uses cross-entropy on class labels, and this data's labels are tokens "
+            f"{tuple(labels.shape[1:])} per example ({bundle.description['name']}); measure "
+            "it with hessian/surface/sharpness --loss causal_lm or token_ce"
         )
 
 
@@ -347,9 +370,18 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
             f"{what}: class labels need one output per class, and the model returns {shape}"
         )
     test = bundle.test.tensors[1]
+    classes, per = outputs.shape[1], "example"
+    if labels.ndim == 2:  # tokens: the outputs' last axis is the vocabulary
+        if outputs.ndim != 3 or tuple(outputs.shape[:2]) != tuple(labels[:8].shape):
+            raise DistillInputError(
+                f"{what}: token labels of shape {tuple(labels.shape[1:])} per example need "
+                f"logits (N, L, V), and the model returns {tuple(outputs.shape)}"
+            )
+        labels, test = labels[labels != IGNORE_INDEX], test[test != IGNORE_INDEX]
+        classes, per = outputs.shape[-1], "position"
     low, top = int(min(labels.min(), test.min())), int(max(labels.max(), test.max()))
-    if low < 0 or top >= outputs.shape[1]:
+    if low < 0 or top >= classes:
         raise DistillInputError(
             f"{what}: the labels go from {low} to {top}, and the model gives "
-            f"{outputs.shape[1]} outputs per example; labels must be 0 .. {outputs.shape[1] - 1}"
+            f"{classes} outputs per {per}; labels must be 0 .. {classes - 1}"
         )

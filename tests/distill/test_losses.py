@@ -7,7 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillInputError
-from distill.losses import KDConfig, cross_entropy, kd_loss, kl_to_teacher, soft_cross_entropy
+from distill.losses import (
+    IGNORE_INDEX,
+    KDConfig,
+    causal_lm_loss,
+    cross_entropy,
+    kd_loss,
+    kl_to_teacher,
+    soft_cross_entropy,
+    token_ce_loss,
+)
 
 
 def _kl_by_hand(p: list[float], q: list[float]) -> float:
@@ -87,3 +96,20 @@ def test_the_analysis_losses_have_the_fisher_s_likelihoods():
 
     assert likelihood_of(ANALYSIS_LOSSES["mse"]) == "gaussian"
     assert likelihood_of(ANALYSIS_LOSSES["cross_entropy"]) == "categorical"
+
+
+def test_token_losses_are_means_over_counted_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, dtype=torch.float64)
+    labels = torch.tensor([[1, 2, 3, 4], [0, 4, IGNORE_INDEX, IGNORE_INDEX]])
+    per_token = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100,
+                                reduction="none").reshape(2, 4)  # fmt: skip
+    assert token_ce_loss(logits, labels).item() == pytest.approx(
+        float(per_token[labels != IGNORE_INDEX].mean()), rel=1e-14
+    )
+    assert token_ce_loss.count(labels) == 6
+    # causal: position t predicts token t + 1 (the labels are the inputs, as in HF)
+    shifted = [-math.log(_softmax(logits[i, t].tolist(), 1.0)[labels[i, t + 1]])
+               for i, t in ((0, 0), (0, 1), (0, 2), (1, 0))]  # fmt: skip
+    assert causal_lm_loss(logits, labels).item() == pytest.approx(sum(shifted) / 4, rel=1e-12)
+    assert causal_lm_loss.count(labels) == 4

@@ -1,11 +1,14 @@
 """Trainer: determinism, stable KD at T=4, recipes, generations."""
 
+import math
+
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
-from distill.losses import KDConfig
+from distill.losses import IGNORE_INDEX, KDConfig, causal_lm_loss
 from distill.trainer import Recipe, evaluate, recipe_for_student, train_student, train_teacher
 
 
@@ -72,3 +75,16 @@ def test_schedules():
     assert [steps.lr_at(e) for e in (2, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
     warm = Recipe(epochs=10, lr=1.0, warmup_epochs=2)
     assert warm.lr_at(0) == pytest.approx(0.1) and warm.lr_at(1) == pytest.approx(0.55)
+
+
+def test_evaluate_weights_a_token_loss_by_counted_tokens():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5)).double()
+    tokens = torch.randint(0, 5, (5, 4))
+    labels = tokens.clone()
+    labels[0, 1:] = IGNORE_INDEX  # batches of 2, 2, 1 sequences count 3, 6, 3
+    result = evaluate(model, TensorDataset(tokens, labels), batch_size=2, loss_fn=causal_lm_loss)
+    with torch.no_grad():
+        whole = float(causal_lm_loss(model(tokens), labels))
+    assert result["loss"] == pytest.approx(whole, rel=1e-12) and result["n"] == 12
+    assert math.isnan(result["accuracy"])
