@@ -134,3 +134,34 @@ def token_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 causal_lm_loss.count = lambda labels: int((labels[:, 1:] != IGNORE_INDEX).sum())
 token_ce_loss.count = lambda labels: int((labels != IGNORE_INDEX).sum())
+
+
+def sequence_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    config: KDConfig,
+    shift: bool = True,
+) -> torch.Tensor:
+    r"""Token-level KD: :func:`kd_loss` at every counted token, the mean over them.
+
+    .. math::
+        \frac{1}{M} \sum_{(i,t)\ \mathrm{counted}} (1 - \alpha)\,\mathrm{CE}(z^s_{it}, y_{it})
+        + \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z^t_{it}/T)\,\|\,
+        \mathrm{softmax}(z^s_{it}/T)\big)
+
+    Args:
+        student_logits: ``(B, L, V)``.
+        teacher_logits: ``(B, L, V)``, detached here.
+        labels: ``(B, L)``, ``-100`` at tokens not counted (padding); with ``alpha = 1``
+            they only give the mask.
+        config: Temperature and alpha, with the meaning of :data:`ALPHA_MEANING`.
+        shift: As :func:`causal_lm_loss` (position t against label t + 1); False as
+            :func:`token_ce_loss`.
+    """
+    if shift:
+        student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
+        labels = labels[:, 1:]
+    counted = labels != IGNORE_INDEX
+    per_token = kd_loss(student_logits[counted], teacher_logits[counted], labels[counted], config)
+    return per_token.sum() / max(int(counted.sum()), 1)
