@@ -19,6 +19,7 @@ from torch.func import functional_call
 
 from distill.losses import IGNORE_INDEX, causal_lm_loss, token_ce_loss
 from landscape import model_curvature, sharpness_report
+from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import HessianOperator
 from landscape.sharpness.objective import PerturbedLoss
 from landscape.surface.evaluate import SurfaceEvaluator
@@ -108,6 +109,15 @@ def test_hessian_over_padded_batches_is_that_of_one_batch(loss_fn):
     assert H.loss == pytest.approx(float(loss_fn(model(tokens), labels)), rel=1e-12)
     unweighted = HessianOperator(model, per_sequence(loss_fn), batched(tokens, labels))
     assert relative(unweighted.to_dense(), reference) > 1e-2
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+def test_ggn_over_padded_batches_is_that_of_one_batch(loss_fn):
+    model, tokens, labels = token_data(loss_fn)
+    reference = GGNOperator(model, loss_fn, [(tokens, labels)]).to_dense()
+    G = GGNOperator(model, loss_fn, batched(tokens, labels))
+    assert G.output_hessian_name == "autograd"
+    assert relative(G.to_dense(), reference) < 1e-10
 
 
 @pytest.mark.parametrize("loss_fn", LOSSES)
