@@ -19,6 +19,7 @@ from torch.func import functional_call
 
 from distill.losses import IGNORE_INDEX, causal_lm_loss, token_ce_loss
 from landscape import model_curvature, sharpness_report
+from landscape.errors import LandscapeInputError
 from landscape.operators.ggn import GGNOperator
 from landscape.operators.hessian import HessianOperator
 from landscape.sharpness.objective import PerturbedLoss
@@ -169,3 +170,9 @@ def test_sharpness_is_that_of_the_token_mean(loss_fn):
     assert float(objective.at(moved)) == pytest.approx(dense, rel=1e-12)
     unweighted = PerturbedLoss(model, per_sequence(loss_fn), batched(tokens, labels))
     assert abs(float(unweighted.at(moved)) - dense) > 1e-3 * dense
+
+
+def test_pyhessian_which_weights_by_examples_refuses_a_token_loss():
+    model, tokens, labels = token_data(causal_lm_loss)
+    with pytest.raises(LandscapeInputError, match="use engine lanczos or power"):
+        model_curvature(model, causal_lm_loss, batched(tokens, labels), engine="pyhessian")
