@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape._types import Batch, LossFunction, analysis_mode, in_analysis_mode
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    batch_weight,
+    in_analysis_mode,
+)
 from landscape.curvature.measure import CurvatureRequest
 from landscape.curvature.model import model_curvature
 from landscape.curvature.temperature import temperature_matched_curvature
@@ -100,15 +106,22 @@ def basin_width(alphas: np.ndarray, losses: np.ndarray, rise: float) -> float:
 def loss_and_accuracy(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch]
 ) -> tuple[float, float]:
-    """Mean loss (each batch weighted by its size) and accuracy, in eval mode."""
-    total, loss_sum, correct = 0, 0.0, 0
+    """Mean loss and accuracy, in eval mode.
+
+    Each batch's loss is weighted by :func:`~landscape._types.batch_weight` (its examples,
+    or the tokens a token loss counts); the accuracy is over class labels, NaN for a token
+    loss.
+    """
+    total, counted, loss_sum, correct = 0, 0, 0.0, 0
     with analysis_mode(model):
         for x, y in batches:
             out = model(x)
-            loss_sum += float(loss_fn(out, y)) * len(y)
+            weight = batch_weight(loss_fn, (x, y))
+            loss_sum += float(loss_fn(out, y)) * weight
             correct += int((out.argmax(dim=-1) == y).sum())
-            total += len(y)
-    return loss_sum / total, correct / total
+            total, counted = total + len(y), counted + weight
+    tokens = getattr(loss_fn, "count", None) is not None
+    return loss_sum / counted, float("nan") if tokens else correct / total
 
 
 def curvature(

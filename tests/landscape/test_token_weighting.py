@@ -176,3 +176,14 @@ def test_pyhessian_which_weights_by_examples_refuses_a_token_loss():
     model, tokens, labels = token_data(causal_lm_loss)
     with pytest.raises(LandscapeInputError, match="use engine lanczos or power"):
         model_curvature(model, causal_lm_loss, batched(tokens, labels), engine="pyhessian")
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+def test_a_profiles_loss_is_the_token_mean(loss_fn):
+    from landscape.compare.profile import loss_and_accuracy
+
+    model, tokens, labels = token_data(loss_fn)
+    loss, accuracy = loss_and_accuracy(model, loss_fn, batched(tokens, labels))
+    with torch.no_grad():
+        assert loss == pytest.approx(float(loss_fn(model(tokens), labels)), rel=1e-12)
+    assert math.isnan(accuracy)
