@@ -15,9 +15,10 @@ The KD loss (Hinton et al. 2015), per example:
 Token losses take logits ``(B, L, V)`` and labels ``(B, L)`` whose ``-100`` entries
 (:data:`IGNORE_INDEX`, padding) are not counted, and return the mean over the *counted*
 tokens of the batch, as Hugging Face's losses do. Each carries ``count(labels) -> int``,
-the tokens it averages over, so that a measurement over several batches weights each
-batch by its counted tokens (``landscape._types.batch_weight``): the mean over all counted
-tokens, however the sequences are batched and padded.
+the tokens it averages over (and ``correct(logits, labels)``, the hits among them), so
+that a measurement over several batches weights each batch by its counted tokens
+(``landscape._types.batch_weight``): the mean over all counted tokens, however the
+sequences are batched and padded.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Position :math:`t` of the logits predicts ``labels[:, t + 1]``. ``labels`` are the
     inputs themselves (``-100`` where padded), as Hugging Face's causal LMs take them: the
     shift happens here. ``causal_lm_loss.count(labels)`` is the number of
-    tokens averaged over, ``(labels[:, 1:] != -100).sum()``.
+    tokens averaged over, ``(labels[:, 1:] != -100).sum()``, and
+    ``causal_lm_loss.correct(logits, labels)`` how many of them the top logit predicts.
     """
     return _token_mean(logits[:, :-1], labels[:, 1:])
 
@@ -132,8 +134,16 @@ def token_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return _token_mean(logits, labels)
 
 
+def _token_hits(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Counted positions whose top logit is the label."""
+    counted = labels != IGNORE_INDEX
+    return int((logits.argmax(dim=-1)[counted] == labels[counted]).sum())
+
+
 causal_lm_loss.count = lambda labels: int((labels[:, 1:] != IGNORE_INDEX).sum())
 token_ce_loss.count = lambda labels: int((labels != IGNORE_INDEX).sum())
+causal_lm_loss.correct = lambda logits, labels: _token_hits(logits[:, :-1], labels[:, 1:])
+token_ce_loss.correct = _token_hits
 
 
 def sequence_kd_loss(

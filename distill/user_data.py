@@ -332,8 +332,8 @@ def require_class_labels(bundle: DatasetBundle, what: str) -> None:
     if labels.ndim == 2:
         raise DistillInputError(
             f"{what} uses cross-entropy on class labels, and this data's labels are tokens "
-            f"{tuple(labels.shape[1:])} per example ({bundle.description['name']}); measure "
-            "it with hessian/surface/sharpness --loss causal_lm or token_ce"
+            f"{tuple(labels.shape[1:])} per example ({bundle.description['name']}); train "
+            "with --loss causal_lm or token_ce, and measure with the same --loss"
         )
 
 

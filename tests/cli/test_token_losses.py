@@ -1,4 +1,4 @@
-"""Token data and token losses by flags alone: hessian and surface of a tiny per-position LM.
+"""Token data and token losses by flags alone: train, distill, hessian, surface of a tiny LM.
 
 The model casts its (float, until issue 24 §1) inputs back to token ids. The Hessian's
 eigenvalues must not depend on how the sequences are batched, and must be those of the
@@ -90,3 +90,16 @@ def test_hessian_of_a_token_loss_is_that_of_the_token_mean_whatever_the_batches(
     assert one["loss_function"]["name"] == "causal_lm"
     ok("surface", "lm.safetensors", "--model", "lm.py:TinyLM", "--data-file", "tok.npz",
        "--loss", "causal_lm", "--x", "-1:1:3", "--quiet", "--out", "s.h5")  # fmt: skip
+
+
+def test_train_distill_and_measure_a_token_model_by_flags(project):
+    model = ["--model", "lm.py:TinyLM"]
+    ok("train", "--data-file", "tok.npz", *model, "--loss", "causal_lm", "--epochs", "2",
+       "--threads", "1", "--quiet", "--out", "t.safetensors")  # fmt: skip
+    ok("distill", "--teacher", "t.safetensors", *model, "--generations", "1", "--epochs", "1",
+       "--threads", "1", "--quiet", "--out-dir", "sd")  # fmt: skip
+    ok("hessian", "sd/gen1.safetensors", *model, "--loss", "causal_lm", "--top-k", "1",
+       "--quiet")  # fmt: skip
+    result = CliRunner().invoke(cli, ["train", "--data-file", "tok.npz", *model, "--epochs", "1",
+                                      "--out", "ce.safetensors"])  # fmt: skip
+    assert result.exit_code == 2 and "--loss causal_lm or token_ce" in result.stderr

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -87,4 +88,52 @@ def test_evaluate_weights_a_token_loss_by_counted_tokens():
     with torch.no_grad():
         whole = float(causal_lm_loss(model(tokens), labels))
     assert result["loss"] == pytest.approx(whole, rel=1e-12) and result["n"] == 12
-    assert math.isnan(result["accuracy"])
+    with torch.no_grad():
+        hits = causal_lm_loss.correct(model(tokens), labels)
+    assert result["accuracy"] == hits / 12
+
+
+TOKEN_MODEL = """
+import torch
+from torch import nn
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = 7, width: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.embed(x.long())))
+"""
+
+
+def test_a_token_teacher_and_its_student_train_on_the_token_mean(tmp_path, monkeypatch):
+    """The student's first epoch at a vanishing lr is the sequence-KD loss of one batch."""
+    from distill.losses import sequence_kd_loss
+    from distill.user_data import load_npz
+
+    (tmp_path / "lm.py").write_text(TOKEN_MODEL)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, (40, 6))
+    y = x.copy()
+    y[::3, 3:] = IGNORE_INDEX
+    np.savez("tok.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    bundle = load_npz("tok.npz")
+    recipe = Recipe(epochs=2, lr=0.5, batch_size=8)
+    teacher, meta = train_teacher(bundle, arch="lm.py:TinyLM", recipe=recipe, loss="causal_lm")
+    assert meta["loss"] == "causal_lm" and meta["metrics"]["train_loss"] < math.log(7)
+    save_checkpoint("t.safetensors", teacher, meta)
+    log = []
+    kd = KDConfig(temperature=2.0, alpha=0.5)
+    still = Recipe(epochs=1, lr=1e-30, momentum=0.0, batch_size=7)  # batches padded unequally
+    student, meta = train_student(
+        "t.safetensors", kd, still, named_model="lm.py:TinyLM", log=log.append
+    )
+    assert meta["loss"] == "causal_lm" and meta["kd"]["alpha"] == 0.5
+    inputs, labels = bundle.train.tensors
+    with torch.no_grad():
+        whole = sequence_kd_loss(student(inputs), teacher(inputs), labels, kd)
+    assert log[0]["loss"] == pytest.approx(float(whole), rel=1e-5)

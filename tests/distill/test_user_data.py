@@ -59,7 +59,7 @@ def test_negative_token_labels_other_than_padding_are_refused(tmp_path):
         load_npz(path)
 
 
-def test_training_on_token_labels_is_refused_in_one_line(tmp_path):
+def test_cross_entropy_training_refuses_token_labels_in_one_line(tmp_path):
     from distill.user_data import require_class_labels
 
     bundle = load_npz(_tokens_npz(tmp_path / "tokens.npz"))
