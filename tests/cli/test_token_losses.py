@@ -100,6 +100,9 @@ def test_train_distill_and_measure_a_token_model_by_flags(project):
        "--threads", "1", "--quiet", "--out-dir", "sd")  # fmt: skip
     ok("hessian", "sd/gen1.safetensors", *model, "--loss", "causal_lm", "--top-k", "1",
        "--quiet")  # fmt: skip
+    ok("evaluate", "sd/gen1.safetensors", *model, "--json", "e.json")
+    evaluated = json.loads((project / "e.json").read_text())["test"]
+    assert evaluated["n"] == 38 and 0 <= evaluated["accuracy"] <= 1  # 4 x 2 + 6 x 5 tokens
     result = CliRunner().invoke(cli, ["train", "--data-file", "tok.npz", *model, "--epochs", "1",
                                       "--out", "ce.safetensors"])  # fmt: skip
     assert result.exit_code == 2 and "--loss causal_lm or token_ce" in result.stderr
