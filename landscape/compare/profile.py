@@ -109,19 +109,22 @@ def loss_and_accuracy(
     """Mean loss and accuracy, in eval mode.
 
     Each batch's loss is weighted by :func:`~landscape._types.batch_weight` (its examples,
-    or the tokens a token loss counts); the accuracy is over class labels, NaN for a token
-    loss.
+    or the tokens a token loss counts). The accuracy is over class labels; for a token
+    loss, over its counted tokens by its ``correct(outputs, targets)`` (NaN without one).
     """
+    tokens = getattr(loss_fn, "count", None) is not None
+    hits = getattr(loss_fn, "correct", None) if tokens else None
     total, counted, loss_sum, correct = 0, 0, 0.0, 0
     with analysis_mode(model):
         for x, y in batches:
             out = model(x)
             weight = batch_weight(loss_fn, (x, y))
             loss_sum += float(loss_fn(out, y)) * weight
-            correct += int((out.argmax(dim=-1) == y).sum())
+            correct += hits(out, y) if hits else int((out.argmax(dim=-1) == y).sum())
             total, counted = total + len(y), counted + weight
-    tokens = getattr(loss_fn, "count", None) is not None
-    return loss_sum / counted, float("nan") if tokens else correct / total
+    if not tokens:
+        return loss_sum / counted, correct / total
+    return loss_sum / counted, correct / counted if hits else float("nan")
 
 
 def curvature(

@@ -103,6 +103,11 @@ def test_train_distill_and_measure_a_token_model_by_flags(project):
     ok("evaluate", "sd/gen1.safetensors", *model, "--json", "e.json")
     evaluated = json.loads((project / "e.json").read_text())["test"]
     assert evaluated["n"] == 38 and 0 <= evaluated["accuracy"] <= 1  # 4 x 2 + 6 x 5 tokens
+    ok("compare", "t.safetensors", "sd/gen1.safetensors", *model, "--loss", "causal_lm",
+       "--top-k", "1", "--trace-matvecs", "0", "--line-points", "0", "--quiet", "--json",
+       "c.json")  # fmt: skip
+    rows = json.loads((project / "c.json").read_text())["models"]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in rows)
     result = CliRunner().invoke(cli, ["train", "--data-file", "tok.npz", *model, "--epochs", "1",
                                       "--out", "ce.safetensors"])  # fmt: skip
     assert result.exit_code == 2 and "--loss causal_lm or token_ce" in result.stderr

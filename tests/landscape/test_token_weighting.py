@@ -55,6 +55,16 @@ def per_sequence(loss_fn):
     return lambda outputs, labels: loss_fn(outputs, labels)
 
 
+def per_token_only(loss_fn):
+    """The same loss with its ``count`` and without ``correct``."""
+
+    def loss(outputs, labels):
+        return loss_fn(outputs, labels)
+
+    loss.count = loss_fn.count
+    return loss
+
+
 def token_data(loss_fn) -> tuple[nn.Module, Tensor, Tensor]:
     """The model in float64, token inputs ``(9, 6)`` and labels padded with -100."""
     torch.manual_seed(0)
@@ -186,4 +196,6 @@ def test_a_profiles_loss_is_the_token_mean(loss_fn):
     loss, accuracy = loss_and_accuracy(model, loss_fn, batched(tokens, labels))
     with torch.no_grad():
         assert loss == pytest.approx(float(loss_fn(model(tokens), labels)), rel=1e-12)
-    assert math.isnan(accuracy)
+    with torch.no_grad():
+        assert accuracy == loss_fn.correct(model(tokens), labels) / loss_fn.count(labels)
+    assert math.isnan(loss_and_accuracy(model, per_token_only(loss_fn), [(tokens, labels)])[1])
