@@ -152,7 +152,8 @@ def loss_option(func):
         default="cross_entropy",
         show_default=True,
         metavar="NAME|SPEC",
-        help="cross_entropy, mse (class labels as one-hot) or file.py:callable "
+        help="cross_entropy, mse (class labels as one-hot), causal_lm or token_ce (token "
+        "labels (N, L), -100 not counted; the mean over tokens) or file.py:callable "
         "(outputs, targets) -> the batch's mean loss.",
     )(func)
 

@@ -39,8 +39,9 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
       flatscape evaluate last.ckpt --model mynet.py:Net --data-file data.npz
     """
     from distill.sources import open_checkpoint
+    from distill.trainer import TOKEN_LOSSES, require_training_labels
     from distill.trainer import evaluate as evaluate_model
-    from distill.user_data import check_model_fits, require_class_labels
+    from distill.user_data import check_model_fits
 
     apply_threads(threads)
     sources = sources_from(options)
@@ -52,13 +53,14 @@ def evaluate(checkpoint, split, json_path, force, device, threads, **options):
     model, meta, bundle = open_checkpoint(
         checkpoint, device=resolve_device(device), sources=sources
     )
-    require_class_labels(bundle, "evaluate")
+    loss = meta.get("loss", "cross_entropy")  # a token model's, recorded by train --loss
+    require_training_labels(bundle, loss, "evaluate")
     check_model_fits(model, bundle, "evaluate")
     splits = ["train", "test"] if split == "both" else [split]
     report = {"checkpoint": str(checkpoint)}
     for name in splits:
         data = bundle.train_eval if name == "train" else bundle.test
-        report[name] = evaluate_model(model, data)
+        report[name] = evaluate_model(model, data, loss_fn=TOKEN_LOSSES.get(loss))
         r = report[name]
         click.echo(f"{name}: loss {r['loss']:.6f}  accuracy {r['accuracy']:.4f}  (n={r['n']})")
     write_json(json_path, report)

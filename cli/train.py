@@ -154,6 +154,14 @@ def recipe_options(func):
     type=click.IntRange(min=10),
     help="mnist1d: generate this many test examples (default 1000).",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(choices.TRAINING_LOSSES),
+    default="cross_entropy",
+    show_default=True,
+    help="cross_entropy on class labels, or a token loss on token labels (N, L) (-100 "
+    "not counted; the mean over tokens); students of the teacher train with it.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint path.")
 @snapshots_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Final metrics.")
@@ -162,8 +170,8 @@ def recipe_options(func):
 @device_option
 @threads_option
 def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, model_kwargs, seed,
-          train_size, label_noise, noise_seed, augment, test_size, out, snapshots, json_path,
-          force, quiet, device, threads, **recipe_given):  # fmt: skip
+          train_size, label_noise, noise_seed, augment, test_size, loss, out, snapshots,
+          json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
     """Train a teacher on hard labels and save it as a .safetensors checkpoint.
 
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
@@ -199,7 +207,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
         model, meta = train_teacher(
             bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
             device=resolve_device(device), log=_epoch_logger(log_path(out), bar),
-            snapshots=writer,
+            snapshots=writer, loss=loss,
         )  # fmt: skip
     _save(out, model, meta)
     metrics = meta["metrics"]

@@ -7,7 +7,8 @@ Data
 Models
     build_model, ARCHITECTURES, count_parameters
 Losses
-    KDConfig, kd_loss, ALPHA_MEANING
+    KDConfig, kd_loss, ALPHA_MEANING, sequence_kd_loss, causal_lm_loss, token_ce_loss,
+    IGNORE_INDEX
 Training
     Recipe, TEACHER_RECIPES, train_teacher, train_student, recipe_for_student, evaluate
 Checkpoints
@@ -40,6 +41,10 @@ _EXPORTS = {
     "KDConfig": "distill.losses",
     "kd_loss": "distill.losses",
     "ALPHA_MEANING": "distill.losses",
+    "sequence_kd_loss": "distill.losses",
+    "causal_lm_loss": "distill.losses",
+    "token_ce_loss": "distill.losses",
+    "IGNORE_INDEX": "distill.losses",
     "Recipe": "distill.trainer",
     "TEACHER_RECIPES": "distill.trainer",
     "train_teacher": "distill.trainer",

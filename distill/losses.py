@@ -1,4 +1,4 @@
-r"""Cross-entropy and the knowledge-distillation loss, per example.
+r"""Cross-entropy and the knowledge-distillation loss, per example; token losses and sequence KD.
 
 Losses return one value per example and leave the reduction to the caller (the batch
 mean, in training), as optax does: with the KL summed over classes *per example*, the
@@ -11,6 +11,14 @@ The KD loss (Hinton et al. 2015), per example:
 .. math::
     \ell = (1 - \alpha)\,\mathrm{CE}(z_s, y)
          + \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big)
+
+Token losses take logits ``(B, L, V)`` and labels ``(B, L)`` whose ``-100`` entries
+(:data:`IGNORE_INDEX`, padding) are not counted, and return the mean over the *counted*
+tokens of the batch, as Hugging Face's losses do. Each carries ``count(labels) -> int``,
+the tokens it averages over (and ``correct(logits, labels)``, the hits among them), so
+that a measurement over several batches weights each batch by its counted tokens
+(``landscape._types.batch_weight``): the mean over all counted tokens, however the
+sequences are batched and padded.
 """
 
 from __future__ import annotations
@@ -94,3 +102,76 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 mse_loss.likelihood = "gaussian"  # a Gaussian negative log-likelihood, for the MC Fisher
+
+
+IGNORE_INDEX = -100
+"""Labels of this value (padding) are not counted by the token losses, as in PyTorch and HF."""
+
+
+def _token_mean(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the counted positions, divided by their count (0 if none)."""
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )  # fmt: skip
+    return total / max(int((labels != IGNORE_INDEX).sum()), 1)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Next-token cross-entropy, the mean over counted tokens.
+
+    Position :math:`t` of the logits predicts ``labels[:, t + 1]``. ``labels`` are the
+    inputs themselves (``-100`` where padded), as Hugging Face's causal LMs take them: the
+    shift happens here. ``causal_lm_loss.count(labels)`` is the number of
+    tokens averaged over, ``(labels[:, 1:] != -100).sum()``, and
+    ``causal_lm_loss.correct(logits, labels)`` how many of them the top logit predicts.
+    """
+    return _token_mean(logits[:, :-1], labels[:, 1:])
+
+
+def token_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy, the mean over counted tokens (``labels != -100``)."""
+    return _token_mean(logits, labels)
+
+
+def _token_hits(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Counted positions whose top logit is the label."""
+    counted = labels != IGNORE_INDEX
+    return int((logits.argmax(dim=-1)[counted] == labels[counted]).sum())
+
+
+causal_lm_loss.count = lambda labels: int((labels[:, 1:] != IGNORE_INDEX).sum())
+token_ce_loss.count = lambda labels: int((labels != IGNORE_INDEX).sum())
+causal_lm_loss.correct = lambda logits, labels: _token_hits(logits[:, :-1], labels[:, 1:])
+token_ce_loss.correct = _token_hits
+
+
+def sequence_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    config: KDConfig,
+    shift: bool = True,
+) -> torch.Tensor:
+    r"""Token-level KD: :func:`kd_loss` at every counted token, the mean over them.
+
+    .. math::
+        \frac{1}{M} \sum_{(i,t)\ \mathrm{counted}} (1 - \alpha)\,\mathrm{CE}(z^s_{it}, y_{it})
+        + \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z^t_{it}/T)\,\|\,
+        \mathrm{softmax}(z^s_{it}/T)\big)
+
+    Args:
+        student_logits: ``(B, L, V)``.
+        teacher_logits: ``(B, L, V)``, detached here.
+        labels: ``(B, L)``, ``-100`` at tokens not counted (padding); with ``alpha = 1``
+            they only give the mask.
+        config: Temperature and alpha, with the meaning of :data:`ALPHA_MEANING`.
+        shift: As :func:`causal_lm_loss` (position t against label t + 1); False as
+            :func:`token_ce_loss`.
+    """
+    if shift:
+        student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
+        labels = labels[:, 1:]
+    counted = labels != IGNORE_INDEX
+    per_token = kd_loss(student_logits[counted], teacher_logits[counted], labels[counted], config)
+    return per_token.sum() / max(int(counted.sum()), 1)

@@ -26,7 +26,7 @@ from distill.checkpoint import (
 )
 from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
-from distill.losses import mse_loss
+from distill.losses import causal_lm_loss, mse_loss, token_ce_loss
 from distill.model_call import example_shape, logits_of, select_output, take, to_device
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import describe_error, import_callable, is_code_spec
@@ -259,12 +259,19 @@ def import_checkpoint(
     return document
 
 
-ANALYSIS_LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
-"""The losses ``--loss`` names: batch means, as every curvature and surface measures."""
+ANALYSIS_LOSSES = {
+    "cross_entropy": F.cross_entropy, "mse": mse_loss,
+    "causal_lm": causal_lm_loss, "token_ce": token_ce_loss,
+}  # fmt: skip
+"""The losses ``--loss`` names: batch means, as every curvature and surface measures.
+
+``causal_lm`` and ``token_ce`` are means over counted tokens (labels ``(N, L)``, ``-100``
+not counted) and carry ``count``, so batches are weighted by their tokens."""
+TOKEN_LOSSES = ("causal_lm", "token_ce")
 
 
 def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
-    """The loss ``--loss`` names: ``cross_entropy``, ``mse`` or ``file.py:callable``.
+    """The loss ``--loss`` names: a name of :data:`ANALYSIS_LOSSES` or ``file.py:callable``.
 
     A callable is ``loss(outputs, targets) -> mean loss`` (a scalar tensor, differentiable
     twice for curvature). Returns it and its record (``{"name", "spec", "source",
@@ -278,6 +285,24 @@ def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], tor
         )
     user = import_callable(spec, "--loss")
     return user.function, {"name": spec, **user.provenance()}
+
+
+def _check_token_shapes(name: str, outputs: Any, targets: torch.Tensor) -> None:
+    """Refuse, in one line, token labels without a token loss and a token loss without them."""
+    tokens = not targets.is_floating_point() and targets.ndim == 2
+    if name in TOKEN_LOSSES:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else None
+        if not tokens or shape is None or len(shape) != 3 or shape[:2] != tuple(targets.shape):
+            raise DistillInputError(
+                f"--loss {name} needs integer labels (N, L) (-100 where not counted) and "
+                f"logits (N, L, V); these are labels {targets.dtype} {tuple(targets.shape)} "
+                f"and outputs {shape or type(outputs).__name__}"
+            )
+    elif tokens and name in ANALYSIS_LOSSES:
+        raise DistillInputError(
+            f"--loss {name}: these labels are one token per position {tuple(targets.shape)}; "
+            f"pass --loss {' or --loss '.join(TOKEN_LOSSES)}"
+        )
 
 
 def check_loss(
@@ -300,6 +325,7 @@ def check_loss(
                 f"{describe_error(err)}"
             ) from err
         soft = isinstance(outputs, torch.Tensor) and targets.shape == outputs.shape
+        _check_token_shapes(name, outputs, targets)
         if name == "cross_entropy" and targets.is_floating_point() and not soft:
             raise DistillInputError(
                 f"--loss cross_entropy needs class labels (or soft labels of the outputs' "

@@ -27,12 +27,23 @@ from distill.checkpoint import (
 )
 from distill.data import dataset_from_description
 from distill.errors import DistillInputError
-from distill.losses import KDConfig, cross_entropy, kd_loss
+from distill.losses import (
+    KDConfig,
+    causal_lm_loss,
+    cross_entropy,
+    kd_loss,
+    sequence_kd_loss,
+    token_ce_loss,
+)
 from distill.model_call import example_count, logits_of, take, to_device
 from distill.model_spec import build_from_spec, require_named
 from distill.models import input_kwargs, resolve_model_kwargs
 from distill.user_code import is_code_spec
 from distill.user_data import check_model_fits, require_class_labels
+
+TOKEN_LOSSES = {"causal_lm": causal_lm_loss, "token_ce": token_ce_loss}
+"""The token losses ``train --loss`` takes besides cross-entropy (labels ``(N, L)``)."""
+TRAINING_LOSSES = ("cross_entropy", *TOKEN_LOSSES)
 
 EpochLog = Callable[[dict[str, Any]], None]
 EpochHook = Callable[[int, torch.nn.Module, dict[str, Any]], None]
@@ -116,23 +127,41 @@ def student_recipe(teacher: Recipe) -> Recipe:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, dataset: TensorDataset, batch_size: int = 1000
+    model: torch.nn.Module,
+    dataset: TensorDataset,
+    batch_size: int = 1000,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of a model on a dataset, in eval mode."""
+    """Mean loss and accuracy of a model on a dataset, in eval mode.
+
+    The loss is cross-entropy, or ``loss_fn`` (a batch's mean loss); a loss carrying
+    ``count(targets)`` (a token loss) is averaged over the tokens it counts, each batch
+    weighted by its count, and ``n`` is that count; its accuracy is over the same tokens
+    (the loss's ``correct(logits, labels)``, NaN without it).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     inputs, targets = dataset.tensors
-    loss_sum, correct = 0.0, 0
+    count, hits = getattr(loss_fn, "count", None), getattr(loss_fn, "correct", None)
+    loss_sum, correct, n = 0.0, 0, 0
     for start in range(0, len(targets), batch_size):
         x = to_device(take(inputs, slice(start, start + batch_size)), device)
         y = targets[start : start + batch_size].to(device)
         logits = logits_of(model, x)
-        loss_sum += float(cross_entropy(logits, y).double().sum())
-        correct += int((logits.argmax(dim=-1) == y).sum())
+        weight = len(y) if count is None else count(y)
+        if loss_fn is None:
+            loss_sum += float(cross_entropy(logits, y).double().sum())
+        else:
+            loss_sum += float(loss_fn(logits, y)) * weight
+        n += weight
+        if count is None:
+            correct += int((logits.argmax(dim=-1) == y).sum())
+        elif hits is not None:
+            correct += hits(logits, y)
     model.train(was_training)
-    n = len(targets)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    accuracy = correct / n if count is None or hits is not None else float("nan")
+    return {"loss": loss_sum / n, "accuracy": accuracy, "n": n}
 
 
 @torch.no_grad()
@@ -147,6 +176,37 @@ def predict_logits(model: torch.nn.Module, inputs: Any, batch_size: int = 1000) 
     return torch.cat(chunks)
 
 
+def _training_loss(
+    logits: torch.Tensor,
+    soft: torch.Tensor | None,
+    y: torch.Tensor,
+    kd: KDConfig | None,
+    loss: str,
+) -> torch.Tensor:
+    """A batch's mean training loss: on labels, or distilled from ``soft`` logits."""
+    if loss == "cross_entropy":
+        per_example = cross_entropy(logits, y) if soft is None else kd_loss(logits, soft, y, kd)
+        return per_example.mean()
+    if soft is None:
+        return TOKEN_LOSSES[loss](logits, y)
+    return sequence_kd_loss(logits, soft, y, kd, shift=loss == "causal_lm")
+
+
+def require_training_labels(bundle: DatasetBundle, loss: str, what: str) -> None:
+    """Refuse a loss the data's labels do not fit: class labels, or token labels ``(N, L)``."""
+    if loss not in TRAINING_LOSSES:
+        raise DistillInputError(f"--loss {loss!r}: {what} takes {', '.join(TRAINING_LOSSES)}")
+    if loss == "cross_entropy":
+        require_class_labels(bundle, what)
+        return
+    labels = bundle.train.tensors[1]
+    if labels.is_floating_point() or labels.ndim != 2:
+        raise DistillInputError(
+            f"{what} --loss {loss} needs token labels (N, L), and this data's labels are "
+            f"{labels.dtype} of shape {tuple(labels.shape)} ({bundle.description['name']})"
+        )
+
+
 def fit(
     model: torch.nn.Module,
     bundle: DatasetBundle,
@@ -156,8 +216,13 @@ def fit(
     kd: KDConfig | None = None,
     log: EpochLog | None = None,
     after_epoch: EpochHook | None = None,
+    loss: str = "cross_entropy",
 ) -> dict[str, float]:
     """Train in place with SGD; with a teacher, on the KD loss against its soft outputs.
+
+    ``loss`` is cross-entropy on class labels, or a token loss of :data:`TOKEN_LOSSES` on
+    token labels ``(N, L)``: then every mean (a batch's, an epoch's, an evaluation's) is
+    over counted tokens, and distillation is :func:`~distill.losses.sequence_kd_loss`.
 
     The teacher is frozen in eval mode. Without augmentation its logits are computed
     once for the whole training set; with augmentation, on every augmented batch.
@@ -166,6 +231,7 @@ def fit(
     and the test split.
     """
     check_model_fits(model, bundle, "training")
+    token_loss = TOKEN_LOSSES.get(loss)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     inputs, targets = (to_device(t, device) for t in bundle.train.tensors)
@@ -187,31 +253,32 @@ def fit(
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(targets), generator=generator).to(device)
-        loss_sum = 0.0
+        loss_sum, counted = 0.0, 0
         for first in range(0, len(order), recipe.batch_size):
             index = order[first : first + recipe.batch_size]
             x, y = take(inputs, index), targets[index]
             if bundle.augment is not None:
                 x = bundle.augment(x.cpu(), generator).to(device)
             logits = logits_of(model, x)
-            if teacher is None:
-                loss = cross_entropy(logits, y).mean()
-            else:
+            soft = None
+            if teacher is not None:
                 with torch.no_grad():
                     soft = cached[index] if cached is not None else logits_of(teacher, x)
-                loss = kd_loss(logits, soft, y, kd).mean()
-            if not torch.isfinite(loss):
-                value = float(loss.detach())
+            batch_loss = _training_loss(logits, soft, y, kd, loss)
+            if not torch.isfinite(batch_loss):
+                value = float(batch_loss.detach())
                 raise DistillInputError(
                     f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(index)
-        test = evaluate(model, bundle.test)
+            weight = len(index) if token_loss is None else token_loss.count(y)
+            loss_sum += float(batch_loss.detach()) * weight
+            counted += weight
+        test = evaluate(model, bundle.test, loss_fn=token_loss)
         record = {
-            "epoch": epoch + 1, "lr": lr, "loss": loss_sum / len(targets),
+            "epoch": epoch + 1, "lr": lr, "loss": loss_sum / counted,
             "test_loss": test["loss"], "test_accuracy": test["accuracy"],
             "seconds": round(time.perf_counter() - start, 4),
         }  # fmt: skip
@@ -219,8 +286,8 @@ def fit(
             log(record)
         if after_epoch is not None:
             after_epoch(epoch + 1, model, {k: v for k, v in record.items() if k != "seconds"})
-    train = evaluate(model, bundle.train_eval)
-    test = evaluate(model, bundle.test)
+    train = evaluate(model, bundle.train_eval, loss_fn=token_loss)
+    test = evaluate(model, bundle.test, loss_fn=token_loss)
     return {
         "train_loss": train["loss"],
         "train_accuracy": train["accuracy"],
@@ -259,6 +326,11 @@ def _metadata(
     }
 
 
+def _loss_fact(loss: str) -> dict[str, str]:
+    """``{"loss": name}`` for a token loss; cross-entropy checkpoints stay as they were."""
+    return {} if loss == "cross_entropy" else {"loss": loss}
+
+
 def _source(source: dict[str, Any] | None) -> dict[str, Any]:
     """``model_source`` for user-code models; registry checkpoints stay as they were."""
     return {"model_source": source} if source else {}
@@ -273,8 +345,12 @@ def train_teacher(
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
     snapshots: Snapshots | None = None,
+    loss: str = "cross_entropy",
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a teacher on hard labels; returns the model and its checkpoint metadata.
+
+    ``loss`` is cross-entropy on class labels or a token loss on token labels (see
+    :func:`fit`); a token loss is recorded (``"loss"``) and its students train with it.
 
     ``snapshots`` writes weight snapshots along the way (for trajectory planes).
 
@@ -283,7 +359,7 @@ def train_teacher(
     is the dataset's. User data (``npz``/``code``) has no default model, and its default
     recipe is :data:`USER_DATA_RECIPE`.
     """
-    require_class_labels(bundle, "train")
+    require_training_labels(bundle, loss, "train")
     name = bundle.description["name"]
     if arch is None and name not in DEFAULT_ARCH:
         raise DistillInputError("your own data has no default model: name one with --model")
@@ -294,10 +370,11 @@ def train_teacher(
     torch.manual_seed(seed)
     model, source = build_from_spec(arch, kwargs)
     model = model.to(device)
-    facts = {"role": "teacher", "generation": 0, "parent_sha256": None, "kd": None}
+    facts = {"role": "teacher", "generation": 0, "parent_sha256": None, "kd": None,
+             **_loss_fact(loss)}  # fmt: skip
     hook = snapshots.hook(_metadata(arch, kwargs, bundle, recipe, seed, {}, **_source(source),
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
-    metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook)
+    metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook, loss=loss)
     meta = _metadata(arch, kwargs, bundle, recipe, seed, metrics, **_source(source), **facts)
     return model.eval(), meta
 
@@ -378,7 +455,8 @@ def train_student(
     bundle = dataset_from_description(
         parent["dataset"], data_spec, data_kwargs, origin=f"{paths[0]} header"
     )
-    require_class_labels(bundle, "distill")
+    loss = parent.get("loss", "cross_entropy")
+    require_training_labels(bundle, loss, "distill")
     seed = (parent.get("seed") or 0) + 1 if seed is None else seed
     recipe = recipe or recipe_for_student(parent)
     torch.manual_seed(seed)
@@ -389,11 +467,12 @@ def train_student(
     facts = {
         **_source(source), "role": "student", "generation": parent.get("generation", 0) + 1,
         "parent_sha256": hashes[0] if len(hashes) == 1 else hashes,
-        "kd": kd.to_metadata(), "teacher_metrics": parent.get("metrics"),
+        "kd": kd.to_metadata(), "teacher_metrics": parent.get("metrics"), **_loss_fact(loss),
     }  # fmt: skip
     hook = snapshots.hook(_metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, {},
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
-    metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log, after_epoch=hook)
+    metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log, after_epoch=hook,
+                  loss=loss)  # fmt: skip
     meta = _metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, metrics, **facts)
     return model.eval(), meta
 

@@ -11,7 +11,9 @@ optionally ``classes``: the class count, or one name per class). Arrays named
 of arrays or tensors (inputs may be a dict of them), or any map-style dataset of
 ``(input, label)`` items. Inputs are used as given (no normalization: the user's pipeline
 already chose one): floating-point ones become float32, integer ones (token ids) keep their
-dtype; labels are class indices (int) for classification or floats for regression losses.
+dtype; labels are class indices (int) for classification, floats for regression losses,
+or integer token labels ``(N, L)`` (``-100`` where not counted) for ``--loss
+causal_lm``/``token_ce``.
 
 The bundle's ``description`` records the file and its SHA-256, or the spec, its kwargs
 and its source's SHA-256. A file is read again from its path (and must still have that
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from distill.bundle import DatasetBundle, DictInputsDataset
 from distill.errors import DistillInputError
+from distill.losses import IGNORE_INDEX
 from distill.model_call import example_shape, logits_of, take, to_device
 from distill.user_code import call_user, describe_error, import_callable, spec_from_here
 
@@ -118,6 +121,17 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _token_labels(y: torch.Tensor, where: str) -> torch.Tensor:
+    """Integer labels ``(N, L)``, one token per position: ``>= 0``, or -100 (not counted)."""
+    labels = y.long()
+    if bool(((labels < 0) & (labels != IGNORE_INDEX)).any()):
+        raise DistillInputError(
+            f"{where}: token labels must be >= 0 or {IGNORE_INDEX} (not counted), found "
+            f"{int(labels[labels != IGNORE_INDEX].min())}"
+        )
+    return labels
+
+
 def _inputs(x: torch.Tensor, where: str) -> torch.Tensor:
     """Inputs checked and kept: float32 when floating, integer ones (token ids) as they are."""
     if x.ndim < 2 or len(x) == 0:
@@ -147,10 +161,13 @@ def _check_split(x: Any, y: torch.Tensor, where: str) -> TensorDataset | DictInp
         labels = y.long()
         if labels.min() < 0:
             raise DistillInputError(f"{where}: class labels must be >= 0, found {int(y.min())}")
+    elif y.dtype in (torch.int64, torch.int32, torch.int16) and y.ndim == 2:
+        labels = _token_labels(y, where)
     else:
         raise DistillInputError(
             f"{where}: labels of dtype {y.dtype} and shape {tuple(y.shape)}; give class "
-            "indices (one int per example) or float targets"
+            "indices (one int per example), token labels (N, L) for --loss causal_lm or "
+            "token_ce, or float targets"
         )
     if isinstance(x, dict):
         return DictInputsDataset(x, labels.contiguous())
@@ -167,10 +184,11 @@ def _bundle(
             f"{description['name']} data: train inputs {example_shape(x_train)} and test "
             f"inputs {example_shape(x_test)} differ in shape"
         )
-    if y_train.dtype != y_test.dtype:
+    if y_train.dtype != y_test.dtype or y_train.ndim != y_test.ndim:
         raise DistillInputError(
-            f"{description['name']} data: train labels are {y_train.dtype}, test labels "
-            f"{y_test.dtype}; give one kind (class indices or floats) in both"
+            f"{description['name']} data: train labels of dtype {y_train.dtype} and shape "
+            f"{tuple(y_train.shape)}, test labels of {y_test.dtype} {tuple(y_test.shape)}; "
+            "give one kind (class indices, token labels or floats) in both"
         )
     if y_train.dtype == torch.long:
         found = int(max(y_train.max(), y_test.max())) + 1
@@ -346,13 +364,19 @@ def user_data_from_description(
 
 
 def require_class_labels(bundle: DatasetBundle, what: str) -> None:
-    """Refuse float targets where cross-entropy on class labels is computed (``what``)."""
+    """Refuse float or token targets where cross-entropy on class labels is computed."""
     labels = bundle.train.tensors[1]
     if labels.dtype.is_floating_point:
         raise DistillInputError(
             f"{what} uses cross-entropy on class labels, and this data's labels are floats "
             f"({bundle.description['name']}); measure it with hessian/surface/sharpness "
             "--loss mse or your own --loss"
+        )
+    if labels.ndim == 2:
+        raise DistillInputError(
+            f"{what} uses cross-entropy on class labels, and this data's labels are tokens "
+            f"{tuple(labels.shape[1:])} per example ({bundle.description['name']}); train "
+            "with --loss causal_lm or token_ce, and measure with the same --loss"
         )
 
 
@@ -391,9 +415,18 @@ def check_model_fits(model: torch.nn.Module, bundle: DatasetBundle, what: str) -
             f"{what}: class labels need one output per class, and the model returns {shape}"
         )
     test = bundle.test.tensors[1]
+    classes, per = outputs.shape[1], "example"
+    if labels.ndim == 2:  # tokens: the outputs' last axis is the vocabulary
+        if outputs.ndim != 3 or tuple(outputs.shape[:2]) != tuple(labels[:8].shape):
+            raise DistillInputError(
+                f"{what}: token labels of shape {tuple(labels.shape[1:])} per example need "
+                f"logits (N, L, V), and the model returns {tuple(outputs.shape)}"
+            )
+        labels, test = labels[labels != IGNORE_INDEX], test[test != IGNORE_INDEX]
+        classes, per = outputs.shape[-1], "position"
     low, top = int(min(labels.min(), test.min())), int(max(labels.max(), test.max()))
-    if low < 0 or top >= outputs.shape[1]:
+    if low < 0 or top >= classes:
         raise DistillInputError(
             f"{what}: the labels go from {low} to {top}, and the model gives "
-            f"{outputs.shape[1]} outputs per example; labels must be 0 .. {outputs.shape[1] - 1}"
+            f"{classes} outputs per {per}; labels must be 0 .. {classes - 1}"
         )

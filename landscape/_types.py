@@ -6,7 +6,9 @@ keyword arguments, :func:`call_model`), ``targets`` a tensor whose first axis co
 examples. The model's output reaches the loss as one tensor (:func:`model_outputs`). A *loss
 function* maps ``(outputs, targets)`` to the
 *mean* loss of the batch, as ``torch.nn.functional.cross_entropy`` does; batches are then
-weighted by their size, so every number is that of the mean over all examples.
+weighted by their size, so every number is that of the mean over all examples. A loss that
+averages over tokens instead carries ``count(targets) -> int`` and batches are weighted by
+it (:func:`batch_weight`): the mean over all counted tokens.
 """
 
 from __future__ import annotations
@@ -207,16 +209,31 @@ def batch_size(batch: Batch) -> int:
     return int(batch[1].shape[0])
 
 
-def batch_weights(batches: Sequence[Batch]) -> list[float]:
+def batch_weight(loss_fn: LossFunction | None, batch: Batch) -> int:
+    """What ``batch`` counts for in a mean over batches: its examples, or the loss's count.
+
+    A loss that is a mean over something other than examples (a token loss: the tokens
+    whose label is not ``-100``) carries ``count(targets) -> int``; every measurement
+    weights a batch's mean loss by it, so the result is the mean over all counted items.
+    """
+    count = getattr(loss_fn, "count", None)
+    return batch_size(batch) if count is None else int(count(batch[1]))
+
+
+def batch_weights(batches: Sequence[Batch], loss_fn: LossFunction | None = None) -> list[float]:
     """Weights :math:`n_k / N` that turn per-batch mean losses into the overall mean.
 
+    :math:`n_k` is :func:`batch_weight`: examples, or the tokens ``loss_fn`` counts.
+
     Raises:
-        LandscapeInputError: no batch, or an empty one.
+        LandscapeInputError: no batch, an empty one, or nothing counted in any.
     """
-    sizes = [batch_size(b) for b in batches]
-    if not sizes or min(sizes) < 1:
+    if not batches or min(batch_size(b) for b in batches) < 1:
         raise LandscapeInputError("batches: need at least one non-empty (inputs, targets) batch")
+    sizes = [batch_weight(loss_fn, b) for b in batches]
     total = sum(sizes)
+    if total < 1:
+        raise LandscapeInputError("batches: the loss counts no token (every label is -100)")
     return [n / total for n in sizes]
 
 

@@ -20,6 +20,7 @@ from landscape._types import (
     Batch,
     LossFunction,
     analysis_mode,
+    batch_weight,
     call_model,
     in_analysis_mode,
     model_outputs,
@@ -107,15 +108,25 @@ def basin_width(alphas: np.ndarray, losses: np.ndarray, rise: float) -> float:
 def loss_and_accuracy(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch]
 ) -> tuple[float, float]:
-    """Mean loss (each batch weighted by its size) and accuracy, in eval mode."""
-    total, loss_sum, correct = 0, 0.0, 0
+    """Mean loss and accuracy, in eval mode.
+
+    Each batch's loss is weighted by :func:`~landscape._types.batch_weight` (its examples,
+    or the tokens a token loss counts). The accuracy is over class labels; for a token
+    loss, over its counted tokens by its ``correct(outputs, targets)`` (NaN without one).
+    """
+    tokens = getattr(loss_fn, "count", None) is not None
+    hits = getattr(loss_fn, "correct", None) if tokens else None
+    total, counted, loss_sum, correct = 0, 0, 0.0, 0
     with analysis_mode(model):
         for x, y in batches:
             out = model_outputs(call_model(model, x))
-            loss_sum += float(loss_fn(out, y)) * len(y)
-            correct += int((out.argmax(dim=-1) == y).sum())
-            total += len(y)
-    return loss_sum / total, correct / total
+            weight = batch_weight(loss_fn, (x, y))
+            loss_sum += float(loss_fn(out, y)) * weight
+            correct += hits(out, y) if hits else int((out.argmax(dim=-1) == y).sum())
+            total, counted = total + len(y), counted + weight
+    if not tokens:
+        return loss_sum / counted, correct / total
+    return loss_sum / counted, correct / counted if hits else float("nan")
 
 
 def curvature(

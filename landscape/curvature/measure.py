@@ -251,6 +251,11 @@ def _pyhessian(
         )
     if operator.bn_mode != "eval":
         raise LandscapeInputError("engine pyhessian runs BatchNorm in eval mode only")
+    if getattr(operator.loss_fn, "count", None) is not None:
+        raise LandscapeInputError(
+            "engine pyhessian weights batches by their examples, and this loss is a mean over "
+            "the tokens it counts; use engine lanczos or power"
+        )
     every = [name for name, p in operator.model.named_parameters() if p.requires_grad]
     if operator.names != every:
         raise LandscapeInputError(

@@ -10,10 +10,13 @@ The operator of the mean loss over all :math:`N` examples is
     A V = \sum_r \frac{N_r}{N} A_r V = \sum_r \sum_{b \in r} \frac{n_b}{N} H_b V ,
 
 one all-reduce (sum) of the size-weighted local products per product, the same for the
-gradient and the loss. The result is the same on every process, so Lanczos, power
-iteration, Hutchinson, Hutch++ and SLQ run unchanged on top of it: their random vectors
-come from seeded CPU generators, identical on every rank, and every rank takes the same
-steps. Only the rounding of the sums differs from one process.
+gradient and the loss. For a token loss, :math:`n_b`, :math:`N_r` and :math:`N` count tokens
+(:func:`~landscape._types.batch_weight`), and the operator is that of the mean token loss.
+
+The result is the same on every process, so Lanczos, power iteration, Hutchinson, Hutch++
+and SLQ run unchanged on top of it: their random vectors come from seeded CPU generators,
+identical on every rank, and every rank takes the same steps. Only the rounding of the sums
+differs from one process.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
+from landscape._types import (
+    Batch,
+    LossFunction,
+    analysis_mode,
+    batch_size,
+    batch_weight,
+    in_analysis_mode,
+)
 from landscape.curvature.measure import CurvatureRequest, CurvatureResult
 from landscape.curvature.model import model_curvature
 from landscape.distributed.process import (
@@ -44,7 +54,9 @@ from landscape.operators.mean_loss import MeanLossOperator, batch_loss, require_
 def global_mean_loss(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], bn_mode: str = "eval"
 ) -> tuple[float, int]:
-    """Mean loss over every process's batches and the total example count, on every process.
+    """Mean loss over every process's batches and the total it is over, on every process.
+
+    The total is of examples, or of counted tokens for a token loss (:func:`batch_weight`).
 
     Raises :class:`~landscape.errors.LandscapeInputError` on *every* process when the loss
     is not finite, whichever process holds the bad examples (so rank 0 can report it).
@@ -53,7 +65,7 @@ def global_mean_loss(
     total = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad(), analysis_mode(model, bn_mode):
         for batch in batches:
-            n = batch_size(batch)
+            n = batch_weight(loss_fn, batch)
             total[0] += n * float(batch_loss(model, loss_fn, buffers, batch))
             total[1] += n
     loss_sum, examples = all_reduce_sum(total).tolist()
@@ -70,8 +82,10 @@ class DataParallelOperator(CurvatureOperator):
             ``num_examples`` (:math:`N_r`), ``loss`` and ``gradient()`` are combined.
 
     Attributes:
-        num_examples: :math:`N`, over all processes.
-        loss: The mean loss over all :math:`N` examples.
+        num_examples: The examples over all processes.
+        num_counted: :math:`N`, over all processes: ``num_examples``, or the counted tokens
+            of a token loss.
+        loss: The mean loss over all :math:`N`.
         share: :math:`N_r / N`.
         local: This process's operator.
         hvp, names, batches, graphs_kept, graph_bytes, kept_examples: The local operator's.
@@ -93,12 +107,14 @@ class DataParallelOperator(CurvatureOperator):
         super().__init__(local.dim, local.dtype, local.device)
         self._local = local
         self.names, self.batches = local.names, local.batches
-        local_examples = int(local.num_examples)
-        totals = torch.tensor([local_examples, local_examples * local.loss], dtype=torch.float64)
-        examples, loss_sum = all_reduce_sum(totals).tolist()
-        self.num_examples = int(examples)
-        self.share = local_examples / self.num_examples
-        self.loss = require_finite(loss_sum / self.num_examples, self.num_examples)
+        local_counted = int(local.num_counted)
+        totals = torch.tensor(
+            [local.num_examples, local_counted, local_counted * local.loss], dtype=torch.float64
+        )
+        examples, counted, loss_sum = all_reduce_sum(totals).tolist()
+        self.num_examples, self.num_counted = int(examples), int(counted)
+        self.share = local_counted / self.num_counted
+        self.loss = require_finite(loss_sum / self.num_counted, self.num_examples)
 
     @property
     def local(self) -> MeanLossOperator:

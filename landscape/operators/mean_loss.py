@@ -8,10 +8,15 @@ and a loss function returning the *mean* loss :math:`\ell_k(\theta)` of batch :m
     A v = \sum_k \frac{n_k}{N} A_k v ,
 
 so an operator is that of the mean loss over all :math:`N` examples, whatever the batch
-sizes. :class:`MeanLossOperator` holds what every such operator shares: the model (a
-converted copy for another dtype), the loss, the selected parameters, the batches on the
-model's device with their weights, the flat :math:`\leftrightarrow` per-parameter split,
-the loss at the weights and its gradient. A subclass implements only the product of one
+sizes. For a loss that averages over tokens (one carrying ``count``, see
+:func:`landscape._types.batch_weight`), :math:`n_k` is the batch's counted tokens and
+:math:`N` theirs over all batches: the operator of the mean token loss, however the
+sequences are batched and padded.
+
+:class:`MeanLossOperator` holds what every such operator shares: the model (a converted
+copy for another dtype), the loss, the selected parameters, the batches on the model's
+device with their weights, the flat :math:`\leftrightarrow` per-parameter split, the loss
+at the weights and its gradient. A subclass implements only the product of one
 batch, :meth:`MeanLossOperator.batch_product` (:math:`A_k V`).
 """
 
@@ -34,6 +39,7 @@ from landscape._types import (
     LossFunction,
     analysis_mode,
     batch_size,
+    batch_weight,
     batch_weights,
     call_model,
     check_bn_mode,
@@ -184,11 +190,11 @@ def require_finite(loss: float, examples: int) -> float:
 def mean_loss(
     model: nn.Module, loss_fn: LossFunction, batches: Sequence[Batch], bn_mode: str = "eval"
 ) -> float:
-    """Size-weighted mean loss over the batches, without gradients; must be finite.
+    """Mean loss over the batches (weighted by :func:`batch_weight`), no gradients; finite.
 
     The model's running statistics are not updated, even with ``bn_mode="train"``.
     """
-    weights = batch_weights(batches)
+    weights = batch_weights(batches, loss_fn)
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad(), analysis_mode(model, bn_mode):
         losses = [float(batch_loss(model, loss_fn, buffers, batch)) for batch in batches]
@@ -226,8 +232,11 @@ class MeanLossOperator(CurvatureOperator):
         names: The selected parameters, in model order; vectors are laid out in it.
         params: Those parameters (of the converted copy when ``dtype`` differs).
         batches: The batches, on the model's device, floating tensors in ``dtype``.
-        weights: :math:`n_k / N` per batch.
-        num_examples: :math:`N`.
+        weights: :math:`n_k / N` per batch (:func:`batch_weight`: examples, or the
+            tokens a token loss counts).
+        num_examples: Examples over all batches.
+        num_counted: :math:`N`, what the mean is over: ``num_examples``, or the counted
+            tokens of a token loss.
         loss: The mean loss at the weights (finite, or the constructor raised).
         hvp: How products are computed, for reports (``"double_backward"``,
             ``"ggn/cross_entropy"``, ...).
@@ -253,8 +262,9 @@ class MeanLossOperator(CurvatureOperator):
         self.params = [named[name] for name in self.names]
         super().__init__(sum(p.numel() for p in self.params), dtype, device)
         self.batches = [move_batch(b, device, dtype) for b in batches]
-        self.weights = batch_weights(self.batches)
+        self.weights = batch_weights(self.batches, loss_fn)
         self.num_examples = sum(batch_size(b) for b in self.batches)
+        self.num_counted = sum(batch_weight(loss_fn, b) for b in self.batches)
         self.budget: GraphBudget | None = None
         """Which batches keep their graphs, where a subclass keeps any (:class:`GraphBudget`)."""
 

@@ -40,7 +40,10 @@ temporaries beside it (freed as it goes)."""
 
 
 class PerturbedLoss:
-    r""":math:`u \mapsto L(w + c \odot u)`, the size-weighted mean loss over fixed batches.
+    r""":math:`u \mapsto L(w + c \odot u)`, the mean loss over fixed batches.
+
+    Batches are weighted by :func:`~landscape._types.batch_weight` (examples, or the tokens
+    a token loss counts).
 
     Args:
         model: Any module; left untouched.
@@ -81,7 +84,7 @@ class PerturbedLoss:
         model, self.dtype, self.device = model_in_dtype(model, dtype)
         self.model, self.loss_fn, self.bn_mode = model, loss_fn, bn_mode
         self.batches = [move_batch(b, self.device, self.dtype) for b in batches]
-        self.batch_weights = batch_weights(self.batches)
+        self.batch_weights = batch_weights(self.batches, loss_fn)
         named = dict(model.named_parameters())
         self.weights = {n: named[n].detach() for n in self.names}
         self.evaluations = 0

@@ -8,7 +8,9 @@ loss function returning a batch's *mean* loss :math:`\ell_k`, the value stored a
     \text{acc}(\theta') = \frac{100}{N} \#\{\text{examples with } \arg\max f = y\},
 
 accumulated in float64: the mean of the per-example losses whatever the batch sizes, and
-the accuracy in percent, as loss-landscape stores it.
+the accuracy in percent, as loss-landscape stores it. For a token loss (one carrying
+``count``), :math:`n_k` is the batch's counted tokens (:func:`landscape._types.batch_weight`),
+so the value is the mean over all counted tokens.
 
 Evaluation is batched over points: a *block* of grid points is built as stacked weights
 ``(G, *shape)``, then every data batch is evaluated at all ``G`` points before the next batch
@@ -40,6 +42,7 @@ from landscape._types import (
     Batch,
     LossFunction,
     analysis_mode,
+    batch_weight,
     call_model,
     in_analysis_mode,
     model_outputs,
@@ -181,6 +184,7 @@ class SurfaceEvaluator:
         loss_terms: list[Tensor] = []
         hit_terms: list[Tensor] = []
         sizes: list[int] = []
+        counted: list[int] = []
         labels = True
         with torch.inference_mode(), analysis_mode(self.model), self.slots.substituted():
             for batch in batches:
@@ -188,6 +192,7 @@ class SurfaceEvaluator:
                 losses, hits = self._batch(block, inputs, targets)
                 loss_terms.append(losses)
                 sizes.append(int(targets.shape[0]))
+                counted.append(batch_weight(self.loss_fn, (inputs, targets)))
                 if hits is None:
                     labels = False
                 else:
@@ -195,8 +200,10 @@ class SurfaceEvaluator:
         total = sum(sizes)
         if total == 0:
             raise LandscapeInputError("batches: no examples to evaluate the surface on")
-        weights = torch.tensor(sizes, dtype=torch.float64)
-        loss = (torch.stack(loss_terms).double().cpu() * weights[:, None]).sum(0) / total
+        if sum(counted) == 0:
+            raise LandscapeInputError("batches: the loss counts no token (every label is -100)")
+        weights = torch.tensor(counted, dtype=torch.float64)
+        loss = (torch.stack(loss_terms).double().cpu() * weights[:, None]).sum(0) / sum(counted)
         if labels:
             acc = 100.0 * torch.stack(hit_terms).double().cpu().sum(0) / total
         else:

@@ -46,6 +46,7 @@ def test_option_choices_equal_the_libraries_constants():
     from distill.data import DATASETS
     from distill.losses import ALPHA_MEANING
     from distill.models import ARCHITECTURES
+    from distill.trainer import TRAINING_LOSSES
     from landscape.sharpness import GEOMETRIES
     from landscape.surface.evaluate import VECTORIZE
     from landscape.surface.plot import KINDS
@@ -56,3 +57,4 @@ def test_option_choices_equal_the_libraries_constants():
     assert tuple(SPLITS) == choices.SPLITS and choices.DATASETS == DATASETS
     assert tuple(sorted(ARCHITECTURES)) == choices.ARCHITECTURES
     assert choices.ALPHA_MEANING == ALPHA_MEANING
+    assert choices.TRAINING_LOSSES == TRAINING_LOSSES

@@ -7,7 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillInputError
-from distill.losses import KDConfig, cross_entropy, kd_loss, kl_to_teacher, soft_cross_entropy
+from distill.losses import (
+    IGNORE_INDEX,
+    KDConfig,
+    causal_lm_loss,
+    cross_entropy,
+    kd_loss,
+    kl_to_teacher,
+    sequence_kd_loss,
+    soft_cross_entropy,
+    token_ce_loss,
+)
 
 
 def _kl_by_hand(p: list[float], q: list[float]) -> float:
@@ -87,3 +97,42 @@ def test_the_analysis_losses_have_the_fisher_s_likelihoods():
 
     assert likelihood_of(ANALYSIS_LOSSES["mse"]) == "gaussian"
     assert likelihood_of(ANALYSIS_LOSSES["cross_entropy"]) == "categorical"
+
+
+def test_token_losses_are_means_over_counted_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, dtype=torch.float64)
+    labels = torch.tensor([[1, 2, 3, 4], [0, 4, IGNORE_INDEX, IGNORE_INDEX]])
+    per_token = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100,
+                                reduction="none").reshape(2, 4)  # fmt: skip
+    assert token_ce_loss(logits, labels).item() == pytest.approx(
+        float(per_token[labels != IGNORE_INDEX].mean()), rel=1e-14
+    )
+    assert token_ce_loss.count(labels) == 6
+    # causal: position t predicts token t + 1 (the labels are the inputs, as in HF)
+    shifted = [-math.log(_softmax(logits[i, t].tolist(), 1.0)[labels[i, t + 1]])
+               for i, t in ((0, 0), (0, 1), (0, 2), (1, 0))]  # fmt: skip
+    assert causal_lm_loss(logits, labels).item() == pytest.approx(sum(shifted) / 4, rel=1e-12)
+    assert causal_lm_loss.count(labels) == 4
+
+
+def test_sequence_kd_loss_matches_hand_computation_over_counted_tokens():
+    torch.manual_seed(1)
+    student = torch.randn(2, 3, 4, dtype=torch.float64)
+    teacher = torch.randn(2, 3, 4, dtype=torch.float64)
+    labels = torch.tensor([[2, 1, 3], [0, IGNORE_INDEX, IGNORE_INDEX]])
+    t, alpha = 2.0, 0.25
+    by_hand = []
+    for i, j in ((0, 0), (0, 1)):  # logits at j against label j + 1; (1, 0) meets -100
+        s, z = student[i, j].tolist(), teacher[i, j].tolist()
+        kl = _kl_by_hand(_softmax(z, t), _softmax(s, t))
+        ce = -math.log(_softmax(s, 1.0)[labels[i, j + 1]])
+        by_hand.append((1 - alpha) * ce + alpha * t * t * kl)
+    value = sequence_kd_loss(student, teacher, labels, KDConfig(t, alpha))
+    assert value.item() == pytest.approx(sum(by_hand) / 2, rel=1e-12)
+    # without the shift every counted position counts; alpha = 1 is T^2 KL only
+    pure = sequence_kd_loss(student, teacher, labels, KDConfig(t, 1.0), shift=False)
+    counted = [(0, 0), (0, 1), (0, 2), (1, 0)]
+    kls = [_kl_by_hand(_softmax(teacher[i, j].tolist(), t), _softmax(student[i, j].tolist(), t))
+           for i, j in counted]  # fmt: skip
+    assert pure.item() == pytest.approx(t * t * sum(kls) / 4, rel=1e-12)

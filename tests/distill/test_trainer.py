@@ -1,11 +1,15 @@
 """Trainer: determinism, stable KD at T=4, recipes, generations."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
-from distill.losses import KDConfig
+from distill.losses import IGNORE_INDEX, KDConfig, causal_lm_loss
 from distill.trainer import Recipe, evaluate, recipe_for_student, train_student, train_teacher
 
 
@@ -72,3 +76,64 @@ def test_schedules():
     assert [steps.lr_at(e) for e in (2, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
     warm = Recipe(epochs=10, lr=1.0, warmup_epochs=2)
     assert warm.lr_at(0) == pytest.approx(0.1) and warm.lr_at(1) == pytest.approx(0.55)
+
+
+def test_evaluate_weights_a_token_loss_by_counted_tokens():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5)).double()
+    tokens = torch.randint(0, 5, (5, 4))
+    labels = tokens.clone()
+    labels[0, 1:] = IGNORE_INDEX  # batches of 2, 2, 1 sequences count 3, 6, 3
+    result = evaluate(model, TensorDataset(tokens, labels), batch_size=2, loss_fn=causal_lm_loss)
+    with torch.no_grad():
+        whole = float(causal_lm_loss(model(tokens), labels))
+    assert result["loss"] == pytest.approx(whole, rel=1e-12) and result["n"] == 12
+    with torch.no_grad():
+        hits = causal_lm_loss.correct(model(tokens), labels)
+    assert result["accuracy"] == hits / 12
+
+
+TOKEN_MODEL = """
+import torch
+from torch import nn
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = 7, width: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.embed(x.long())))
+"""
+
+
+def test_a_token_teacher_and_its_student_train_on_the_token_mean(tmp_path, monkeypatch):
+    """The student's first epoch at a vanishing lr is the sequence-KD loss of one batch."""
+    from distill.losses import sequence_kd_loss
+    from distill.user_data import load_npz
+
+    (tmp_path / "lm.py").write_text(TOKEN_MODEL)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, (40, 6))
+    y = x.copy()
+    y[::3, 3:] = IGNORE_INDEX
+    np.savez("tok.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    bundle = load_npz("tok.npz")
+    recipe = Recipe(epochs=2, lr=0.5, batch_size=8)
+    teacher, meta = train_teacher(bundle, arch="lm.py:TinyLM", recipe=recipe, loss="causal_lm")
+    assert meta["loss"] == "causal_lm" and meta["metrics"]["train_loss"] < math.log(7)
+    save_checkpoint("t.safetensors", teacher, meta)
+    log = []
+    kd = KDConfig(temperature=2.0, alpha=0.5)
+    still = Recipe(epochs=1, lr=1e-30, momentum=0.0, batch_size=7)  # batches padded unequally
+    student, meta = train_student(
+        "t.safetensors", kd, still, named_model="lm.py:TinyLM", log=log.append
+    )
+    assert meta["loss"] == "causal_lm" and meta["kd"]["alpha"] == 0.5
+    inputs, labels = bundle.train.tensors
+    with torch.no_grad():
+        whole = sequence_kd_loss(student(inputs), teacher(inputs), labels, kd)
+    assert log[0]["loss"] == pytest.approx(float(whole), rel=1e-5)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from distill.losses import IGNORE_INDEX, causal_lm_loss
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.distributed import process as distributed
 from landscape.distributed.operator import DataParallelOperator, data_parallel_operator
@@ -59,6 +60,19 @@ def _problem(dtype=torch.float64):
     model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
     batches = [(torch.randn(n, 5, dtype=dtype), torch.randint(0, 3, (n,))) for n in SIZES]
     return model, nn.functional.cross_entropy, batches
+
+
+def _token_problem():
+    """A per-position model on sequences padded unequally: ranks hold 9 and 21 counted tokens."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(7, 4), nn.Tanh(), nn.Linear(4, 7)).double()
+    batches = []
+    for padded in (3, 2, 1, 0):  # 3 sequences of 5 tokens: 3, 6, 9, 12 next tokens counted
+        tokens = torch.randint(0, 7, (3, 5))
+        labels = tokens.clone()
+        labels[:, 5 - padded :] = IGNORE_INDEX
+        batches.append((tokens, labels))
+    return model, causal_lm_loss, batches
 
 
 def _directions(model):
@@ -151,6 +165,11 @@ def _scenarios(folder: Path):
     out["fisher_dense"] = fisher.to_dense()
     operator = data_parallel_operator("hessian", model, loss_fn, local)
     out["dense"] = operator.to_dense()
+    token_model, token_loss, token_batches = _token_problem()
+    tokens = data_parallel_operator(
+        "hessian", token_model, token_loss, distributed.shard_batches(token_batches)
+    )
+    out["tokens"] = (tokens.to_dense(), tokens.loss, tokens.num_counted, tokens.share)
     out["gradient"] = operator.gradient()
     poisoned = [(x.clone(), y) for x, y in local]
     if distributed.rank() == 1:
@@ -232,6 +251,16 @@ def test_distributed_hvps_are_the_single_process_hessian(ranks, single):
         torch.testing.assert_close(
             r["gradient"], single["operator"].gradient(), rtol=1e-12, atol=1e-14
         )
+
+
+def test_the_shares_of_a_token_loss_are_its_counted_tokens(ranks):
+    model, loss_fn, batches = _token_problem()
+    single = HessianOperator(model, loss_fn, batches)
+    for r in ranks:
+        dense, loss, counted, _ = r["tokens"]
+        torch.testing.assert_close(dense, single.to_dense(), rtol=1e-12, atol=1e-14)
+        assert loss == pytest.approx(single.loss, rel=1e-12) and counted == single.num_counted
+    assert [r["tokens"][3] for r in ranks] == [9 / 30, 21 / 30]
 
 
 def test_the_monte_carlo_fisher_draws_what_one_process_draws(ranks):
