@@ -8,6 +8,7 @@ was trained on (:class:`Sources`, :func:`open_checkpoint`), and the loss ``--los
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,17 +165,29 @@ def open_checkpoint(
     return model, meta, bundle
 
 
+def _check_recorded_kwargs(path: str | Path, meta: dict, given: dict[str, Any] | None) -> None:
+    """``--model-kwargs`` on a flatscape checkpoint: accepted when it repeats what it records.
+
+    The checkpoint's model is the one it records; a different value is refused, naming it.
+    """
+    recorded = meta.get("arch_kwargs") or {}
+    for key, value in (given or {}).items():
+        if key not in recorded or recorded[key] != value:
+            shown = "nothing" if key not in recorded else json.dumps(recorded[key])
+            raise DistillInputError(
+                f"{path}: records {key}={shown}, --model-kwargs says {json.dumps(value)}; "
+                "the checkpoint's model is the one it records: drop --model-kwargs"
+            )
+
+
 def _open_checkpoint(
     path: str | Path, device: torch.device | str, sources: Sources
 ) -> tuple[torch.nn.Module, dict[str, Any], DatasetBundle]:
     if not Path(path).is_file():
         raise DistillInputError(f"checkpoint {path} not found")
     if is_flatscape_checkpoint(path):
-        if sources.model_kwargs is not None:
-            raise DistillInputError(
-                f"{path}: records its model's keyword arguments; drop --model-kwargs"
-            )
         model, meta = load_checkpoint(path, device=device, named_model=sources.model)
+        _check_recorded_kwargs(path, meta, sources.model_kwargs)
         recorded = meta.get("dataset") or {}
         named_again = sources.data is not None and sources.data == recorded.get("spec")
         bundle = None if named_again else sources.bundle()  # its own data code, named again

@@ -372,8 +372,11 @@ def test_code_that_exits_on_import_and_kwargs_for_a_recorded_model(teacher, proj
     torch.save(_state(project)[1], "w.pt")
     result = run("evaluate", "w.pt", "--model", "exits.py:Net", "--data-file", "data.npz")
     assert_one_line_error(result, "raised SystemExit")
-    result = run("evaluate", teacher, "--model", "mynet.py:Net", "--model-kwargs", "{}")
-    assert_one_line_error(result, "drop --model-kwargs")
+    same = run("evaluate", teacher, "--model", "mynet.py:Net", "--model-kwargs", '{"width": 8}')
+    assert same.exit_code == 0, same.output  # repeating what the checkpoint records is fine
+    result = run("evaluate", teacher, "--model", "mynet.py:Net", "--model-kwargs", '{"width": 16}')
+    assert_one_line_error(result, "records width=8, --model-kwargs says 16; ")
+    assert "drop --model-kwargs" in result.stderr
 
 
 def test_planes_and_trajectories_of_a_user_model(project):
