@@ -11,7 +11,9 @@ GEOMETRIES = ("plain", "elementwise", "filterwise")  # landscape.sharpness.GEOME
 SPLITS = ("train", "test", "both")  # landscape.surface.store.SPLITS
 VECTORIZE = ("auto", "always", "never")  # landscape.surface.evaluate.VECTORIZE
 TRAINING_LOSSES = ("cross_entropy", "causal_lm", "token_ce")  # distill.trainer.TRAINING_LOSSES
-DATASETS = ("mnist1d", "digits", "synthetic", "cifar10", "cifar100")  # distill.data.DATASETS
+DATASETS = (  # distill.data.DATASETS
+    "mnist1d", "digits", "synthetic", "tokens", "cifar10", "cifar100",
+)  # fmt: skip
 ARCHITECTURES = (  # sorted(distill.models.ARCHITECTURES)
     "cnn1d", "gpt", "lenet", "mlp", "resnet18", "resnet20", "resnet32", "resnet56", "vgg",
 )  # fmt: skip

@@ -157,10 +157,9 @@ def recipe_options(func):
 @click.option(
     "--loss",
     type=click.Choice(choices.TRAINING_LOSSES),
-    default="cross_entropy",
-    show_default=True,
     help="cross_entropy on class labels, or a token loss on token labels (N, L) (-100 "
-    "not counted; the mean over tokens); students of the teacher train with it.",
+    "not counted; the mean over tokens); students of the teacher train with it.  "
+    "[default: causal_lm for --dataset tokens, else cross_entropy]",
 )
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint path.")
 @snapshots_option
@@ -187,7 +186,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
           --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
     from distill.sources import Sources
-    from distill.trainer import train_teacher
+    from distill.trainer import DEFAULT_LOSS, train_teacher
     from distill.user_code import parse_json_kwargs
 
     apply_threads(threads)
@@ -201,6 +200,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
                                      train_size, label_noise, noise_seed, augment,
                                      test_size)  # fmt: skip
     recipe = _recipe(default_recipe, **recipe_given)
+    loss = loss or DEFAULT_LOSS.get(bundle.description["name"], "cross_entropy")
     overrides = parse_json_kwargs(model_kwargs, "--model-kwargs")
     writer = _snapshots(out, snapshots, force)
     with progress_bar(recipe.epochs, "teacher", quiet, unit="epoch") as bar:

@@ -115,6 +115,41 @@ def _synthetic(
     return x_train, y_train, x_test, y_test
 
 
+def _tokens(
+    seed: int = 0,
+    n_train: int = 2048,
+    n_test: int = 512,
+    length: int = 32,
+    vocab: int = 16,
+    topics: int = 4,
+) -> tuple[np.ndarray, ...]:
+    """Seeded token sequences with long-range structure, for a language model.
+
+    Each sequence opens with its topic (token ``0 .. topics - 1``); every next token is
+    drawn from one of three successors of the previous token under that topic's sparse
+    transition table. Predicting well needs the last token and the first one, however far
+    back: an order-1 model is not enough, attention is. The labels are the sequences
+    themselves (``--loss causal_lm`` shifts them).
+    """
+    if topics > vocab:
+        raise DistillInputError(f"dataset tokens: topics {topics} must be at most vocab {vocab}")
+    rng = np.random.default_rng(seed)
+    successors = rng.integers(0, vocab, size=(topics, vocab, 3))
+    edges = np.cumsum(rng.dirichlet(np.ones(3), size=(topics, vocab)), axis=-1)
+
+    def draw(n: int) -> np.ndarray:
+        x = np.empty((n, length), dtype=np.int64)
+        topic = rng.integers(0, topics, size=n)
+        x[:, 0] = topic
+        for t in range(1, length):
+            choice = (rng.random(n)[:, None] > edges[topic, x[:, t - 1]]).sum(axis=1)
+            x[:, t] = successors[topic, x[:, t - 1], np.minimum(choice, 2)]
+        return x
+
+    x_train, x_test = draw(n_train), draw(n_test)
+    return x_train, x_train.copy(), x_test, x_test.copy()
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Reads the official CIFAR python batches and nothing else.
 
@@ -207,7 +242,7 @@ def flip_labels(labels: np.ndarray, rate: float, classes: int, seed: int) -> tup
     return noisy, n_flip
 
 
-DATASETS = ("mnist1d", "digits", "synthetic", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "digits", "synthetic", "tokens", "cifar10", "cifar100")
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding (MNIST-1D) takes no more
 # Every option of a generated dataset: (kind, lowest, highest). The caps keep a request
 # (or a checkpoint header that lies) from generating for minutes or gigabytes.
@@ -221,8 +256,17 @@ OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
         "dim": (int, 1, 10_000),
         "classes": (int, 1, 1000),
         "spread": (float, 0.0, 1e6),
+    },
+    "tokens": {
+        "seed": (int, 0, SEED_MAX),
+        "n_train": (int, 1, 200_000),
+        "n_test": (int, 1, 200_000),
+        "length": (int, 2, 1024),
+        "vocab": (int, 2, 4096),
+        "topics": (int, 1, 4096),
     },  # fmt: skip
 }
+TOKEN_VALUES = 10**8  # sequences x length per split
 SYNTHETIC_VALUES = 10**8  # examples x dim per split (800 MB of float64)
 
 
@@ -244,6 +288,14 @@ def check_options(name: str, options: dict[str, Any]) -> None:
             raise DistillInputError(
                 f"dataset {name} option {key}={value!r}: must be {what} in [{low}, {high}]"
             )
+    if name == "tokens":
+        length = options.get("length", 32)
+        for split, default in (("n_train", 2048), ("n_test", 512)):
+            if options.get(split, default) * length > TOKEN_VALUES:
+                raise DistillInputError(
+                    f"dataset tokens: {split} x length = {options.get(split, default) * length}"
+                    f" tokens; at most {TOKEN_VALUES:,} per split"
+                )
     if name == "synthetic":
         dim = options.get("dim", 16)
         for split, default in (("n_train", 512), ("n_test", 512)):
@@ -270,6 +322,8 @@ def _raw(
             return _digits(**options)
         if name == "synthetic":
             return _synthetic(**options)
+        if name == "tokens":
+            return _tokens(**options)
     except TypeError as err:
         raise DistillInputError(f"dataset {name}: {err}") from err
     if options:
@@ -314,6 +368,8 @@ def load_dataset(
             f"{_flag('--label-noise', 'label_noise', origin)} {label_noise}: must lie in [0, 1)"
         )
     x_train, y_train, x_test, y_test = _raw(name, root, dict(options), origin)
+    if name == "tokens":
+        return _token_bundle(x_train, x_test, options, train_size, label_noise, augment, origin)
     if train_size is not None:
         if not 1 <= train_size <= len(y_train):
             raise DistillInputError(
@@ -368,6 +424,46 @@ def load_dataset(
         description=description,
         augment=augmentation,
         noisy_labels=n_flipped,
+    )
+
+
+def _token_bundle(
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    options: dict[str, Any],
+    train_size: int | None,
+    label_noise: float,
+    augment: bool,
+    origin: str | None,
+) -> DatasetBundle:
+    """The ``tokens`` dataset: integer ids, the sequences themselves as labels, no scaling."""
+    if label_noise or augment:
+        flag = "--label-noise" if label_noise else "--augment"
+        raise DistillInputError(
+            f"{_flag(flag, flag[2:].replace('-', '_'), origin)}: "
+            "the tokens dataset has neither label noise nor augmentation"
+        )
+    if train_size is not None:
+        if not 1 <= train_size <= len(x_train):
+            raise DistillInputError(
+                f"{_flag('--train-size', 'train_size', origin)} "
+                f"{train_size}: must lie in [1, {len(x_train)}] for tokens"
+            )
+        x_train = x_train[:train_size]
+    vocab = int(options.get("vocab", 16))
+    description = {
+        "name": "tokens", "root": None, "options": dict(options), "train_size": train_size,
+        "label_noise": 0.0, "noise_seed": 0, "noisy_labels": 0, "n_train": len(x_train),
+        "n_test": len(x_test), "num_classes": vocab, "normalization": None, "augment": False,
+        "augmentation": None,
+    }  # fmt: skip
+    train, test = (torch.from_numpy(np.ascontiguousarray(x)) for x in (x_train, x_test))
+    return DatasetBundle(
+        train=TensorDataset(train, train.clone()),
+        test=TensorDataset(test, test.clone()),
+        num_classes=vocab,
+        input_shape=tuple(x_train.shape[1:]),
+        description=description,
     )
 
 

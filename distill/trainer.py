@@ -105,14 +105,18 @@ DEFAULT_ARCH = {
     "mnist1d": "cnn1d",
     "digits": "lenet",
     "synthetic": "mlp",
+    "tokens": "gpt",
     "cifar10": "resnet20",
     "cifar100": "resnet20",
 }
+DEFAULT_LOSS = {"tokens": "causal_lm"}
+"""The training loss of a dataset whose labels are not one class per example."""
 _CIFAR = Recipe(240, 0.05, batch_size=64, schedule="multistep", milestones=(150, 180, 210))
 TEACHER_RECIPES = {
     "mnist1d": Recipe(epochs=60, lr=0.1),
     "digits": Recipe(epochs=40, lr=0.05, batch_size=64),
     "synthetic": Recipe(epochs=20, lr=0.05, batch_size=64),
+    "tokens": Recipe(epochs=10, lr=0.1, batch_size=64, warmup_epochs=1),
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
 }
