@@ -211,6 +211,8 @@ def data_parallel_curvature(
         raise LandscapeInputError(
             "engine pyhessian runs in one process; use lanczos or power under torchrun"
         )
+    if batch_size is not None and batch_size < 1:
+        raise LandscapeInputError(f"batch_size {batch_size}: must be >= 1")
     inputs, targets = gather_examples(data, samples)
     if batch_size is None:  # the examples are shared; each process cuts its own by the policy
         share = [shard_examples(inputs, targets)]

@@ -149,6 +149,11 @@ class FisherOperator(GGNOperator):
         if kind == "mc" and mc_samples < 1:
             raise LandscapeInputError(f"mc_samples {mc_samples}: must be >= 1")
         self.likelihood = likelihood_of(loss_fn)
+        if getattr(loss_fn, "count", None) is not None:  # a token loss: logits (N, L, V)
+            raise LandscapeInputError(
+                "the Fisher takes one prediction per example, and this loss counts tokens; "
+                "use the hessian or the ggn for a token loss"
+            )
         if kind == "mc" and self.likelihood is None:
             raise LandscapeInputError(
                 "the Monte-Carlo Fisher needs a likelihood: cross-entropy (categorical) or "

@@ -47,6 +47,7 @@ from landscape._types import (
 )
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import DifferenceOperator
+from landscape.operators.batching import index_examples
 from landscape.operators.double_backward import twice_differentiable
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.mean_loss import MeanLossOperator, ParameterSelection
@@ -259,7 +260,7 @@ class GGNOperator(MeanLossOperator):
     def _small_graph_bytes(self) -> tuple[int, int]:
         """Examples and bytes of the linearization of the first two examples (then freed)."""
         inputs, targets = self.batches[0]
-        small = (inputs[:2], targets[:2])
+        small = (index_examples(inputs, slice(0, 2)), targets[:2])
         with SavedBytes(self.params) as saved:
             self._linearize(small)
         return batch_size(small), saved.bytes

@@ -18,6 +18,7 @@ from torch.func import grad, jvp, vmap
 
 from landscape._types import Batch, LossFunction, analysis_mode, batch_size, in_analysis_mode
 from landscape.errors import LandscapeInputError
+from landscape.operators.batching import index_examples
 from landscape.operators.double_backward import twice_differentiable
 from landscape.operators.mean_loss import (
     MeanLossOperator,
@@ -213,7 +214,7 @@ class HessianOperator(MeanLossOperator):
     def _small_graph_bytes(self) -> tuple[int, int]:
         """Examples and bytes of the gradient graph of the first two examples (then freed)."""
         inputs, targets = self.batches[0]
-        small = (inputs[:2], targets[:2])
+        small = (index_examples(inputs, slice(0, 2)), targets[:2])
         mode = analysis_mode(self.model, self.bn_mode)
         with SavedBytes(self.params) as saved, torch.enable_grad(), mode, twice_differentiable():
             loss = batch_loss(self.model, self.loss_fn, self.functional_tensors(), small)

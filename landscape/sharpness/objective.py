@@ -25,6 +25,7 @@ from landscape._types import (
     model_outputs,
     move_batch,
 )
+from landscape.operators.batching import index_examples
 from landscape.operators.mean_loss import (
     ParameterSelection,
     functional_tensors,
@@ -129,7 +130,7 @@ class PerturbedLoss:
 
     def _small_graph_bytes(self) -> tuple[int, int]:
         inputs, targets = self.batches[0]
-        return self._graph_bytes((inputs[:2], targets[:2]))
+        return self._graph_bytes((index_examples(inputs, slice(0, 2)), targets[:2]))
 
     def perturbed(self, scales: dict[str, Tensor], u: dict[str, Tensor]) -> dict[str, Tensor]:
         r"""The weights :math:`w + c \odot u`, by name."""

@@ -154,6 +154,11 @@ def eigen_map(
     specs = [directions] * ndirs if isinstance(directions, str | Mapping) else list(directions)
     if len(specs) != ndirs or any(s == "eigen" for s in specs if isinstance(s, str)):
         raise LandscapeInputError("directions: give 'random' or one direction per axis")
+    if batch_size is not None and max_memory not in ("auto", None):
+        raise LandscapeInputError(
+            f"max_memory {max_memory}: nothing to bound with batch_size, whose graphs are "
+            "rebuilt at every product; pass max_memory (graphs kept within it) or batch_size"
+        )
     data, keep_graphs = curvature_batches(*gather_examples(batches, samples), batch_size)
     names = None if params is None else select_parameters(model, params)  # fails here
     budget = resolve_budget(max_memory, data[0][1].device) if keep_graphs else None
