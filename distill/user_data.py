@@ -121,6 +121,14 @@ def _as_tensors(split: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _largest_id(inputs: Any) -> int:
+    """The largest integer token id of the inputs (``input_ids`` of a dict), else -1."""
+    ids = inputs.get("input_ids") if isinstance(inputs, dict) else inputs
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.numel() == 0:
+        return -1
+    return int(ids.max())
+
+
 def _token_labels(y: torch.Tensor, where: str) -> torch.Tensor:
     """Integer labels ``(N, L)``, one token per position: ``>= 0``, or -100 (not counted)."""
     labels = y.long()
@@ -128,6 +136,11 @@ def _token_labels(y: torch.Tensor, where: str) -> torch.Tensor:
         raise DistillInputError(
             f"{where}: token labels must be >= 0 or {IGNORE_INDEX} (not counted), found "
             f"{int(labels[labels != IGNORE_INDEX].min())}"
+        )
+    if not bool((labels != IGNORE_INDEX).any()):
+        raise DistillInputError(
+            f"{where}: every token label is {IGNORE_INDEX}, so no token is counted; give "
+            "the labels of at least one position"
         )
     return labels
 
@@ -192,6 +205,8 @@ def _bundle(
         )
     if y_train.dtype == torch.long:
         found = int(max(y_train.max(), y_test.max())) + 1
+        if y_train.ndim == 2:  # token ids in the inputs (padding too) belong to the vocabulary
+            found = max(found, _largest_id(x_train) + 1, _largest_id(x_test) + 1)
         count = found if classes is None else _class_count(classes, found, description)
     else:
         count = int(y_train.shape[1]) if y_train.ndim == 2 else 1

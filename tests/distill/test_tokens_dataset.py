@@ -102,3 +102,18 @@ def test_every_command_on_the_built_in_transformer(tmp_path):
                    "--line-points", "3", *common)  # fmt: skip
     assert compared.exit_code == 0, compared.output
     assert "gen1" in compared.stdout
+
+
+def test_npz_token_data_counts_its_vocabulary_and_refuses_all_padding(tmp_path):
+    """The vocabulary covers the ids of the inputs (a padding id above every label too),
+    and a split with no counted token is one line (it divided by zero before)."""
+    from distill.user_data import load_npz
+
+    ids = np.array([[1, 2, 3, 9], [2, 3, 1, 9]])  # 9: padding, never a label
+    labels = np.where(ids == 9, -100, ids)
+    np.savez(tmp_path / "t.npz", x_train=ids, y_train=labels, x_test=ids, y_test=labels)
+    assert load_npz(tmp_path / "t.npz").num_classes == 10
+    np.savez(tmp_path / "pad.npz", x_train=ids, y_train=np.full_like(ids, -100), x_test=ids,
+             y_test=labels)  # fmt: skip
+    with pytest.raises(DistillInputError, match="no token is counted"):
+        load_npz(tmp_path / "pad.npz")
