@@ -149,12 +149,11 @@ def loss_option(func):
     return click.option(
         "--loss",
         "loss_spec",
-        default="cross_entropy",
-        show_default=True,
         metavar="NAME|SPEC",
         help="cross_entropy, mse (class labels as one-hot), causal_lm or token_ce (token "
         "labels (N, L), -100 not counted; the mean over tokens) or file.py:callable "
-        "(outputs, targets) -> the batch's mean loss.",
+        "(outputs, targets) -> the batch's mean loss.  [default: the token loss the "
+        "checkpoint was trained with, else cross_entropy]",
     )(func)
 
 

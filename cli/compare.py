@@ -140,10 +140,11 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
           runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
     """
     from cli.study import comparison
-    from distill.sources import analysis_loss
+    from distill.sources import analysis_loss, recorded_loss
     from landscape.compare.profile import ProfileSettings
 
     apply_threads(threads)
+    loss_spec = loss_spec or recorded_loss(checkpoints[0])
     loss_fn, loss_record = analysis_loss(loss_spec)
     per_layer = per_layer or per_layer_table is not None
     _check_requests(confounds, loss_spec, bootstrap, resamples, plane, len(checkpoints))

@@ -94,6 +94,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
         first_examples,
         open_checkpoint,
         provenance,
+        recorded_loss,
     )
     from landscape.surface.eigenmap import check_map_size, eigen_map
     from landscape.surface.grid import parse_grid
@@ -105,6 +106,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     y_range = None if y_range == "none" else y_range
     check_map_size(parse_grid(x_range, y_range, force)[2], force)  # before the checkpoint loads
     torch_device = resolve_device(device)
+    loss_spec = loss_spec or recorded_loss(checkpoint)
     loss_fn, loss_record = analysis_loss(loss_spec)
     model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
     batches = first_examples(bundle.train_eval, samples, 2**62, torch_device)

@@ -104,7 +104,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
       flatscape sharpness runs/sd/gen1.safetensors --match-teacher runs/teacher.safetensors
     """
     from cli.study.sharpness import checkpoint_sharpness, sharpness_lines
-    from distill.sources import analysis_loss
+    from distill.sources import analysis_loss, recorded_loss
     from landscape.sharpness import GEOMETRIES
 
     apply_threads(threads)
@@ -116,6 +116,7 @@ def sharpness(checkpoint, measure, geometry, rho, samples, batch_size, draws, st
         raise DistillInputError("give either --match-loss or --match-teacher, not both")
     torch_device = resolve_device(device)
     max_memory = memory_budget(max_memory)  # a bad size fails before the checkpoint loads
+    loss_spec = loss_spec or recorded_loss(checkpoint)
     loss_fn, loss_record = analysis_loss(loss_spec)
     if loss_spec != "cross_entropy" and (match_loss is not None or match_teacher is not None):
         raise DistillInputError(

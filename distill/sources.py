@@ -29,6 +29,7 @@ from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
 from distill.losses import causal_lm_loss, mse_loss, token_ce_loss
 from distill.model_call import example_shape, logits_of, select_output, take, to_device
+from distill.safetensors_file import METADATA_KEY
 from distill.trainer import evaluate, model_kwargs
 from distill.user_code import describe_error, import_callable, is_code_spec
 from distill.user_data import (
@@ -281,6 +282,24 @@ ANALYSIS_LOSSES = {
 ``causal_lm`` and ``token_ce`` are means over counted tokens (labels ``(N, L)``, ``-100``
 not counted) and carry ``count``, so batches are weighted by their tokens."""
 TOKEN_LOSSES = ("causal_lm", "token_ce")
+
+
+def recorded_loss(checkpoint: str | Path | None) -> str:
+    """The loss a measurement of ``checkpoint`` takes by default.
+
+    The token loss it was trained with (its header's ``loss``), else ``cross_entropy``.
+    Read from the header alone; a file that is not a flatscape checkpoint, or is damaged,
+    gives ``cross_entropy`` (its reader says what is wrong later).
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get(METADATA_KEY, "null"))
+    except Exception:  # noqa: BLE001 (not ours, or damaged: cross-entropy, refused later)
+        return "cross_entropy"
+    loss = meta.get("loss") if isinstance(meta, dict) else None
+    return loss if loss in ("causal_lm", "token_ce") else "cross_entropy"
 
 
 def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:

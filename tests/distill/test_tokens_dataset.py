@@ -60,7 +60,8 @@ def test_options_are_capped_and_label_noise_refused():
 
 def test_every_command_on_the_built_in_transformer(tmp_path):
     """train (causal_lm by default), distill, hessian (float64, against the dense
-    reverse-over-reverse Hessian), surface and compare, by flags alone."""
+    reverse-over-reverse Hessian), surface and compare, by flags alone: the measurements
+    take the loss the checkpoint records."""
     small = ["--model-kwargs", '{"width": 8, "layers": 1, "heads": 2}']
     teacher = tmp_path / "t.safetensors"
     common = ["--threads", "1", "--quiet"]
@@ -71,10 +72,12 @@ def test_every_command_on_the_built_in_transformer(tmp_path):
                     "--out-dir", tmp_path / "sd", *common)  # fmt: skip
     assert distilled.exit_code == 0, distilled.output
     report = tmp_path / "h.json"
-    measured = run("hessian", teacher, "--loss", "causal_lm", "--samples", "16", "--top-k", "1",
-                   "--float64", "--tol", "1e-8", "--json", report, *common)  # fmt: skip
+    measured = run("hessian", teacher, "--samples", "16", "--top-k", "1", "--float64",
+                   "--tol", "1e-8", "--json", report, *common)  # fmt: skip
     assert measured.exit_code == 0, measured.output
-    lambda_1 = json.loads(report.read_text())["eigenvalues"][0]
+    document = json.loads(report.read_text())
+    assert document["loss_function"]["name"] == "causal_lm"  # recorded by train
+    lambda_1 = document["eigenvalues"][0]
 
     from distill.checkpoint import load_checkpoint
     from distill.losses import causal_lm_loss
@@ -94,12 +97,12 @@ def test_every_command_on_the_built_in_transformer(tmp_path):
 
     dense = torch.autograd.functional.hessian(loss_of, flat)
     assert lambda_1 == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-6)
-    surface = run("surface", teacher, "--loss", "causal_lm", "--x", "-1:1:3", "--samples", "32",
+    surface = run("surface", teacher, "--x", "-1:1:3", "--samples", "32",
                   "--out", tmp_path / "s.h5", *common)  # fmt: skip
     assert surface.exit_code == 0, surface.output
-    compared = run("compare", teacher, tmp_path / "sd" / "gen1.safetensors", "--loss",
-                   "causal_lm", "--samples", "32", "--top-k", "1", "--trace-matvecs", "0",
-                   "--line-points", "3", *common)  # fmt: skip
+    compared = run("compare", teacher, tmp_path / "sd" / "gen1.safetensors", "--samples",
+                   "32", "--top-k", "1", "--trace-matvecs", "0", "--line-points", "3",
+                   *common)  # fmt: skip
     assert compared.exit_code == 0, compared.output
     assert "gen1" in compared.stdout
 
