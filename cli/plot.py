@@ -40,7 +40,7 @@ def _levels(text: str) -> int | list[float]:
 )
 @click.option("--vmin", type=float, help="Lower end of the colour/level range (line: loss axis).")
 @click.option("--vmax", type=float, help="Upper end; larger values are clipped.")
-@click.option("--levels", default="15", show_default=True, help="Contour levels: N or a,b,c.")
+@click.option("--levels", help="Contour levels: N or a,b,c.  [default: 15]")
 @click.option("--log", is_flag=True, help="Logarithmic loss scale.")
 @click.option("--label", "labels", multiple=True, help="One per file (default: file names).")
 @force_option
@@ -63,6 +63,14 @@ def plot(files, kind, out, key, vmin, vmax, levels, log, labels, force):
     plan.read("FILES", *files)
     plan.check()
     path = plot_surfaces(
-        files, out, kind, key, list(labels) or None, vmin, vmax, _levels(levels), log
+        files,
+        out,
+        kind,
+        key,
+        list(labels) or None,
+        vmin,
+        vmax,
+        None if levels is None else _levels(levels),
+        log,
     )
     click.echo(f"wrote {path}")

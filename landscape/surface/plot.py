@@ -95,7 +95,7 @@ def plot_surfaces(
     labels: Sequence[str] | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-    levels: int | Sequence[float] = 15,
+    levels: int | Sequence[float] | None = None,
     log: bool = False,
 ) -> Path:
     """Draw one or more surface files into one figure.
@@ -111,7 +111,8 @@ def plot_surfaces(
         vmin: Lower end of the colour and level range (2D) or of the loss axis
             (``line``); default: the smallest finite value.
         vmax: Upper end; default: the largest finite value (larger values are clipped).
-        levels: Number of contour levels, or the levels themselves.
+        levels: Number of contour levels, or the levels themselves (default 15); a
+            line plot has none, and refuses them.
         log: Logarithmic loss scale (non-positive values become gaps).
 
     Returns:
@@ -137,11 +138,14 @@ def plot_surfaces(
             raise LandscapeInputError(
                 f"{path} is a {'1D' if surface.y is None else '2D'} surface; use --kind {hint}"
             )
+    if kind == "line" and levels is not None:
+        raise LandscapeInputError("--levels draws contours, and a line plot has none; drop it")
     with matplotlib.rc_context(STYLE):
         if kind == "line":
             fig = line_figure(surfaces, vmin, vmax, log)
         else:
-            fig = grid_figure(surfaces, kind, key, vmin, vmax, levels, log)
+            fig = grid_figure(surfaces, kind, key, vmin, vmax, 15 if levels is None else levels,
+                              log)  # fmt: skip
         fmt = FORMATS[out.suffix.lower()]
         save_figure(fig, out, format=fmt, metadata=_reproducible_metadata(fmt))
     return out

@@ -154,6 +154,7 @@ def test_plots_and_exports_that_cannot_be_drawn_write_nothing(tmp_path):
         ),
         (["plot", two_d, "--levels", "1,inf", "--key", "train_acc", "--out", png], "distinct fin"),
         (["plot", two_d, "--vmin", "nan", "--key", "train_acc", "--out", png], "--vmin nan"),
+        (["plot", eigen, "--levels", "5", "--out", png], "a line plot has none"),  # 1D
         (["export", two_d, "--vtp", vtp, "--csv", csv], "no two neighbouring points"),
         (
             [
