@@ -87,15 +87,6 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
       flatscape eigenmap runs/teacher.safetensors --x -1:1:11 --y -1:1:11 --out eig.h5
       flatscape plot eig.h5 --kind heatmap --key lambda_max --out eig.pdf
     """
-    from distill.checkpoint import file_sha256
-    from distill.sources import (
-        analysis_loss,
-        check_loss,
-        first_examples,
-        open_checkpoint,
-        provenance,
-        recorded_loss,
-    )
     from landscape.surface.eigenmap import check_map_size, eigen_map
     from landscape.surface.grid import parse_grid
 
@@ -105,26 +96,14 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     max_memory = memory_budget(max_memory)
     y_range = None if y_range == "none" else y_range
     check_map_size(parse_grid(x_range, y_range, force)[2], force)  # before the checkpoint loads
-    torch_device = resolve_device(device)
-    loss_spec = loss_spec or recorded_loss(checkpoint)
-    loss_fn, loss_record = analysis_loss(loss_spec)
-    model, meta, bundle = open_checkpoint(checkpoint, device=torch_device, sources=sources)
-    batches = first_examples(bundle.train_eval, samples, 2**62, torch_device)
-    check_loss(loss_fn, model, batches[0], loss_spec)
-    settings = {
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "dataset": meta["dataset"]["name"],
-        "loss": loss_spec,
-        "loss_source_sha256": loss_record.get("source_sha256") or "",
-    }
+    model, loss_fn, batches, recorded = _load(checkpoint, loss_spec, samples,
+                                              resolve_device(device), sources)  # fmt: skip
     with progress_bar(None, "eigenmap", quiet, unit="pt") as bar, saved_points_on_failure(out):
         result = eigen_map(
             model, loss_fn, batches, out, x_range=x_range, y_range=y_range,
             normalization=normalization, ignore=ignore, seed=seed, tol=tol,
             max_memory=max_memory, params=parameter_filter(params, exclude), resume=resume,
-            force=force, settings=settings,
-            info={"checkpoint": str(checkpoint), "provenance": json.dumps(provenance(meta))},
-            progress=bar.update,
+            force=force, **recorded, progress=bar.update,
         )  # fmt: skip
     if not quiet:
         click.echo(
@@ -133,6 +112,36 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
             "converged)"
         )
     write_json(Path(json_path) if json_path else None, result.to_dict())
+
+
+def _load(checkpoint, loss_spec, samples, device, sources) -> tuple:
+    """The model, its loss, its first ``samples`` train examples, and what the map records.
+
+    ``settings`` a resumed run must match, ``info`` beside them.
+    """
+    from distill.checkpoint import file_sha256
+    from distill.sources import (
+        analysis_loss,
+        check_loss,
+        first_examples,
+        open_checkpoint,
+        provenance,
+        recorded_loss,
+    )
+
+    loss_spec = loss_spec or recorded_loss(checkpoint)
+    loss_fn, loss_record = analysis_loss(loss_spec)
+    model, meta, bundle = open_checkpoint(checkpoint, device=device, sources=sources)
+    batches = first_examples(bundle.train_eval, samples, 2**62, device)
+    check_loss(loss_fn, model, batches[0], loss_spec)
+    settings = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": meta["dataset"]["name"],
+        "loss": loss_spec,
+        "loss_source_sha256": loss_record.get("source_sha256") or "",
+    }
+    info = {"checkpoint": str(checkpoint), "provenance": json.dumps(provenance(meta))}
+    return model, loss_fn, batches, {"settings": settings, "info": info}
 
 
 def _plan(plan: OutputPlan, out, json_path, checkpoint, sources) -> None:

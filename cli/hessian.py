@@ -199,7 +199,6 @@ def hessian_command(
       flatscape hessian last.ckpt --model mynet.py:Net --data-file data.npz --loss mse
     """
     from cli.study.curvature import CurvatureSettings, checkpoint_curvature
-    from distill.sources import recorded_loss
     from landscape.curvature.measure import CurvatureRequest
     from landscape.curvature.report import format_summary
     from landscape.distributed import process as distributed
@@ -224,7 +223,6 @@ def hessian_command(
         float64=float64, params=parameter_filter(params, exclude), per_layer=per_layer,
         resamples=resamples, resample_size=resample_size, bootstrap=bootstrap,
     )  # fmt: skip
-    loss_spec = loss_spec or recorded_loss(checkpoint)
     report = checkpoint_curvature(checkpoint, request, settings, loss_spec, sources,
                                   torch_device, quiet)  # fmt: skip
     if report is None:  # another process of a torchrun job: the first one writes

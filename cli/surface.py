@@ -144,7 +144,6 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
       flatscape plot surf.h5 --kind contour --out surf.pdf
     """
     from cli.study.surface import checkpoint_surface
-    from distill.sources import recorded_loss
     from landscape.distributed import process as distributed
     from landscape.distributed.surface import DistributedRunError, surface_processes
 
@@ -154,7 +153,6 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
     sources = _plan(OutputPlan(force, resume), out, json_path, checkpoint, plane, target,
                     trajectories, sources_from(options))  # fmt: skip
     normalization, ignore = _direction_options(kind, normalization, ignore)
-    loss_spec = loss_spec or recorded_loss(checkpoint)
     x_range, y_range = _checked_grid(kind, x_range, y_range, force)
     torch_device = distributed.init_from_env(resolve_device(device))  # torchrun: join the job
     quiet = quiet or not distributed.is_main()

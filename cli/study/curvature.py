@@ -74,7 +74,7 @@ def checkpoint_curvature(
     checkpoint: str,
     request: CurvatureRequest,
     settings: CurvatureSettings,
-    loss_spec: str = "cross_entropy",
+    loss_spec: str | None = None,
     sources: Sources | None = None,
     device: torch.device | str = "cpu",
     quiet: bool = True,
@@ -85,7 +85,8 @@ def checkpoint_curvature(
         checkpoint: The checkpoint file.
         request: What to measure (checked here).
         settings: How (:class:`CurvatureSettings`).
-        loss_spec: The loss (:func:`distill.losses.analysis_loss`).
+        loss_spec: The loss (:func:`distill.sources.analysis_loss`); None: the token loss
+            the checkpoint was trained with, else cross-entropy (:func:`recorded_loss`).
         sources: The models' code and data the user named (:class:`distill.sources.Sources`).
         device: This process's device (under ``torchrun``, after joining the job).
         quiet: No progress bars.
@@ -95,12 +96,19 @@ def checkpoint_curvature(
         :class:`DistillInputError` on a setting that cannot be measured, named.
     """
     from cli._common import progress_bar
-    from distill.sources import analysis_loss, check_loss, load_for_analysis, provenance
+    from distill.sources import (
+        analysis_loss,
+        check_loss,
+        load_for_analysis,
+        provenance,
+        recorded_loss,
+    )
     from landscape.curvature.report import curvature_report
     from landscape.distributed import process as distributed
     from landscape.distributed.operator import data_parallel_curvature
 
     request.check()
+    loss_spec = loss_spec or recorded_loss(checkpoint)
     loss_fn, loss_record = analysis_loss(loss_spec)
     _check(settings, distributed.world_size())
     quiet = quiet or not distributed.is_main()

@@ -33,7 +33,7 @@ def checkpoint_surface(
     plane_paths: tuple[str, ...] = (),
     target: Path | None = None,
     trajectories: tuple[str, ...] = (),
-    loss_spec: str = "cross_entropy",
+    loss_spec: str | None = None,
     sources: Any = None,
     device: torch.device | str = "cpu",
     **options: Any,
@@ -50,7 +50,8 @@ def checkpoint_surface(
         plane_paths: The three checkpoints of ``kind="plane"``.
         target: The other checkpoint of ``kind="interp"``.
         trajectories: The snapshot folders of ``kind="pca"``.
-        loss_spec: The loss (:func:`distill.losses.analysis_loss`).
+        loss_spec: The loss (:func:`distill.sources.analysis_loss`); None: the token loss
+            the checkpoint was trained with, else cross-entropy (:func:`recorded_loss`).
         sources: The models' code and data (:class:`distill.sources.Sources`).
         device: This process's device.
         **options: :func:`~landscape.surface.loss_surface.loss_surface` keywords
@@ -68,10 +69,12 @@ def checkpoint_surface(
         first_examples,
         open_checkpoint,
         provenance,
+        recorded_loss,
     )
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.store import SPLITS
 
+    loss_spec = loss_spec or recorded_loss(checkpoint)
     loss_fn, loss_record = analysis_loss(loss_spec)
     model, meta, bundle = open_checkpoint(checkpoint, device=device, sources=sources)
     splits = {"train": bundle.train_eval, "test": bundle.test}
