@@ -17,7 +17,9 @@ and the error of Hutch++ against Hutchinson at equal HVPs. curvlinops and
 hessian-eigenthings are the ``bench`` extra (``pip install -c constraints.txt -e
 '.[bench]'``); ``--peers`` without them skips them.
 
-Models: the cnn1d MNIST-1D teacher (trained here, 30 epochs, seed 0); resnet20
+Models: the cnn1d MNIST-1D teacher (trained here, 30 epochs, seed 0); the registry GPT
+on the tokens dataset (its default recipe, seed 0; top-1 only, 256 sequences, the peers
+through the wrapper they need: next-token logits flattened, labels shifted); resnet20
 (option-A shortcuts) trained here for 15 epochs on CIFAR-shaped images, scikit-learn's
 8x8 digits upsampled to 3x32x32 (no CIFAR download exists on this machine); and, on
 request, resnet20 at random initialisation on N(0, 1) CIFAR-shaped inputs with random
@@ -36,6 +38,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill.bundle import DatasetBundle  # noqa: E402
 from distill.data import load_dataset  # noqa: E402
+from distill.losses import causal_lm_loss  # noqa: E402
 from distill.models import build_model  # noqa: E402
 from distill.trainer import Recipe, fit, train_teacher  # noqa: E402
 from landscape.curvature.eigen import lanczos  # noqa: E402
@@ -63,13 +67,65 @@ def clock(fn: Callable[[], object]) -> tuple[object, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+@dataclass
+class Problem:
+    """One benchmark case: what flatscape measures, and the same Hessian as the peers take it.
+
+    The peers call ``criterion(model(x), y)`` with a class-index cross-entropy, so a
+    language model reaches them through :class:`NextTokenLogits` with flattened next-token
+    labels: the same mean token loss, hence the same Hessian, as flatscape's ``causal_lm``.
+    """
+
+    name: str
+    note: str
+    model: torch.nn.Module
+    batches: list
+    loss: Callable = F.cross_entropy
+    peer_model: torch.nn.Module | None = None
+    peer_batches: list | None = None
+
+    def __post_init__(self) -> None:
+        self.peer_model = self.peer_model or self.model
+        self.peer_batches = self.peer_batches or self.batches
+
+
+class NextTokenLogits(torch.nn.Module):
+    """The wrapper PyHessian and curvlinops need: logits of positions 0..L-2, flattened."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = self.model(ids)[:, :-1]
+        return logits.reshape(-1, logits.shape[-1])
+
+
 def cnn1d_teacher(samples: int):
     bundle = load_dataset("mnist1d")
     model, meta = train_teacher(bundle, recipe=Recipe(epochs=30, lr=0.1), seed=0)
     x, y = bundle.train_eval.tensors
     note = (f"cnn1d MNIST-1D teacher, 30 epochs seed 0, test acc "
             f"{meta['metrics']['test_accuracy']:.3f}")  # fmt: skip
-    return model.eval(), [(x[:samples], y[:samples])], note
+    return Problem("cnn1d", note, model.eval(), [(x[:samples], y[:samples])])
+
+
+def gpt_teacher(samples: int):
+    """The registry GPT trained on the tokens dataset by its default recipe (seed 0)."""
+    bundle = load_dataset("tokens")
+    model, meta = train_teacher(bundle, seed=0, loss="causal_lm")
+    ids = bundle.train_eval.tensors[0][:samples]
+    if len(ids) < samples:
+        raise SystemExit(f"--gpt-samples {samples}: the tokens train split has {len(ids)}")
+    parameters = sum(p.numel() for p in model.parameters())
+    note = (f"gpt ({parameters:,} parameters) on the tokens dataset, default recipe seed 0, "
+            f"test token accuracy {meta['metrics']['test_accuracy']:.3f}; causal_lm loss over "
+            f"{samples} x {ids.shape[1] - 1} predicted tokens")  # fmt: skip
+    model.eval()
+    return Problem(
+        "gpt", note, model, [(ids, ids)], loss=causal_lm_loss,
+        peer_model=NextTokenLogits(model), peer_batches=[(ids, ids[:, 1:].reshape(-1))],
+    )  # fmt: skip
 
 
 def digits_as_cifar(split):
@@ -97,7 +153,7 @@ def resnet20_trained(samples: int):
     note = (f"resnet20 (option A) trained 15 epochs (seed 0) on digits upsampled to "
             f"3x32x32, test acc {metrics['test_accuracy']:.3f}, train loss "
             f"{metrics['train_loss']:.4f}")  # fmt: skip
-    return model.eval(), [(x[:samples], y[:samples])], note
+    return Problem("resnet20", note, model.eval(), [(x[:samples], y[:samples])])
 
 
 def resnet20_random(samples: int):
@@ -111,25 +167,27 @@ def resnet20_random(samples: int):
     with torch.no_grad():
         model.train()(x)
     note = "resnet20 (option A), random init, N(0,1) CIFAR-shaped inputs, random labels"
-    return model.eval(), [(x, y)], note
+    return Problem("resnet20-init", note, model.eval(), [(x, y)])
 
 
-def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
+def hvp_costs(problem: Problem, repeats: int) -> dict[str, float]:
     """Median seconds of a gradient and of one HVP per engine, interleaved."""
+    model, batches, loss = problem.model, problem.batches, problem.loss
     params = [p for p in model.parameters() if p.requires_grad]
     x, y = batches[0]
-    reuse = HessianOperator(model, F.cross_entropy, batches)
-    kept = HessianOperator(model, F.cross_entropy, product_batches(x, y), keep_graphs=True)
-    fresh = HessianOperator(model, F.cross_entropy, [(x, y)], hvp="forward_over_reverse")
+    reuse = HessianOperator(model, loss, batches)
+    kept = HessianOperator(model, loss, product_batches(x, y), keep_graphs=True)
+    fresh = HessianOperator(model, loss, [(x, y)], hvp="forward_over_reverse")
     fresh.hvp = "double_backward"  # no cached graph: gradient graph rebuilt per product
-    forward = HessianOperator(model, F.cross_entropy, batches, hvp="forward_over_reverse")
+    forward = HessianOperator(model, loss, batches, hvp="forward_over_reverse")
     v = torch.randn(reuse.dim, 1)
     block = torch.randn(reuse.dim, 4)
-    with pyhessian_session(model, F.cross_entropy, batches) as (engine, _):
+    peer = (problem.peer_model, F.cross_entropy, problem.peer_batches)
+    with pyhessian_session(*peer) as (engine, _):
         module = sys.modules["pyhessian.hessian"]
         vector = [torch.randn_like(p) for p in engine.params]
         tasks = {
-            "gradient (fwd+bwd)": lambda: torch.autograd.grad(F.cross_entropy(model(x), y), params),
+            "gradient (fwd+bwd)": lambda: torch.autograd.grad(loss(model(x), y), params),
             "double backward, graph reused": lambda: reuse.matmat(v),
             f"double backward, {PRODUCT_BATCH}-example graphs kept": lambda: kept.matmat(v),
             "double backward, graph rebuilt": lambda: fresh.matmat(v),
@@ -148,12 +206,13 @@ def hvp_costs(model, batches, repeats: int) -> dict[str, float]:
     return medians
 
 
-def flatscape_top(model, batches, k: int, seed: int, block_size: int = 1, split: bool = True):
+def flatscape_top(problem: Problem, k: int, seed: int, block_size: int = 1, split: bool = True):
     """As `flatscape hessian` runs by default: batches of 256 on a CPU, graphs kept."""
+    batches = problem.batches
     if split:
         batches = product_batches(*batches[0])
     request = CurvatureRequest(top_k=k, tol=1e-3, seed=seed, block_size=block_size)
-    operator = HessianOperator(model, F.cross_entropy, batches, keep_graphs=True)
+    operator = HessianOperator(problem.model, problem.loss, batches, keep_graphs=True)
     result = measure_curvature(operator, request)
     return result.eigen.eigenvalues.tolist(), result.eigen.matvecs
 
@@ -253,17 +312,18 @@ def pyhessian_matched_tol(model, batches, k: int, reference: list[float], seeds:
     return None
 
 
-def eigen_rows(model, batches, reference: list[float], repeats: int, ks: list[int], peers):
+def eigen_rows(problem: Problem, reference: list[float], repeats: int, ks: list[int], peers):
     """Interleaved repeats of every solver for each k; medians."""
+    model, batches = problem.peer_model, problem.peer_batches  # the peers' view
     solvers = {}
     for k in ks:
-        solvers[("flatscape lanczos", k)] = lambda s, k=k: flatscape_top(model, batches, k, s)
+        solvers[("flatscape lanczos", k)] = lambda s, k=k: flatscape_top(problem, k, s)
         solvers[("flatscape lanczos, one batch", k)] = lambda s, k=k: flatscape_top(
-            model, batches, k, s, split=False
+            problem, k, s, split=False
         )
         if k > 1 and "blocks" in peers:
             solvers[("flatscape lanczos, blocks of 2", k)] = lambda s, k=k: flatscape_top(
-                model, batches, k, s, 2
+                problem, k, s, 2
             )
         solvers[(f"pyhessian eigenvalues(top_n={k})", k)] = lambda s, k=k: pyhessian_top(
             model, batches, k, s
@@ -305,9 +365,9 @@ def eigen_rows(model, batches, reference: list[float], repeats: int, ks: list[in
     return rows
 
 
-def trace_rows(model, batches, budgets: list[int], repeats: int) -> list[dict]:
+def trace_rows(problem: Problem, budgets: list[int], repeats: int) -> list[dict]:
     """Spread over seeds (the RMS error of an unbiased estimator) at equal HVPs."""
-    operator = HessianOperator(model, F.cross_entropy, batches)
+    operator = HessianOperator(problem.model, problem.loss, problem.batches)
     rows = []
     for budget in budgets:
         for name, estimator in (("hutchinson", hutchinson_trace), ("hutchpp", hutchpp_trace)):
@@ -321,21 +381,21 @@ def trace_rows(model, batches, budgets: list[int], repeats: int) -> list[dict]:
     return rows
 
 
-def report(name, model, batches, note, repeats, trace_budgets, ks, hvp_repeats, peers) -> None:
+def report(problem: Problem, repeats, trace_budgets, ks, hvp_repeats, peers) -> None:
+    model, batches = problem.model, problem.batches
     samples = sum(len(y) for _, y in batches)
     dim = sum(p.numel() for p in model.parameters())
-    print(f"\n## {name}: {note}; {dim:,} parameters, {samples} samples in one batch")
+    print(f"\n## {problem.name}: {problem.note}; {dim:,} parameters, "
+          f"{samples} samples in one batch")  # fmt: skip
     if hvp_repeats > 0:
-        costs = hvp_costs(model, batches, hvp_repeats)
+        costs = hvp_costs(problem, hvp_repeats)
         unit = costs["gradient (fwd+bwd)"]
         print("\nHVP cost (median CPU seconds; units of one gradient)")
         for engine, seconds in costs.items():
             print(f"  {engine:<50} {seconds:8.4f} s  {seconds / unit:5.2f}")
     if not ks:
         return
-    operator = HessianOperator(model, F.cross_entropy, batches)
-    # tol 1e-5: a certified residual (the eigenvalue lies within 1e-5 relative, and the
-    # error is far smaller: r^2/gap); 1e-7 is below float32's reach and ran to 200 HVPs
+    operator = HessianOperator(model, problem.loss, batches)
     tight = lanczos(operator, k=max(ks) + 1, tol=1e-5, max_matvecs=200, seed=123)
     reference = tight.eigenvalues.tolist()
     ratio = reference[1] / reference[0]
@@ -343,7 +403,7 @@ def report(name, model, batches, note, repeats, trace_budgets, ks, hvp_repeats, 
     print(f"\nreference (Lanczos, tol 1e-5, {tight.matvecs} HVPs, converged "
           f"{tight.converged}): {values}; "
           f"lambda2/lambda1 = {ratio:.3f}")  # fmt: skip
-    rows = eigen_rows(model, batches, reference, repeats, ks, peers)
+    rows = eigen_rows(problem, reference, repeats, ks, peers)
     print(f"\nTop eigenvalues at tol 1e-3, medians over {repeats} seeds "
           "(relative CPU = solver / flatscape lanczos, same k)")  # fmt: skip
     header = f"  {'solver':<36} {'k':>2} {'wall s':>8} {'cpu s':>8} {'HVPs':>10} {'max rel err':>12} {'relative CPU':>15}"  # noqa: E501
@@ -361,21 +421,23 @@ def report(name, model, batches, note, repeats, trace_budgets, ks, hvp_repeats, 
     if trace_budgets:
         print(f"\nTrace at equal HVPs: spread of the estimate over {repeats + 2} seeds (both "
               "unbiased, so this is the RMS error) and the median reported stderr")  # fmt: skip
-        for row in trace_rows(model, batches, trace_budgets, repeats + 2):
+        for row in trace_rows(problem, trace_budgets, repeats + 2):
             print(f"  {row['method']:<10} {row['hvps']:>4} HVPs  mean {row['mean']:10.4f}  "
                   f"spread {row['spread']:8.4f}  stderr {row['stderr']:8.4f}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["cnn1d", "resnet20"],
-                        choices=["cnn1d", "resnet20", "resnet20-init"],
+    parser.add_argument("--models", nargs="+", default=["cnn1d", "resnet20", "gpt"],
+                        choices=["cnn1d", "resnet20", "resnet20-init", "gpt"],
                         help="resnet20 = trained on CIFAR-shaped digits; resnet20-init = "
-                        "random initialisation")  # fmt: skip
+                        "random initialisation; gpt = the registry GPT on the tokens "
+                        "dataset, causal_lm loss")  # fmt: skip
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--resnet-samples", type=int, default=1024,
                         help="resnet20 samples (random-init resnet20 at 1024 makes "
                         "PyHessian's top-5 take ~50 min on one CPU thread: use 256)")  # fmt: skip
+    parser.add_argument("--gpt-samples", type=int, default=256, help="gpt sequences")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peers", nargs="*",
                         default=["curvlinops", "eigenthings", "pyhessian-matched"],
@@ -393,14 +455,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread; times are CPU seconds of this process "
           "(wall seconds too: the machine may be shared)")  # fmt: skip
     if "cnn1d" in args.models:
-        model, batches, note = cnn1d_teacher(args.samples)
-        report("cnn1d", model, batches, note, args.repeats, [30, 90], args.ks, 5 * args.repeats,
-               args.peers)  # fmt: skip
+        report(cnn1d_teacher(args.samples), args.repeats, [30, 90], args.ks,
+               5 * args.repeats, args.peers)  # fmt: skip
+    if "gpt" in args.models:
+        report(gpt_teacher(args.gpt_samples), args.repeats, [30, 90], [1],
+               5 * args.repeats, args.peers)  # fmt: skip
     resnets = {"resnet20": resnet20_trained, "resnet20-init": resnet20_random}
     for name, make in resnets.items():
         if name in args.models:
-            model, batches, note = make(args.resnet_samples)
-            report(name, model, batches, note, args.resnet_repeats, [], args.ks,
+            report(make(args.resnet_samples), args.resnet_repeats, [], args.ks,
                    args.resnet_hvp_repeats, args.peers)  # fmt: skip
 
 
