@@ -194,12 +194,16 @@ def layer_cka(
     if not names:
         raise LandscapeInputError("no module with parameters is named alike in both models")
     first = next(iter(model.parameters()))
-    with torch.no_grad(), analysis_mode(other), _recorded(model, names) as ours:
-        with _recorded(other, names) as theirs:
-            for batch in batches:
-                inputs, _ = move_batch(batch, first.device, first.dtype)
-                call_model(model, inputs)
-                call_model(other, inputs)
+    with (
+        torch.no_grad(),
+        analysis_mode(other),
+        _recorded(model, names) as ours,
+        _recorded(other, names) as theirs,
+    ):
+        for batch in batches:
+            inputs, _ = move_batch(batch, first.device, first.dtype)
+            call_model(model, inputs)
+            call_model(other, inputs)
     return {
         name: linear_cka(torch.cat(ours[name]).cpu(), torch.cat(theirs[name]).cpu())
         for name in names

@@ -129,11 +129,11 @@ def bezier_curve(
     progress: Callable[[int], None] | None = None,
     info: Mapping[str, str | int | float] | None = None,
 ) -> CurveResult:
-    """Train the Bezier curve from ``model`` to ``other``, evaluate it, store it in ``out``.
+    r"""Train the Bezier curve from ``model`` to ``other``, evaluate it, store it in ``out``.
 
     Args:
-        model: The start :math:`\\theta_0` (the teacher); left as it was.
-        other: The end :math:`\\theta_1`, same architecture (the student); left as it was.
+        model: The start :math:`\theta_0` (the teacher); left as it was.
+        other: The end :math:`\theta_1`, same architecture (the student); left as it was.
         loss_fn: Batch-mean loss.
         data: Batches per split; the curve is trained on ``data["train"]`` and evaluated
             on every split.

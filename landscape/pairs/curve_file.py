@@ -1,9 +1,9 @@
-"""The HDF5 file of a Bezier curve: a 1D surface file over t, plus the training state.
+r"""The HDF5 file of a Bezier curve: a 1D surface file over t, plus the training state.
 
 It is a :class:`landscape.surface.store.SurfaceStore` file (so ``flatscape plot`` draws it
 and its writes, lock and resume checks are the surfaces'): ``xcoordinates`` is the grid of
 t, ``<split>_loss``/``<split>_acc``/``done`` the values along the curve, and
-``directions/x`` the chord :math:`\\theta_1 - \\theta_0` (which pins the end points: a
+``directions/x`` the chord :math:`\theta_1 - \theta_0` (which pins the end points: a
 rerun with other end points is refused). Besides, ``curve/state0`` and ``curve/state1``
 each hold a training state: ``step`` (shape ``(1,)``, -1 when empty), ``control/<name>`` (the
 control point) and ``momentum/<name>`` (SGD's momentum). A save overwrites the older slot,

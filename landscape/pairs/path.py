@@ -62,7 +62,9 @@ class PathValues:
 
 
 def line_excess(t: np.ndarray, values: np.ndarray) -> float:
-    r""":math:`\max_k [v_k - ((1 - t_k)\,v(0) + t_k\,v(1))]` on a grid with ``t[0] = 0``, ``t[-1] = 1``.
+    r"""The largest excess of ``values`` over the chord of its ends, on ``t`` from 0 to 1.
+
+    :math:`\max_k [v_k - ((1 - t_k)\,v_0 + t_k\,v_{K})]`, with ``t[0] = 0`` and ``t[-1] = 1``.
 
     Example:
         >>> line_excess(np.array([0.0, 0.5, 1.0]), np.array([1.0, 4.0, 3.0]))
@@ -95,6 +97,7 @@ def check_batchnorm(batchnorm: str, data: Mapping[str, Sequence[Batch]]) -> str:
     return batchnorm
 
 
+@in_analysis_mode
 def path_values(
     model: nn.Module,
     loss_fn: LossFunction,
