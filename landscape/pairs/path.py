@@ -74,8 +74,10 @@ def line_excess(t: np.ndarray, values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     if t.size < 2 or t[0] != 0.0 or t[-1] != 1.0:
         raise LandscapeInputError("a path's t grid must start at 0 and end at 1")
-    chord = (1.0 - t) * values[0] + t * values[-1]
-    return float(np.max(values - chord))
+    chord = values[0] + t * (values[-1] - values[0])  # exact when the ends are equal
+    excess = values - chord
+    excess[[0, -1]] = 0.0  # by definition; rounding must not make it a barrier
+    return float(np.max(excess))
 
 
 def path_grid(points: int) -> np.ndarray:
