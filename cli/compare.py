@@ -174,7 +174,8 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     per_layer = per_layer or per_layer_table is not None
     _check_requests(confounds, loss_spec, bootstrap, resamples, plane, len(checkpoints))
     sources = sources_from(options)
-    names = comparison.checkpoint_names(list(checkpoints), labels.split(",") if labels else None)
+    labels = labels.split(",") if labels is not None else None
+    names = comparison.checkpoint_names(list(checkpoints), labels)
     pairs = _pairs(connectivity or curve, curve, curve_steps, curve_lr, seed, plots_dir)
     outputs = _outputs(
         OutputPlan(force), (json_path, markdown_path, csv_path, per_layer_table), plots_dir,
@@ -190,7 +191,7 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
             list(checkpoints), settings, samples, batch_size, device, allow_mixed,
             progress=bar.update, interpolation_points=41 if surface else 0, sources=sources,
             loss_fn=loss_fn, per_layer=per_layer, resamples=resamples,
-            resample_size=resample_size, loss_name=loss_spec, bootstrap=bootstrap, labels=names,
+            resample_size=resample_size, loss_name=loss_spec, bootstrap=bootstrap, labels=labels,
             connectivity=pairs,
         )  # fmt: skip
     report["loss_function"] = loss_record
