@@ -298,7 +298,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
         save_lines(lines, folder / "interpolation.png", "interpolation", log=False)
     pairs = connectivity_lines(report)
     if pairs:
-        save_lines(pairs, folder / "connectivity.png", "path", log=False)
+        save_lines(pairs, folder / "connectivity.png", "t", log=False)
     if all(m.get("per_layer") for m in models):
         from landscape.curvature.per_layer import plot_per_layer
 
