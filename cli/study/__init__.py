@@ -30,7 +30,7 @@ Comparison (``flatscape compare``)
     comparison_summary, per_layer_text, checkpoint_names
 Teacher and student as a pair (``compare --connectivity``)
     ConnectivityRequest, pair_measures, add_connectivity, path_record, agreement_record,
-    curve_record, curve_file_names, connectivity_lines
+    curve_record, connectivity_lines
 A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
 A checkpoint's sharpness (``flatscape sharpness``)
@@ -111,7 +111,6 @@ _EXPORTS = {
     "path_record": "cli.study.connectivity",
     "agreement_record": "cli.study.connectivity",
     "curve_record": "cli.study.connectivity",
-    "curve_file_names": "cli.study.connectivity",
     "connectivity_lines": "cli.study.connectivity",
     # A checkpoint's curvature
     "checkpoint_curvature": "cli.study.curvature",

@@ -51,11 +51,6 @@ class ConnectivityRequest:
     folder: Path | None = None
 
 
-def curve_file_names(names: Sequence[str], reference: int) -> list[str]:
-    """The curve files of the students (every name but the reference's)."""
-    return [f"curve-{name}.h5" for i, name in enumerate(names) if i != reference]
-
-
 def _number(value: float) -> float | None:
     """A JSON number: None where the value is not finite (no labels, no accuracy)."""
     return float(value) if math.isfinite(value) else None
@@ -146,12 +141,10 @@ def add_connectivity(records: list[dict[str, Any]], models: Sequence, reference:
         folder = request.folder
         if request.curve and folder is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
         for i, model in enumerate(models):
             if i == reference:
                 continue
-            out = folder / f"curve-{records[i]['name']}.h5" if folder is not None else None
+            out = folder / f"curve-{records[i]['name']}.h5" if request.curve else None
             records[i].update(pair_measures(models[reference], model, loss_fn, data[reference],
                                             request, out))  # fmt: skip
 

@@ -154,7 +154,8 @@ def _recorded(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list
 
     def hook_for(name: str) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            found[name].append(model_outputs(output).detach().reshape(output_rows(output), -1))
+            tensor = model_outputs(output).detach()
+            found[name].append(tensor.reshape(tensor.shape[0], -1))
 
         return hook
 
@@ -164,11 +165,6 @@ def _recorded(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list
     finally:
         for handle in handles:
             handle.remove()
-
-
-def output_rows(output: Any) -> int:
-    """Examples in a module's output: its first axis."""
-    return int(model_outputs(output).shape[0])
 
 
 @in_analysis_mode
