@@ -78,3 +78,14 @@ def test_a_checkpoint_paired_with_itself_has_no_barrier_and_agrees(mnist1d_teach
 def test_bad_labels_are_one_line(mnist1d_teacher, mnist1d_student, labels, needle):
     result = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--labels", labels)
     assert_one_line_error(result, needle)
+
+
+def test_an_existing_curve_file_is_refused_before_any_work(mnist1d_teacher, mnist1d_student,
+                                                           tmp_path):  # fmt: skip
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "curve-gen1.h5").write_bytes(b"a result")
+    result = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--curve", "--labels",
+                 "teacher,gen1", "--plots", plots)  # fmt: skip
+    assert_one_line_error(result, "curve-gen1.h5")
+    assert (plots / "curve-gen1.h5").read_bytes() == b"a result"
