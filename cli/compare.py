@@ -85,6 +85,29 @@ from distill.errors import DistillInputError
     "--plane-points", type=click.IntRange(min=2, max=1000), default=21, show_default=True,
     help="Points per axis of the --plane grid.",
 )  # fmt: skip
+@click.option(
+    "--connectivity",
+    is_flag=True,
+    help="Also each student against the reference as a pair: loss and accuracy barrier "
+    "on the straight path (BatchNorm statistics recomputed at each point), top-1 "
+    "agreement, KL(teacher || student) and per-layer linear CKA; with --plots "
+    "connectivity.png.",
+)
+@click.option(
+    "--curve",
+    is_flag=True,
+    help="Also train a quadratic Bezier curve from the reference to each student and "
+    "report its largest train loss (implies --connectivity); with --plots its file "
+    "curve-NAME.h5.",
+)
+@click.option("--curve-steps", type=click.IntRange(min=0), default=200, show_default=True,
+              help="SGD steps of each --curve.")  # fmt: skip
+@click.option("--curve-lr", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Learning rate of each --curve.")  # fmt: skip
+@click.option(
+    "--labels",
+    help="Comma-separated names of the rows, one per checkpoint (default: the file stems).",
+)
 @click.option("--allow-mixed", is_flag=True, help="Compare different architectures/datasets.")
 @parameter_options
 @click.option(
@@ -125,9 +148,10 @@ from distill.errors import DistillInputError
 @device_option
 @threads_option
 def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch_size, top_k, tol,
-            trace_matvecs, line_points, seed, confounds, allow_mixed, params, exclude, per_layer,
-            resamples, resample_size, bootstrap, per_layer_table, max_memory, loss_spec, json_path,
-            markdown_path, csv_path, force, quiet, device, threads, **options):  # fmt: skip
+            trace_matvecs, line_points, seed, confounds, connectivity, curve, curve_steps,
+            curve_lr, labels, allow_mixed, params, exclude, per_layer, resamples, resample_size,
+            bootstrap, per_layer_table, max_memory, loss_spec, json_path, markdown_path,
+            csv_path, force, quiet, device, threads, **options):  # fmt: skip
     """Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width.
 
     All models are measured on the same data with the same settings; changes are
@@ -137,7 +161,8 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     \b
     Example:
       flatscape compare runs/teacher.safetensors runs/sd/gen1.safetensors \\
-          runs/sd/gen2.safetensors --markdown cmp.md --json cmp.json
+          runs/sd/gen2.safetensors --labels teacher,gen1,gen2 --connectivity \\
+          --markdown cmp.md --json cmp.json
     """
     from cli.study import comparison
     from distill.sources import analysis_loss, recorded_loss
@@ -149,9 +174,12 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     per_layer = per_layer or per_layer_table is not None
     _check_requests(confounds, loss_spec, bootstrap, resamples, plane, len(checkpoints))
     sources = sources_from(options)
+    labels = labels.split(",") if labels is not None else None
+    names = comparison.checkpoint_names(list(checkpoints), labels)
+    pairs = _pairs(connectivity or curve, curve, curve_steps, curve_lr, seed, plots_dir)
     outputs = _outputs(
         OutputPlan(force), (json_path, markdown_path, csv_path, per_layer_table), plots_dir,
-        _plot_names(plane, line_points, surface, per_layer), checkpoints, sources,
+        _plot_names(plane, line_points, surface, per_layer, pairs, names), checkpoints, sources,
     )  # fmt: skip
     settings = ProfileSettings(top_k=top_k, tol=tol, trace_matvecs=trace_matvecs,
                                line_points=line_points, seed=seed, confounds=confounds,
@@ -163,7 +191,8 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
             list(checkpoints), settings, samples, batch_size, device, allow_mixed,
             progress=bar.update, interpolation_points=41 if surface else 0, sources=sources,
             loss_fn=loss_fn, per_layer=per_layer, resamples=resamples,
-            resample_size=resample_size, loss_name=loss_spec, bootstrap=bootstrap,
+            resample_size=resample_size, loss_name=loss_spec, bootstrap=bootstrap, labels=labels,
+            connectivity=pairs,
         )  # fmt: skip
     report["loss_function"] = loss_record
     with report_kept_on_failure(report):  # a full disk must not lose the measurements
@@ -171,13 +200,19 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
                                        device, sources, loss_fn)  # fmt: skip
     tables = comparison.comparison_tables(report, confounds, bool(resamples), trace_matvecs > 0)
     click.echo(comparison.comparison_summary(report, tables["markdown"], samples), nl=False)
+    _write(outputs, report, tables)
+
+
+def _write(outputs: list, report: dict, tables: dict[str, str]) -> None:
+    """The JSON, Markdown, CSV and per-layer files that were asked for."""
+    from cli.study.comparison import per_layer_text
+
     write_json(outputs[0], report)
     with report_kept_on_failure(report):
         write_text_output(outputs[1], tables["markdown"])
         write_text_output(outputs[2], tables["csv"])
         if outputs[3] is not None:
-            write_text_output(outputs[3], comparison.per_layer_text(report["models"],
-                                                                    outputs[3].suffix))  # fmt: skip
+            write_text_output(outputs[3], per_layer_text(report["models"], outputs[3].suffix))
 
 
 def _check_requests(confounds: bool, loss_spec: str, bootstrap: bool, resamples: int | None,
@@ -203,8 +238,23 @@ def _outputs(plan: OutputPlan, paths, plots_dir, plot_names, checkpoints, source
     return outputs
 
 
-def _plot_names(plane: bool, line_points: int, surface: bool, per_layer: bool) -> list[str]:
-    """The files ``--plots`` writes with these options."""
+def _pairs(connectivity: bool, curve: bool, steps: int, lr: float, seed: int, plots_dir):
+    """The ``--connectivity`` request (curves into ``--plots``), or None."""
+    from pathlib import Path
+
+    from cli.study.connectivity import ConnectivityRequest
+
+    if not connectivity:
+        return None
+    return ConnectivityRequest(curve=curve, curve_steps=steps, curve_lr=lr, seed=seed,
+                               folder=Path(plots_dir) if plots_dir and curve else None)  # fmt: skip
+
+
+def _plot_names(plane: bool, line_points: int, surface: bool, per_layer: bool, pairs,
+                names: list[str]) -> list[str]:  # fmt: skip
+    """The files ``--plots`` writes with these options (curve files: every row's name)."""
     wanted = {"plane.h5": plane, "plane.png": plane, "lines.png": line_points > 0,
-              "interpolation.png": surface, "per_layer.png": per_layer}  # fmt: skip
-    return [name for name, made in wanted.items() if made]
+              "interpolation.png": surface, "per_layer.png": per_layer,
+              "connectivity.png": pairs is not None}  # fmt: skip
+    curves = [f"curve-{name}.h5" for name in names] if pairs and pairs.curve else []
+    return [name for name, made in wanted.items() if made] + curves

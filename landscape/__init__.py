@@ -33,6 +33,9 @@ Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
+Pairs (teacher and student)
+    linear_path, PathValues, path_values, bezier_curve, CurveSettings, CurveResult,
+    function_agreement, Agreement, layer_cka, linear_cka
 Models' inputs and outputs
     call_model, model_outputs, select_output
 Errors
@@ -112,6 +115,17 @@ _EXPORTS = {
     "with_changes": "landscape.compare.table",
     "to_markdown": "landscape.compare.table",
     "to_csv": "landscape.compare.table",
+    # Pairs (teacher and student)
+    "linear_path": "landscape.pairs.path",
+    "PathValues": "landscape.pairs.path",
+    "path_values": "landscape.pairs.path",
+    "bezier_curve": "landscape.pairs.bezier",
+    "CurveSettings": "landscape.pairs.bezier",
+    "CurveResult": "landscape.pairs.bezier",
+    "function_agreement": "landscape.pairs.agreement",
+    "Agreement": "landscape.pairs.agreement",
+    "layer_cka": "landscape.pairs.agreement",
+    "linear_cka": "landscape.pairs.agreement",
     # Models' inputs and outputs
     "call_model": "landscape._types",
     "model_outputs": "landscape._types",

@@ -352,3 +352,39 @@ def test_torchrun_curvature_matches_one_process():
         assert two == pytest.approx(one, rel=1e-5), label
     eigenvalues = numbers_after("eigenvalues", single)
     assert len(eigenvalues) == 2 and eigenvalues[0] >= eigenvalues[1] > 0
+
+
+@slow
+def test_teacher_student_pair(tmp_path):
+    samples = 256
+    out = run_example(
+        "teacher_student_pair.py", "--epochs", 2, "--samples", samples, "--curve-steps", 20,
+        "--out-dir", tmp_path,
+    )  # fmt: skip
+    assert f"over {samples} training examples" in out
+    report = json.loads((tmp_path / "pair.json").read_text())
+    ends = numbers_after("end losses (train)", out)
+    barrier = numbers_after("barrier (train, test)", out)
+    line_max, curve_max = numbers_after("max loss (line, curve)", out)
+    agreement = numbers_after("agreement (train, test)", out)
+    assert barrier == pytest.approx([report["barrier"]["train"], report["barrier"]["test"]],
+                                    abs=1e-4)  # fmt: skip
+    assert min(barrier) >= 0 and line_max >= max(ends) and curve_max >= max(ends) - 1e-4
+    assert curve_max == pytest.approx(report["curve_max_loss"], abs=1e-4)
+    assert all(0 <= v <= 1 for v in report["cka"].values())
+    with h5py.File(tmp_path / "curve.h5", "r") as f:  # the stored curve and its ends
+        stored = f["train_loss"][...]
+        assert f["done"][...].all() and stored.max() == pytest.approx(report["curve_max_loss"])
+
+    # Independently, in plain torch from the saved checkpoints: the end losses, agreement
+    teacher = distill.load_checkpoint(tmp_path / "teacher.safetensors")[0].eval()
+    student = distill.load_checkpoint(tmp_path / "student.safetensors")[0].eval()
+    bundle = distill.load_dataset("mnist1d")
+    x, y = bundle.train_eval.tensors
+    test_x, _ = bundle.test.tensors
+    with torch.no_grad():
+        want = [float(F.cross_entropy(m(x[:samples]), y[:samples])) for m in (teacher, student)]
+        same = float((teacher(test_x).argmax(1) == student(test_x).argmax(1)).double().mean())
+    assert ends == pytest.approx(want, abs=1e-4)
+    assert stored[[0, -1]] == pytest.approx(want, rel=1e-5)
+    assert agreement[1] == pytest.approx(same, abs=1e-4)

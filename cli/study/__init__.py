@@ -27,7 +27,10 @@ Planes of a family
 Comparison (``flatscape compare``)
     compare_checkpoints, load_models, reference_index, comparison_plane,
     add_plane_and_plots, write_plots, comparison_columns, comparison_tables,
-    comparison_summary, per_layer_text
+    comparison_summary, per_layer_text, checkpoint_names
+Teacher and student as a pair (``compare --connectivity``)
+    ConnectivityRequest, pair_measures, add_connectivity, path_record, agreement_record,
+    curve_record, connectivity_lines
 A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
 A checkpoint's sharpness (``flatscape sharpness``)
@@ -100,6 +103,15 @@ _EXPORTS = {
     "comparison_tables": "cli.study.comparison",
     "comparison_summary": "cli.study.comparison",
     "per_layer_text": "cli.study.comparison",
+    "checkpoint_names": "cli.study.comparison",
+    # Teacher and student as a pair
+    "ConnectivityRequest": "cli.study.connectivity",
+    "pair_measures": "cli.study.connectivity",
+    "add_connectivity": "cli.study.connectivity",
+    "path_record": "cli.study.connectivity",
+    "agreement_record": "cli.study.connectivity",
+    "curve_record": "cli.study.connectivity",
+    "connectivity_lines": "cli.study.connectivity",
     # A checkpoint's curvature
     "checkpoint_curvature": "cli.study.curvature",
     "CurvatureSettings": "cli.study.curvature",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from distill.errors import DistillInputError
 
 if TYPE_CHECKING:  # annotations only; torch loads on first use
+    from cli.study.connectivity import ConnectivityRequest
     from landscape.compare.profile import ProfileSettings
 
 CHANGE_COLUMNS = (
@@ -104,6 +105,24 @@ def _spread_verdicts(records: list[dict[str, Any]], ref: int) -> None:
             )
 
 
+def checkpoint_names(paths: list[str], labels: list[str] | None = None) -> list[str]:
+    """The rows' names: ``labels`` (one per checkpoint, distinct), else the file stems."""
+    if labels is None:
+        return [Path(path).stem for path in paths]
+    if len(labels) != len(paths):
+        raise DistillInputError(
+            f"--labels names {len(labels)} rows for {len(paths)} checkpoints; give one per "
+            "checkpoint, comma-separated"
+        )
+    bad = next((x for x in labels if not x or "/" in x or x.startswith(".")), None)
+    if bad is not None:
+        raise DistillInputError(f"--labels: {bad!r} is no name (empty, a '/' or a leading '.')")
+    if len(set(labels)) != len(labels):
+        twice = next(x for x in labels if labels.count(x) > 1)
+        raise DistillInputError(f"--labels: {twice!r} names two rows; give distinct names")
+    return list(labels)
+
+
 def reference_index(records: list[dict[str, Any]]) -> int:
     """The teacher (generation 0) if there is one, else the first checkpoint."""
     return next((i for i, r in enumerate(records) if r.get("generation") == 0), 0)
@@ -125,6 +144,8 @@ def compare_checkpoints(
     resample_size: int = 512,
     loss_name: str = "cross_entropy",
     bootstrap: bool = False,
+    labels: list[str] | None = None,
+    connectivity: ConnectivityRequest | None = None,
 ) -> dict[str, Any]:
     """Measure every checkpoint on the first `samples` train examples; changes vs teacher.
 
@@ -141,20 +162,23 @@ def compare_checkpoints(
 
     With `interpolation_points`, also the loss on the straight line from the reference
     (teacher) to every other model, for alpha in [-0.5, 1.5] (each model's record gets
-    ``interpolation``: x, loss, acc). ``sources`` names the models' code and data
+    ``interpolation``: x, loss, acc). ``labels`` name the rows (default: the file stems,
+    :func:`checkpoint_names`). With ``connectivity``, every other model's record gets the
+    pair's barriers, agreement, KL, CKA and (if asked) curve against the reference
+    (:mod:`cli.study.connectivity`). ``sources`` names the models' code and data
     (:class:`distill.sources.Sources`); ``loss_fn`` is the batch-mean loss measured
     (default cross-entropy).
     """
-    import numpy as np
     import torch.nn.functional as F
 
     loss_fn = loss_fn or F.cross_entropy
 
     from distill.sources import check_loss, first_examples
-    from landscape.compare.profile import interpolation_line, matched_lambda_1, profile_model
+    from landscape.compare.profile import matched_lambda_1, profile_model
     from landscape.compare.table import with_changes
 
-    records = []
+    records, data = [], []
+    names = checkpoint_names(paths, labels)
     loaded = load_models(paths, device, allow_mixed, sources)
     if resamples:  # subsets that cannot be drawn are refused before anything is measured
         from landscape.curvature.resampling import subset_indices
@@ -162,9 +186,10 @@ def compare_checkpoints(
         for _, _, _, bundle in loaded:
             subset_indices(len(bundle.train_eval), resamples, resample_size, bootstrap,
                            settings.seed)  # fmt: skip
-    for path, model, meta, bundle in loaded:
+    for name, (path, model, meta, bundle) in zip(names, loaded, strict=True):
         train = first_examples(bundle.train_eval, samples, batch_size, device)
         test = first_examples(bundle.test, None, batch_size, device)
+        data.append({"train": train, "test": test})
         check_loss(loss_fn, model, train[0], loss_name)
         record = profile_model(model, loss_fn, train, settings, test_batches=test,
                                per_layer=per_layer)  # fmt: skip
@@ -173,7 +198,7 @@ def compare_checkpoints(
                                   device, bootstrap))  # fmt: skip
         records.append(
             {
-                "name": Path(path).stem,
+                "name": name,
                 "path": str(path),
                 "role": meta.get("role"),
                 "generation": meta.get("generation"),
@@ -192,13 +217,12 @@ def compare_checkpoints(
             train = first_examples(bundle.train_eval, samples, batch_size, device)
             record.update(matched_lambda_1(model, train, target, settings))
     if interpolation_points:
-        reference_model, reference_bundle = loaded[ref][1], loaded[ref][3]
-        train = first_examples(reference_bundle.train_eval, samples, batch_size, device)
-        alphas = np.linspace(-0.5, 1.5, interpolation_points)
-        for i, (_, model, _, _) in enumerate(loaded):
-            if i != ref:
-                line = interpolation_line(reference_model, model, loss_fn, train, alphas)
-                records[i]["interpolation"] = line
+        _add_interpolations(records, [m for _, m, _, _ in loaded], ref, data[ref]["train"],
+                            loss_fn, interpolation_points)  # fmt: skip
+    if connectivity is not None:
+        from cli.study.connectivity import add_connectivity
+
+        add_connectivity(records, [m for _, m, _, _ in loaded], ref, data, loss_fn, connectivity)
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
         "loss": loss_name,
@@ -209,6 +233,20 @@ def compare_checkpoints(
         "reference": records[ref]["name"],
         "models": with_changes(records, CHANGE_COLUMNS, ref),
     }
+
+
+def _add_interpolations(records: list[dict[str, Any]], models: list, ref: int, train: list,
+                        loss_fn, points: int) -> None:  # fmt: skip
+    """``interpolation`` (alpha in [-0.5, 1.5]) from the reference to every other model."""
+    import numpy as np
+
+    from landscape.compare.profile import interpolation_line
+
+    alphas = np.linspace(-0.5, 1.5, points)
+    for i, model in enumerate(models):
+        if i != ref:
+            records[i]["interpolation"] = interpolation_line(models[ref], model, loss_fn, train,
+                                                             alphas)  # fmt: skip
 
 
 def comparison_plane(report: dict[str, Any], samples: int, plots_dir, points: int, device,
@@ -239,6 +277,7 @@ def comparison_plane(report: dict[str, Any], samples: int, plots_dir, points: in
 
 def write_plots(report: dict[str, Any], folder: Path) -> None:
     """1D curves along each model's own direction, and teacher -> student lines."""
+    from cli.study.connectivity import connectivity_lines
     from cli.study.report import save_lines
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,6 +296,9 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
     ]
     if lines:
         save_lines(lines, folder / "interpolation.png", "interpolation", log=False)
+    pairs = connectivity_lines(report)
+    if pairs:
+        save_lines(pairs, folder / "connectivity.png", "t", log=False)
     if all(m.get("per_layer") for m in models):
         from landscape.curvature.per_layer import plot_per_layer
 
@@ -286,9 +328,16 @@ def add_plane_and_plots(report: dict[str, Any], samples: int, plots_dir: str | P
         write_plots(report, Path(plots_dir))
 
 
-def comparison_columns(confounds: bool, resampled: bool, trace: bool) -> list[str]:
-    """The table's columns: the measures, then the confounds and spreads measured."""
+def comparison_columns(confounds: bool, resampled: bool, trace: bool, pairs: bool = False,
+                       curve: bool = False) -> list[str]:  # fmt: skip
+    """The table's columns: the measures, then the confounds, spreads and pair measures."""
+    from cli.study.connectivity import CURVE_COLUMNS, PAIR_COLUMNS
+
     columns = list(TABLE_COLUMNS)
+    if pairs:
+        columns += PAIR_COLUMNS
+    if curve:
+        columns += CURVE_COLUMNS
     if confounds:
         columns += CONFOUND_COLUMNS
     if resampled:
@@ -300,10 +349,16 @@ def comparison_columns(confounds: bool, resampled: bool, trace: bool) -> list[st
 
 def comparison_tables(report: dict[str, Any], confounds: bool, resampled: bool,
                       trace: bool) -> dict[str, str]:  # fmt: skip
-    """The models' table as ``markdown`` and ``csv``, with :func:`comparison_columns`."""
+    """The models' table as ``markdown`` and ``csv``, with :func:`comparison_columns`.
+
+    The pair columns appear when the report has them (``compare --connectivity``).
+    """
     from landscape.compare.table import to_csv, to_markdown
 
-    columns = comparison_columns(confounds, resampled, trace)
+    models = report["models"]
+    columns = comparison_columns(confounds, resampled, trace,
+                                 any("barrier" in m for m in models),
+                                 any("curve_max_loss" in m for m in models))  # fmt: skip
     return {"markdown": to_markdown(report["models"], columns),
             "csv": to_csv(report["models"], columns)}  # fmt: skip
 

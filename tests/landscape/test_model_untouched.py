@@ -174,6 +174,24 @@ def _evaluator(model: nn.Module, s: Setup) -> Any:
     return evaluator.evaluate(s.batches, np.array([[-1.0], [0.0], [1.0]]))
 
 
+def _other(s: Setup) -> nn.Module:
+    """A second model (train mode, as the first) at ``s.other``."""
+    other = _model()
+    other.load_state_dict(s.other)
+    return other
+
+
+def _splits(s: Setup) -> dict[str, list[tuple[Tensor, Tensor]]]:
+    return {"train": s.batches, "test": s.batches[:1]}
+
+
+def _bezier_curve(model: nn.Module, s: Setup) -> Any:
+    out = s.tmp / f"curve-{id(model)}.h5"
+    settings = landscape.CurveSettings(steps=2, points=3)
+    curve = landscape.bezier_curve(model, _other(s), LOSS, _splits(s), out, settings, force=True)
+    return {"values": curve.values, "control": curve.control}
+
+
 CALLS: dict[str, Callable[[nn.Module, Setup], Any]] = {
     "model_curvature": _curvature(trace=True, trace_matvecs=3),
     "model_curvature-bn_train": _curvature(bn_mode="train"),
@@ -237,6 +255,16 @@ CALLS: dict[str, Callable[[nn.Module, Setup], Any]] = {
     ),
     "PerturbedLoss-average_sharpness": _perturbed("average"),
     "PerturbedLoss-worst_sharpness": _perturbed("worst"),
+    "linear_path": lambda m, s: landscape.linear_path(m, _other(s), LOSS, _splits(s), 3),
+    "linear_path-interpolate": lambda m, s: landscape.linear_path(
+        m, _other(s), LOSS, _splits(s), 3, batchnorm="interpolate"
+    ),
+    "path_values": lambda m, s: landscape.path_values(
+        m, LOSS, _splits(s), [landscape.interpolation_direction(m, s.other)], np.ones((1, 1))
+    ),
+    "bezier_curve": _bezier_curve,
+    "function_agreement": lambda m, s: landscape.function_agreement(m, _other(s), s.batches),
+    "layer_cka": lambda m, s: landscape.layer_cka(m, _other(s), s.batches),
     "profile_model": lambda m, s: landscape.profile_model(
         m,
         LOSS,
@@ -356,7 +384,7 @@ NOT_MEASURING = {
     "call_model": "calls the model as the user would (every measurement is covered)",
     "select_output": "adds a forward hook the user asked for, removable",
 }
-SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed"]
+SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed", "pairs"]
 
 
 def _public_calls_taking_a_model() -> dict[str, Callable[..., Any]]:
