@@ -31,6 +31,9 @@ Surfaces
     export_surface, checkpoint_plane, trajectory_plane, Plane, eigen_map
 Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
+Pairs (a teacher and its student)
+    align_to, Alignment, PermutationSpec, permutation_spec, apply_permutations,
+    UnpermutableModelError
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
 Models' inputs and outputs
@@ -105,6 +108,13 @@ _EXPORTS = {
     "average_sharpness": "landscape.sharpness.average",
     "worst_sharpness": "landscape.sharpness.worst",
     "PerturbedLoss": "landscape.sharpness.objective",
+    # Pairs
+    "align_to": "landscape.pairs.align",
+    "Alignment": "landscape.pairs.align",
+    "PermutationSpec": "landscape.pairs.permutation",
+    "permutation_spec": "landscape.pairs.graph_spec",
+    "apply_permutations": "landscape.pairs.permutation",
+    "UnpermutableModelError": "landscape.pairs.permutation",
     # Comparison
     "profile_model": "landscape.compare.profile",
     "ProfileSettings": "landscape.compare.profile",

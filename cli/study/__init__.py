@@ -28,6 +28,8 @@ Comparison (``flatscape compare``)
     compare_checkpoints, load_models, reference_index, comparison_plane,
     add_plane_and_plots, write_plots, comparison_columns, comparison_tables,
     comparison_summary, per_layer_text
+A student aligned to its teacher (``flatscape align``, ``surface --plane --align``)
+    align_checkpoint, align_model, alignment_line
 A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
 A checkpoint's sharpness (``flatscape sharpness``)
@@ -100,6 +102,10 @@ _EXPORTS = {
     "comparison_tables": "cli.study.comparison",
     "comparison_summary": "cli.study.comparison",
     "per_layer_text": "cli.study.comparison",
+    # A student aligned to its teacher
+    "align_checkpoint": "cli.study.alignment",
+    "align_model": "cli.study.alignment",
+    "alignment_line": "cli.study.alignment",
     # A checkpoint's curvature
     "checkpoint_curvature": "cli.study.curvature",
     "CurvatureSettings": "cli.study.curvature",

@@ -101,6 +101,10 @@ def align_to(
     """
     from landscape.pairs.graph_spec import permutation_spec
 
+    if seed < 0 or max_sweeps < 1:
+        raise LandscapeInputError(
+            f"seed {seed}, max_sweeps {max_sweeps}: give a seed >= 0 and max_sweeps >= 1"
+        )
     state = {name: t.detach() for name, t in model.state_dict().items()}
     target = reference.state_dict() if isinstance(reference, nn.Module) else dict(reference)
     _check_same_shapes(state, target)
@@ -158,8 +162,8 @@ class _WeightMatching:
         self, spec: PermutationSpec, target: dict[str, Tensor], source: dict[str, Tensor]
     ) -> None:
         self.spec = spec
-        self.target = {n: t.double() for n, t in target.items()}
-        self.source = {n: t.double() for n, t in source.items()}
+        self.target = {n: t.detach().double().cpu() for n, t in target.items()}
+        self.source = {n: t.detach().double().cpu() for n, t in source.items()}
         self.acting = {n: a for n, a in spec.by_tensor().items() if n in self.source}
         self.perms = {group: torch.arange(size) for group, size in spec.sizes.items()}
 

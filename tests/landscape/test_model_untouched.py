@@ -244,6 +244,8 @@ CALLS: dict[str, Callable[[nn.Module, Setup], Any]] = {
         landscape.ProfileSettings(top_k=1, trace_matvecs=3, line_points=3, confounds=True),
         test_batches=s.batches[:1],
     ),  # fmt: skip
+    "align_to": lambda m, s: landscape.align_to(m, s.other).to_dict(),
+    "permutation_spec": lambda m, s: landscape.permutation_spec(m).to_groups(),
 }
 
 
@@ -356,7 +358,7 @@ NOT_MEASURING = {
     "call_model": "calls the model as the user would (every measurement is covered)",
     "select_output": "adds a forward hook the user asked for, removable",
 }
-SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed"]
+SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed", "pairs"]
 
 
 def _public_calls_taking_a_model() -> dict[str, Callable[..., Any]]:
