@@ -97,7 +97,8 @@ def load_checkpoint_plane(
     Opens the other two, refuses another family, aligns them to the first by weight
     matching if asked (:func:`cli.study.alignment.align_model`), and calls
     :func:`landscape.surface.plane.checkpoint_plane`; returns the plane and the settings a
-    surface records about it (with ``align``: the weight distances before and after).
+    surface records about it (with ``align``: ``alignment``; the plane's attributes then
+    hold the parameter distances to A before and after).
     """
     from cli.study.alignment import align_model
     from distill.checkpoint import file_sha256
@@ -124,8 +125,9 @@ def load_checkpoint_plane(
         "y_direction": f"{labels[2]} - {labels[0]}, orthogonalised",
         "plane_b_sha256": file_sha256(paths[1]),
         "plane_c_sha256": file_sha256(paths[2]),
-        **({"alignment": "weight_matching", **aligned} if align else {}),
+        **({"alignment": "weight_matching"} if align else {}),
     }
+    plane.attrs.update(aligned)  # recorded, not compared on --resume (float sums)
     return plane, settings
 
 
