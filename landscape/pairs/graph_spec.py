@@ -55,6 +55,7 @@ BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.iadd, tor
                     torch.sub, torch.mul}  # fmt: skip
 BINARY_METHODS = {"add", "sub", "mul"}
 FLATTEN_FUNCTIONS = {torch.flatten}
+REDUCTIONS = {"mean", "sum", "amax"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class _GraphWalk:
         self.groups = _Groups()
         self.values: dict[fx.Node, _Value | None] = {}
         self.records: dict[tuple[str, int], tuple[Layout, int]] = {}
+        self.tensor_names = set(model.state_dict())
 
     def run(self) -> PermutationSpec:
         for node in self.graph.nodes:
@@ -189,7 +191,8 @@ class _GraphWalk:
         return any(value.layout is not None for value in self._inputs(node))
 
     def _first(self, node: fx.Node) -> _Value:
-        value = self.values.get(node.args[0]) if node.args else None
+        first = node.args[0] if node.args else None
+        value = self.values.get(first) if isinstance(first, fx.Node) else None
         return value if isinstance(value, _Value) else _Value(None)
 
     def _refuse(self, node: fx.Node, what: str) -> UnpermutableModelError:
@@ -303,6 +306,10 @@ class _GraphWalk:
             return self._binary(node)
         if node.target == "flatten":
             return self._flatten_call(node)
+        if node.target in ("view", "reshape") and self._is_batch_flatten(node):
+            return self._flatten(node, self._first(node), 1, -1)
+        if node.target in REDUCTIONS:
+            return self._reduce(node)
         if node.target in ("size", "dim"):
             return None
         return self._unknown(node, f".{node.target}()")
@@ -321,15 +328,42 @@ class _GraphWalk:
         self.groups.tie(first.layout, second.layout, f"node {node.name!r}")
         return permuted[0] if permuted else first
 
+    def _is_batch_flatten(self, node: fx.Node) -> bool:
+        """``x.view(x.size(0), -1)``: flatten(1) spelled as a reshape."""
+        shape = node.args[1:] if len(node.args) != 2 else node.args[1]
+        if not isinstance(shape, tuple | list) or len(shape) != 2 or shape[1] != -1:
+            return False
+        batch = shape[0]
+        return isinstance(batch, fx.Node) and (
+            (batch.op == "call_method" and batch.target == "size" and batch.args[1:] == (0,))
+            or (batch.target is operator.getitem and batch.args[1] == 0)
+        )
+
+    def _reduce(self, node: fx.Node) -> _Value:
+        """``x.mean((2, 3))``: a reduction over axes after the channels passes them on."""
+        value = self._first(node)
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else dims
+        if value.layout is None:
+            return value
+        ok = value.axis == 1 and not value.flattened and isinstance(dims, tuple | list)
+        if not ok or not all(isinstance(d, int) and d >= 2 for d in dims):
+            raise self._refuse(node, f".{node.target}() over the feature axis")
+        keep = node.kwargs.get("keepdim", len(node.args) > 2 and node.args[2])
+        rank = value.rank if keep or value.rank is None else value.rank - len(set(dims))
+        return _Value(value.layout, 1, rank)
+
     def _flatten_call(self, node: fx.Node) -> _Value:
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
         return self._flatten(node, self._first(node), start, end)
 
     def _getitem(self, node: fx.Node) -> _Value | None:
+        if not isinstance(node.args[0], fx.Node):
+            return None
         value = self.values.get(node.args[0])
         if not isinstance(value, _Value):
-            return _Value(None) if isinstance(node.args[0], fx.Node) else None
+            return _Value(None)
         if value.layout is None:
             return value
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
@@ -368,7 +402,7 @@ class _GraphWalk:
     # -- tensors ------------------------------------------------------------------------------
 
     def _record(self, name: str, axis: int, layout: Layout | None, block: int = 1) -> None:
-        if name not in self.model.state_dict() or layout is None:
+        if name not in self.tensor_names or layout is None:
             return
         key = (name, axis)
         if key in self.records:  # a module called twice: both calls share its tensors

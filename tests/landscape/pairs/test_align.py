@@ -8,6 +8,7 @@ show). The permutation groups are derived from the graph, or declared in
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -229,3 +230,77 @@ def test_inputs_and_outputs_are_never_permuted():
 
     spec = permutation_spec(Residual())
     assert spec.sizes == {"inner": 6}
+
+
+class _ViewNet(nn.Module):
+    """flatten(1) spelled ``x.view(x.size(0), -1)`` into a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(2, 5, 3), nn.Conv1d(5, 4, 3, stride=2)
+        self.fc = nn.Linear(4 * 3, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.view(x.size(0), -1))
+
+
+class _MeanNet(nn.Module):
+    """A spatial mean, then linear - BatchNorm1d - ReLU - linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.fc1, self.bn1, self.fc2 = nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x))).mean((2, 3))
+        return self.fc2(torch.relu(self.bn1(self.fc1(x))))
+
+
+class _PreNormMLP(nn.Module):
+    """A pre-norm residual MLP on token features (N, L, D): LayerNorm, residual stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 6)
+        self.norm1, self.norm2 = nn.LayerNorm(6), nn.LayerNorm(6)
+        self.mlp = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 6))
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.mlp(self.norm1(x))
+        return self.head(self.norm2(x))
+
+
+OWN = {
+    "view": (_ViewNet, (2, 9), {"conv1": 5, "conv2": 4}),
+    "mean": (_MeanNet, (2, 4, 4), {"conv": 6, "fc1": 5}),
+    "prenorm": (_PreNormMLP, (4, 3), {"embed": 6, "mlp.0": 8}),
+}
+
+
+@pytest.mark.parametrize("name", list(OWN))
+def test_own_models_spec_is_derived_and_a_symmetry(name):
+    build, shape, sizes = OWN[name]
+    torch.manual_seed(0)
+    model = build().double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    spec = permutation_spec(model)
+    assert spec.sizes == sizes
+    perms = random_permutations(spec, torch.Generator().manual_seed(1))
+    permuted = copy.deepcopy(model)
+    permuted.load_state_dict(apply_permutations(model.state_dict(), spec, perms))
+    x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(permuted(x), model(x), rtol=1e-10, atol=1e-10)
+    result = align_to(permuted, model)
+    assert result.distance_after == 0.0
