@@ -201,9 +201,16 @@ def mark_lines(path: str | Path) -> list[str]:
 
     with SurfaceStore.read(path) as store:
         marks = store.extra("marks")
+        attrs = dict(store.attrs)
     if not marks:
         return []
     lines = []
+    if "plane_b_distance_before" in attrs:
+        moved = ", ".join(
+            f"{marks['labels'][n]} {attrs[f'plane_{b}_distance_before']:.4g} -> "
+            f"{attrs[f'plane_{b}_distance_after']:.4g}" for n, b in ((1, "b"), (2, "c"))
+        )  # fmt: skip
+        lines.append(f"  aligned to {marks['labels'][0]} (weight matching): distance {moved}")
     for n, label in enumerate(marks["labels"]):
         x, y = marks["coordinates"][n]
         values = "".join(

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
+from cli.study.planes import mark_lines
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.safetensors_file import METADATA_KEY
@@ -111,6 +112,8 @@ def test_surface_plane_align_moves_the_students_not_their_losses(
             marks[name] = store.extra("marks")
             attrs = dict(store.attrs)
     assert attrs["alignment"] == "weight_matching"
+    (line,) = [line for line in mark_lines(out) if "weight matching" in line]
+    assert line.startswith("  aligned to teacher (weight matching): distance gen1 ")
     assert attrs["plane_b_distance_after"] < attrs["plane_b_distance_before"]
     raw, aligned = marks["raw"], marks["aligned"]
     assert aligned["train_loss"] == pytest.approx(raw["train_loss"], rel=1e-5)
