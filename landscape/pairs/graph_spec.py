@@ -56,6 +56,8 @@ BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.iadd, tor
 BINARY_METHODS = {"add", "sub", "mul"}
 FLATTEN_FUNCTIONS = {torch.flatten}
 REDUCTIONS = {"mean", "sum", "amax"}
+NOT_TENSORS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"}
+"""Attributes of a tensor that are not tensors (``x.T`` is one, and is refused)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class _GraphWalk:
         self.values: dict[fx.Node, _Value | None] = {}
         self.records: dict[tuple[str, int], tuple[Layout, int]] = {}
         self.tensor_names = set(model.state_dict())
+        self.used_directly: dict[str, fx.Node] = {}  # tensors read outside their module
 
     def run(self) -> PermutationSpec:
         for node in self.graph.nodes:
@@ -170,6 +173,8 @@ class _GraphWalk:
     # -- nodes --------------------------------------------------------------------------------
 
     def _visit(self, node: fx.Node) -> _Value | None:
+        if node.op == "get_attr":
+            self.used_directly.setdefault(str(node.target), node)
         if node.op in ("placeholder", "get_attr"):
             return _Value(None)
         if node.op == "output":
@@ -295,8 +300,9 @@ class _GraphWalk:
             return self._getitem(node)
         if target is F.pad:
             return self._pad(node)
-        if target is getattr:  # x.shape, x.dtype: not tensors
-            return None
+        if target is getattr:
+            attribute = node.args[1]
+            return None if attribute in NOT_TENSORS else self._unknown(node, f"x.{attribute}")
         return self._unknown(node, getattr(target, "__name__", str(target)))
 
     def _method(self, node: fx.Node) -> _Value | None:
@@ -420,6 +426,8 @@ class _GraphWalk:
             for group, offset in self.groups.resolve(layout):
                 if group in self.groups.frozen:
                     continue
+                if name in self.used_directly:  # e.g. a tied weight: its other use is unknown
+                    raise self._refuse(self.used_directly[name], f"a direct use of {name}")
                 label = self.groups.names[group]
                 sizes[label] = self.groups.sizes[group]
                 axes.setdefault(label, []).append(UnitAxis(name, axis, offset, block))

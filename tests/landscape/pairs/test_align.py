@@ -304,3 +304,33 @@ def test_own_models_spec_is_derived_and_a_symmetry(name):
         torch.testing.assert_close(permuted(x), model(x), rtol=1e-10, atol=1e-10)
     result = align_to(permuted, model)
     assert result.distance_after == 0.0
+
+
+def test_a_permuted_weight_used_outside_its_module_is_refused():
+    """A tied weight (the embedding reused as the output layer) is read by a get_attr."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc(x))) + nn.functional.linear(x, self.fc.weight.T)
+
+    with pytest.raises(UnpermutableModelError, match="a direct use of fc.weight"):
+        permutation_spec(Tied())
+
+
+def test_a_transpose_of_permuted_features_is_refused():
+    class Gram(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return h @ h.T  # the units' order is summed over here, but x.T is not followed
+
+    with pytest.raises(UnpermutableModelError, match="through x.T in the model's forward of Gram"):
+        permutation_spec(Gram())
