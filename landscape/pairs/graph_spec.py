@@ -46,14 +46,15 @@ ELEMENTWISE_FUNCTIONS = {
     F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.elu, F.leaky_relu, F.softplus, F.mish,
     F.hardtanh, F.dropout, torch.tanh, torch.sigmoid, F.sigmoid, F.tanh, operator.neg,
 }  # fmt: skip
-ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "neg"}
+ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "neg", "float",
+                       "double", "to"}  # fmt: skip
 POOLING_FUNCTIONS = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
 }  # fmt: skip
-BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.iadd, torch.add,
-                    torch.sub, torch.mul}  # fmt: skip
-BINARY_METHODS = {"add", "sub", "mul"}
+BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
+                    torch.add, torch.sub, torch.mul}  # fmt: skip
+BINARY_METHODS = {"add", "sub", "mul", "div"}
 FLATTEN_FUNCTIONS = {torch.flatten}
 REDUCTIONS = {"mean", "sum", "amax"}
 NOT_TENSORS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"}
