@@ -54,6 +54,8 @@ def flag_names(message: str, command: click.Command | None) -> str:
 
 
 COMMANDS = {
+    "align": ("cli.align", "align",
+              "Permute STUDENT's hidden units to best match its teacher's; function unchanged."),
     "compare": ("cli.compare", "compare",
                 "Compare checkpoints: accuracy, train loss, top eigenvalues, trace, basin width."),
     "distill": ("cli.train", "distill",

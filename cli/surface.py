@@ -65,6 +65,12 @@ if TYPE_CHECKING:  # annotations only; the module loads inside the command
     "B - A, y along C - A made orthogonal (Gram-Schmidt); axes in weight-space distance.",
 )
 @click.option(
+    "--align",
+    is_flag=True,
+    help="With --plane: align B and C to A by weight matching (permuting their hidden "
+    "units, function unchanged; see flatscape align) before the plane is built.",
+)
+@click.option(
     "--trajectory",
     "trajectories",
     multiple=True,
@@ -121,9 +127,9 @@ if TYPE_CHECKING:  # annotations only; the module loads inside the command
 @quiet_option
 @device_option
 @threads_option
-def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normalization, ignore,
-            split, samples, batch_size, seed, vectorize, max_memory, loss_spec, out, resume,
-            json_path, force, quiet, device, threads, **options):  # fmt: skip
+def surface(checkpoint, x_range, y_range, direction, plane, align, trajectories, normalization,
+            ignore, split, samples, batch_size, seed, vectorize, max_memory, loss_spec, out,
+            resume, json_path, force, quiet, device, threads, **options):  # fmt: skip
     """Loss and accuracy of CHECKPOINT on a grid around its weights, into an HDF5 file.
 
     The value at (a, b) is the mean loss (--loss, default cross-entropy; and accuracy,
@@ -138,7 +144,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
       flatscape surface runs/teacher.safetensors --direction interp:runs/sd/gen1.safetensors \\
           --x -0.5:1.5:81 --split both --out interp.h5
       flatscape surface --plane runs/teacher.safetensors runs/sd/gen1.safetensors \\
-          runs/sd/gen2.safetensors --out plane.h5
+          runs/sd/gen2.safetensors --align --out plane.h5
       flatscape surface runs/sd/gen1.safetensors --direction pca \\
           --trajectory runs/teacher.snapshots --trajectory runs/sd/gen1.snapshots --out pca.h5
       flatscape plot surf.h5 --kind contour --out surf.pdf
@@ -164,7 +170,7 @@ def surface(checkpoint, x_range, y_range, direction, plane, trajectories, normal
                 checkpoint, out, kind, x_range=x_range, y_range=y_range, plane_paths=plane or (),
                 target=target, trajectories=trajectories, loss_spec=loss_spec, sources=sources,
                 device=torch_device, split=split, samples=samples, normalization=normalization,
-                ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size),
+                ignore=ignore, seed=seed, batch_size=_batch_size_option(batch_size), align=align,
                 vectorize=vectorize, max_memory=max_memory, resume=resume, force=force,
                 progress=bar.update, processes=surface_processes(),
             )  # fmt: skip

@@ -5,7 +5,7 @@ The public names, by group (``distill.__all__``; each is imported on first use):
 Data
     load_dataset, dataset_from_description, DatasetBundle, DATASETS
 Models
-    build_model, ARCHITECTURES, count_parameters
+    build_model, ARCHITECTURES, count_parameters, declared_permutation_groups
 Losses
     KDConfig, kd_loss, ALPHA_MEANING, sequence_kd_loss, causal_lm_loss, token_ce_loss,
     IGNORE_INDEX
@@ -38,6 +38,7 @@ _EXPORTS = {
     "build_model": "distill.models",
     "ARCHITECTURES": "distill.models",
     "count_parameters": "distill.models",
+    "declared_permutation_groups": "distill.permutations",
     "KDConfig": "distill.losses",
     "kd_loss": "distill.losses",
     "ALPHA_MEANING": "distill.losses",

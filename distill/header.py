@@ -199,6 +199,7 @@ def _facts(meta: dict) -> None:
             _sha({"": parent}, "", f"parent_sha256[{index}]")
     else:
         _sha(meta, "parent_sha256", "", optional=True)
+    _sha(meta, "aligned_to", "", optional=True)
     for key in ("metrics", "teacher_metrics"):
         numbers = _object(meta, key, "", optional=True) or {}
         for name, value in numbers.items():
@@ -210,7 +211,7 @@ def _facts(meta: dict) -> None:
     for name in ("temperature", "alpha"):
         if name in kd and not _is_number(kd[name]):
             raise _Lie(f"kd.{name}", "a finite number", kd[name])
-    for key in ("versions", "imported_from", "foreign"):
+    for key in ("versions", "imported_from", "foreign", "alignment"):
         _object(meta, key, "", optional=True)
 
 

@@ -33,9 +33,10 @@ Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
-Pairs (teacher and student)
-    linear_path, PathValues, path_values, bezier_curve, CurveSettings, CurveResult,
-    function_agreement, Agreement, layer_cka, linear_cka
+Pairs (a teacher and its student)
+    align_to, Alignment, PermutationSpec, permutation_spec, apply_permutations,
+    UnpermutableModelError, linear_path, PathValues, path_values, bezier_curve,
+    CurveSettings, CurveResult, function_agreement, Agreement, layer_cka, linear_cka
 Models' inputs and outputs
     call_model, model_outputs, select_output
 Errors
@@ -115,7 +116,13 @@ _EXPORTS = {
     "with_changes": "landscape.compare.table",
     "to_markdown": "landscape.compare.table",
     "to_csv": "landscape.compare.table",
-    # Pairs (teacher and student)
+    # Pairs (a teacher and its student)
+    "align_to": "landscape.pairs.align",
+    "Alignment": "landscape.pairs.align",
+    "PermutationSpec": "landscape.pairs.permutation",
+    "permutation_spec": "landscape.pairs.graph_spec",
+    "apply_permutations": "landscape.pairs.permutation",
+    "UnpermutableModelError": "landscape.pairs.permutation",
     "linear_path": "landscape.pairs.path",
     "PathValues": "landscape.pairs.path",
     "path_values": "landscape.pairs.path",

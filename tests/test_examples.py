@@ -291,6 +291,37 @@ def test_custom_module_dataloader():
 
 
 @slow
+def test_align_own_model(tmp_path):
+    """The aligned weights are the student's, permuted; distances recomputed from the files."""
+    from safetensors.torch import load_file
+
+    out = run_example("align_own_model.py", "--epochs", 3, "--samples", 512, "--out-dir", tmp_path)
+    assert numbers_after("groups:", out)[0] == 2  # the stem/residual stream and the block
+    (before,), (after,) = (
+        numbers_after("distance before:", out),
+        numbers_after("distance after:", out),
+    )
+    (change,) = numbers_after("largest output change:", out)
+    (raw,), (aligned_mid,) = (
+        numbers_after("midpoint loss raw:", out),
+        numbers_after("midpoint loss aligned:", out),
+    )
+    assert 0 < after < before and change < 1e-5 and all_finite([raw, aligned_mid])
+    teacher, student, aligned = (load_file(str(tmp_path / f"{n}.safetensors"))
+                                 for n in ("teacher", "student", "aligned"))  # fmt: skip
+    params = [k for k in teacher if "running" not in k and "num_batches" not in k]
+
+    def distance(a, b):
+        return math.sqrt(sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in params))
+
+    assert distance(teacher, student) == pytest.approx(before, abs=1e-5)
+    assert distance(teacher, aligned) == pytest.approx(after, abs=1e-5)
+    for key, tensor in student.items():  # a permutation moves values, never changes them
+        assert torch.equal(aligned[key].reshape(-1).sort().values,
+                           tensor.reshape(-1).sort().values), key  # fmt: skip
+
+
+@slow
 def test_own_model_walkthrough(tmp_path):
     out = run_example("own_model/walkthrough.py", "--out", tmp_path, "--epochs", 3, "--width",
                       12, "--samples", 256, "--points", 5)  # fmt: skip

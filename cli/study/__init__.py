@@ -31,6 +31,8 @@ Comparison (``flatscape compare``)
 Teacher and student as a pair (``compare --connectivity``)
     ConnectivityRequest, pair_measures, add_connectivity, path_record, agreement_record,
     curve_record, connectivity_lines
+A student aligned to its teacher (``flatscape align``, ``surface --plane --align``)
+    align_checkpoint, align_model, alignment_line
 A checkpoint's curvature (``flatscape hessian``)
     checkpoint_curvature, CurvatureSettings
 A checkpoint's sharpness (``flatscape sharpness``)
@@ -112,6 +114,10 @@ _EXPORTS = {
     "agreement_record": "cli.study.connectivity",
     "curve_record": "cli.study.connectivity",
     "connectivity_lines": "cli.study.connectivity",
+    # A student aligned to its teacher
+    "align_checkpoint": "cli.study.alignment",
+    "align_model": "cli.study.alignment",
+    "alignment_line": "cli.study.alignment",
     # A checkpoint's curvature
     "checkpoint_curvature": "cli.study.curvature",
     "CurvatureSettings": "cli.study.curvature",

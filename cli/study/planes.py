@@ -90,22 +90,32 @@ def load_checkpoint_plane(
     normalization: str,
     device: torch.device,
     sources: Sources,
-) -> tuple[Plane, dict[str, str]]:
+    align: bool = False,
+) -> tuple[Plane, dict[str, Any]]:
     """The plane through the three checkpoints (the first already open as ``model``).
 
-    Opens the other two, refuses another family, and calls
+    Opens the other two, refuses another family, aligns them to the first by weight
+    matching if asked (:func:`cli.study.alignment.align_model`), and calls
     :func:`landscape.surface.plane.checkpoint_plane`; returns the plane and the settings a
-    surface records about it.
+    surface records about it (with ``align``: ``alignment``; the plane's attributes then
+    hold the parameter distances to A before and after).
     """
+    from cli.study.alignment import align_model
     from distill.checkpoint import file_sha256
     from distill.sources import open_checkpoint
     from landscape.surface import plane as planes
 
-    states = []
-    for path in paths[1:]:
+    states, aligned = [], {}
+    for letter, path in zip("bc", paths[1:], strict=True):
         other, other_meta, _ = open_checkpoint(path, device=device, sources=sources)
         check_family(meta, other_meta, path, paths[0])
-        states.append(other.state_dict())
+        if not align:
+            states.append(other.state_dict())
+            continue
+        result = align_model(other, other_meta, model, meta, names=(path, paths[0]))
+        states.append(result.state_dict)
+        aligned[f"plane_{letter}_distance_before"] = result.distance_before
+        aligned[f"plane_{letter}_distance_after"] = result.distance_after
     labels = _labels(paths)
     plane = planes.checkpoint_plane(model, *states, labels=labels, normalization=normalization)
     settings = {
@@ -115,7 +125,9 @@ def load_checkpoint_plane(
         "y_direction": f"{labels[2]} - {labels[0]}, orthogonalised",
         "plane_b_sha256": file_sha256(paths[1]),
         "plane_c_sha256": file_sha256(paths[2]),
+        **({"alignment": "weight_matching"} if align else {}),
     }
+    plane.attrs.update(aligned)  # recorded, not compared on --resume (float sums)
     return plane, settings
 
 
@@ -189,9 +201,16 @@ def mark_lines(path: str | Path) -> list[str]:
 
     with SurfaceStore.read(path) as store:
         marks = store.extra("marks")
+        attrs = dict(store.attrs)
     if not marks:
         return []
     lines = []
+    if "plane_b_distance_before" in attrs:
+        moved = ", ".join(
+            f"{marks['labels'][n]} {attrs[f'plane_{b}_distance_before']:.4g} -> "
+            f"{attrs[f'plane_{b}_distance_after']:.4g}" for n, b in ((1, "b"), (2, "c"))
+        )  # fmt: skip
+        lines.append(f"  aligned to {marks['labels'][0]} (weight matching): distance {moved}")
     for n, label in enumerate(marks["labels"]):
         x, y = marks["coordinates"][n]
         values = "".join(

@@ -36,6 +36,7 @@ def checkpoint_surface(
     loss_spec: str | None = None,
     sources: Any = None,
     device: torch.device | str = "cpu",
+    align: bool = False,
     **options: Any,
 ) -> tuple[SurfaceResult, Plane | None]:
     """The loss surface of one checkpoint around its weights, into ``out``.
@@ -54,6 +55,8 @@ def checkpoint_surface(
             the checkpoint was trained with, else cross-entropy (:func:`recorded_loss`).
         sources: The models' code and data (:class:`distill.sources.Sources`).
         device: This process's device.
+        align: ``kind="plane"``: align the second and third checkpoints to the first by
+            weight matching before the plane is built.
         **options: :func:`~landscape.surface.loss_surface.loss_surface` keywords
             (``split``, ``samples``, ``normalization``, ``ignore``, ``seed``, ``batch_size``,
             ``vectorize``, ``max_memory``, ``resume``, ``force``, ``progress``,
@@ -74,6 +77,8 @@ def checkpoint_surface(
     from landscape.surface.loss_surface import loss_surface
     from landscape.surface.store import SPLITS
 
+    if align and kind != "plane":
+        raise LandscapeInputError("--align aligns the models of --plane A B C; give --plane")
     loss_spec = loss_spec or recorded_loss(checkpoint)
     loss_fn, loss_record = analysis_loss(loss_spec)
     model, meta, bundle = open_checkpoint(checkpoint, device=device, sources=sources)
@@ -91,7 +96,7 @@ def checkpoint_surface(
         made_plane, x_range, y_range = _plane(kind, model, meta, checkpoint, plane_paths,
                                               trajectories, x_range, y_range, settings,
                                               options.get("normalization"), device,
-                                              sources)  # fmt: skip
+                                              sources, align)  # fmt: skip
         info.update({f"plane_{k}": str(p) for k, p in zip("abc", plane_paths, strict=False)})
         directions = made_plane.directions
     elif kind == "interp":
@@ -109,13 +114,13 @@ def checkpoint_surface(
 
 
 def _plane(kind, model, meta, checkpoint, paths, trajectories, x_range, y_range, settings,
-           normalization, device, sources):  # fmt: skip
+           normalization, device, sources, align):  # fmt: skip
     """The plane, its grid, and its settings added to ``settings``."""
     from cli.study import planes
 
     if kind == "plane":
         made, plane_settings = planes.load_checkpoint_plane(model, meta, paths, normalization,
-                                                            device, sources)  # fmt: skip
+                                                            device, sources, align)  # fmt: skip
     else:
         made, plane_settings = planes.load_trajectory_plane(
             model, meta, checkpoint, trajectories, sources.model

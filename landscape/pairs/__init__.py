@@ -1,5 +1,8 @@
-"""Teacher and student as a pair: paths and barriers between them, curves, agreement.
+"""A teacher and its student as a pair: alignment, paths and barriers, curves, agreement.
 
+Alignment
+    align_to, Alignment, PermutationSpec, UnitAxis, permutation_spec, apply_permutations,
+    random_permutations, parameter_distance, UnpermutableModelError
 Barriers
     linear_path, PathValues, line_excess, path_values
 Curves
@@ -9,6 +12,7 @@ Agreement
 """
 
 from landscape.pairs.agreement import Agreement, function_agreement, layer_cka, linear_cka
+from landscape.pairs.align import Alignment, align_to, parameter_distance
 from landscape.pairs.bezier import (
     CurveResult,
     CurveSettings,
@@ -16,9 +20,27 @@ from landscape.pairs.bezier import (
     bezier_curve,
     bezier_point,
 )
+from landscape.pairs.graph_spec import permutation_spec
 from landscape.pairs.path import PathValues, line_excess, linear_path, path_values
+from landscape.pairs.permutation import (
+    PermutationSpec,
+    UnitAxis,
+    UnpermutableModelError,
+    apply_permutations,
+    random_permutations,
+)
 
 __all__ = [
+    # Alignment
+    "Alignment",
+    "PermutationSpec",
+    "UnitAxis",
+    "UnpermutableModelError",
+    "align_to",
+    "apply_permutations",
+    "parameter_distance",
+    "permutation_spec",
+    "random_permutations",
     # Barriers
     "linear_path",
     "PathValues",

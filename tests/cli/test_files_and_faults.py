@@ -72,12 +72,13 @@ def writing_commands(f: dict, out: Path) -> dict[str, list]:
                    "--out", out],
         "compare": ["compare", t, t, "--top-k", "1", "--trace-matvecs", "0",
                     "--line-points", "0", *FAST, "--allow-mixed", "--json", out],
+        "align": ["align", t, "--to", t, "--out", out],
     }  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["evaluate", "hessian", "surface", "surface-json",
                                      "eigenmap", "plot", "export", "import", "compare",
-                                     "sharpness"])  # fmt: skip
+                                     "sharpness", "align"])  # fmt: skip
 def test_an_output_that_is_an_input_is_refused_even_with_force(tmp_path, files, command):
     victim = files["foreign"] if command == "import" else files["teacher"]
     if command in ("plot", "export"):
@@ -183,7 +184,7 @@ def _no_space(*args, **kwargs):
 
 @pytest.mark.parametrize("command", ["train", "distill", "evaluate", "hessian", "sharpness",
                                      "surface", "surface-json", "eigenmap", "plot", "export",
-                                     "import", "compare"])  # fmt: skip
+                                     "import", "compare", "align"])  # fmt: skip
 def test_a_full_disk_is_one_line_and_keeps_the_old_result(tmp_path, files, command, monkeypatch):
     """Every write fails with ENOSPC: the existing output stays, no temporary file is left."""
     monkeypatch.setattr("landscape.atomic_files._flush_to_disk", _no_space)
@@ -227,7 +228,7 @@ def read_only_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command", ["train", "distill", "evaluate", "hessian", "sharpness",
                                      "surface", "eigenmap", "plot", "export", "import",
-                                     "compare", "reproduce"])  # fmt: skip
+                                     "compare", "reproduce", "align"])  # fmt: skip
 def test_a_read_only_disk_is_refused_before_any_work(read_only_folder, files, command):
     out = read_only_folder / "result.out"
     commands = {**writing_commands(files, out), "reproduce": ["reproduce", "--out-dir", out]}

@@ -66,6 +66,8 @@ LIES = [
     ("generation", -1, "header field generation is -1"),
     ("generation", None, "header field generation is null"),
     ("parent_sha256", ["ab"], "header field parent_sha256[0]"),
+    ("aligned_to", "teacher", "header field aligned_to"),
+    ("alignment", 3.5, "header field alignment is 3.5"),
     ("metrics", {"test_accuracy": "high"}, "header field metrics.test_accuracy"),
     ("kd", {"temperature": "4"}, "header field kd.temperature"),
     ("weights_sha256", 5, "header field weights_sha256 is 5"),

@@ -272,6 +272,8 @@ CALLS: dict[str, Callable[[nn.Module, Setup], Any]] = {
         landscape.ProfileSettings(top_k=1, trace_matvecs=3, line_points=3, confounds=True),
         test_batches=s.batches[:1],
     ),  # fmt: skip
+    "align_to": lambda m, s: landscape.align_to(m, s.other).to_dict(),
+    "permutation_spec": lambda m, s: landscape.permutation_spec(m).to_groups(),
 }
 
 
