@@ -134,7 +134,8 @@ def flatness_vs_gain(pairs: Sequence[Pair], settings: GainSettings | None = None
     """Kendall tau of each measured change against the gain, with interval and granulated tau.
 
     Returns:
-        ``{"rows": [...], "pairs", "teachers", "hyperparameters", "settings"}``; one row
+        ``{"rows": [...], "pairs", "teachers", "hyperparameters" (those that vary),
+        "settings"}``; one row
         per measure with a change in some pair: ``measure``, ``change`` (``ratio`` or
         ``pair``), the fields of :class:`~landscape.compare.rank_correlation.TauResult`
         (``n``, ``tau``, ``p_value``, ``ci_low``, ``ci_high``, ``confidence``,
@@ -142,7 +143,8 @@ def flatness_vs_gain(pairs: Sequence[Pair], settings: GainSettings | None = None
         hyper-parameter ``{"tau", "groups"}``).
     """
     settings = settings or GainSettings()
-    names = sorted({h for p in pairs for h in p.settings})
+    names = sorted(h for h in {h for p in pairs for h in p.settings}
+                   if len({repr(p.settings.get(h)) for p in pairs}) > 1)  # fmt: skip
     table = [{**p.settings, "seed": p.seed, "gain": gain(p),
               **{m: change(p, m) for m in RATIO_MEASURES + PAIR_MEASURES}}
              for p in pairs]  # fmt: skip
@@ -176,7 +178,10 @@ def flatness_vs_gain_lines(result: Record, figure: str | None = None) -> list[st
         f"({result['settings']['resamples']} resamples, seed {result['settings']['seed']}). "
         f"Granulated tau (Jiang et al. 2019): the mean over the varied hyper-parameters "
         f"({varied}) of the mean tau within groups where only that one varies (seed held "
-        "fixed). A negative tau for λ1 means flatter students gained more.",
+        "fixed). A negative tau for λ1 means flatter students gained more. p: scipy's test "
+        "of tau = 0, which takes the students as independent (students of one teacher are "
+        "not); the interval does not.",
+        *_coarse_warning(result["teachers"]),
         "",
         to_markdown(
             [_shown(r) for r in result["rows"]],
@@ -186,6 +191,18 @@ def flatness_vs_gain_lines(result: Record, figure: str | None = None) -> list[st
     if figure:
         lines += ["", f"![Kendall tau of each measure's change against the gain]({figure})"]
     return lines
+
+
+FEW_TEACHERS = 10
+"""Below this many teachers the bootstrap over teachers has too few distinct resamples."""
+
+
+def _coarse_warning(teachers: int) -> list[str]:
+    if teachers >= FEW_TEACHERS:
+        return []
+    return ["", f"With {teachers} teachers the bootstrap has few distinct resamples: the "
+            "interval is coarse (it may end at tau itself) and wide; more seeds or cells "
+            "narrow it."]  # fmt: skip
 
 
 def _shown(row: Record) -> Record:

@@ -16,6 +16,7 @@ from cli.study import (
     sweep_pairs,
 )
 from cli.study.flatness_gain import GainSettings
+from landscape import granulated_tau
 
 RECIPES = [{"name": f"T{t}-e{e}", "temperature": t, "alpha": 1.0, "epochs": e, "lr": "teacher"}
            for t in (1.0, 4.0) for e in (1, 2)]  # fmt: skip
@@ -60,7 +61,7 @@ def test_tau_of_sweep_rows_equals_scipy_on_the_stored_values():
         assert row["ci_low"] <= row["tau"] <= row["ci_high"]
         assert set(row["granulated"]) == {"temperature", "epochs", "width"}
     assert result["pairs"] == 23 and result["teachers"] == 6
-    assert result["hyperparameters"] == ["alpha", "epochs", "lr", "regime", "temperature", "width"]
+    assert result["hyperparameters"] == ["epochs", "temperature", "width"]  # those that vary
     assert result == flatness_vs_gain(sweep_pairs(rows, RECIPES), GainSettings(resamples=200))
 
 
@@ -98,10 +99,31 @@ def test_reproduce_records_pair_with_their_seed_teacher_and_degenerate_tables_sa
     # the gain is 0.01 or 0.02 and the ratio 2/3 or 1/3: tau-b = -1
     assert row["tau"] == pytest.approx(-1.0) and row["granulated_tau"] == pytest.approx(-1.0)
     lines = "\n".join(flatness_vs_gain_lines(result, "tau.png"))
-    assert "| λ1 | -1.00 |" in lines and "![" in lines
+    assert "| λ1 | -1.00 |" in lines and "![" in lines and "With 2 teachers" in lines
     assert flatness_vs_gain_figure(result, tmp_path / "tau.png").stat().st_size > 1000
     few = flatness_vs_gain(pairs[:2])
     assert few["rows"][0]["tau"] is None
     assert "fewer than 3 complete pairs (n=2)" in "\n".join(flatness_vs_gain_lines(few))
     assert flatness_vs_gain_figure(few, tmp_path / "none.png") is None
     assert flatness_vs_gain_lines(flatness_vs_gain([]))[0].startswith("No measure")
+
+
+def test_variants_pool_with_granulated_tau_over_variant_and_generation():
+    records = []
+    for variant, seed, generation in itertools.product(("clean", "noisy"), range(3), range(3)):
+        shift = 0.05 if variant == "noisy" else 0.0
+        records.append({"variant": variant, "seed": seed, "generation": generation,
+                        "test_accuracy": 0.8 + shift * generation + 0.01 * seed * generation,
+                        "trace": 10.0 * (1 + generation * (0.5 - shift - 0.1 * seed))})  # fmt: skip
+    pairs = pairs_from_records(records, ("variant", "generation"))
+    assert len(pairs) == 12 and {p.cluster for p in pairs} == {
+        f"{v}/seed{s}" for v in ("clean", "noisy") for s in range(3)}  # fmt: skip
+    result = flatness_vs_gain(pairs, GainSettings(resamples=100))
+    (row,) = result["rows"]
+    table = [{**p.settings, "seed": p.seed, "x": change(p, "trace"),
+              "y": p.student["test_accuracy"] - p.teacher["test_accuracy"]}
+             for p in pairs]  # fmt: skip
+    expected = granulated_tau(table, "x", "y", ["variant", "generation"], fixed=["seed"])
+    assert row["granulated_tau"] == pytest.approx(expected.value)
+    assert set(row["granulated"]) == {"variant", "generation"}
+    assert result["hyperparameters"] == ["generation", "variant"]
