@@ -135,12 +135,11 @@ def flatness_vs_gain(pairs: Sequence[Pair], settings: GainSettings | None = None
 
     Returns:
         ``{"rows": [...], "pairs", "teachers", "hyperparameters" (those that vary),
-        "settings"}``; one row
-        per measure with a change in some pair: ``measure``, ``change`` (``ratio`` or
-        ``pair``), the fields of :class:`~landscape.compare.rank_correlation.TauResult`
-        (``n``, ``tau``, ``p_value``, ``ci_low``, ``ci_high``, ``confidence``,
-        ``resamples``, ``note``), ``granulated_tau`` and ``granulated`` (per
-        hyper-parameter ``{"tau", "groups"}``).
+        "settings"}``; one row per measure with a change in some pair: ``measure``,
+        ``change`` (``ratio`` or ``pair``), the fields of
+        :class:`~landscape.compare.rank_correlation.TauResult` (``n``, ``tau``,
+        ``p_value``, ``ci_low``, ``ci_high``, ``confidence``, ``resamples``, ``note``),
+        ``granulated_tau`` and ``granulated`` (per hyper-parameter ``{"tau", "groups"}``).
     """
     settings = settings or GainSettings()
     names = sorted(h for h in {h for p in pairs for h in p.settings}
