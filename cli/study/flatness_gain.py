@@ -238,9 +238,10 @@ def flatness_vs_gain_figure(result: Record, path: Path, title: str = "") -> Path
                 ax.plot(r["granulated_tau"], y, "D", mfc="none", color=COLORS[1],
                         label="granulated tau" if y == ys[0] else None)  # fmt: skip
         ax.axvline(0, color="black", lw=0.6)
-        ax.set(xlim=(-1.05, 1.05), yticks=ys, yticklabels=[LABELS.get(r["measure"],
-               r["measure"]) for r in rows], xlabel="Kendall tau (change vs accuracy gain)",
-               title=title or f"{result['pairs']} students")  # fmt: skip
+        names = [LABELS.get(r["measure"], r["measure"]) for r in rows]
+        title = title or f"{result['pairs']} students of {result['teachers']} teachers"
+        ax.set(xlim=(-1.05, 1.05), yticks=ys, yticklabels=names, title=title,
+               xlabel="Kendall tau (change vs accuracy gain)")  # fmt: skip
         ax.legend(fontsize=6, loc="best")
         save_figure(fig, path)
     return path
