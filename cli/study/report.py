@@ -253,7 +253,7 @@ def regime_section(records, variants) -> list[str]:
             rows.append({"regime": name, "model": label, **_summary_row(s, measures)})
         claims = claims_table([r for r in main if r["generation"] in (0, 1)])
         held = [f"{c['measure']} {claim_cell(c)}" for c in claims]
-        verdicts.append(f"- **{name}**, gen1 beats teacher in: " + ", ".join(held))
+        verdicts.append(f"- **{name}**, gen1 beats teacher in: " + "; ".join(held))
     columns = ["regime", "model"] + [LABELS[m] for m in measures]
     return [
         "Mean ± std over seeds. λ1, trace, GGN λ1 and sharpness on the first training "
