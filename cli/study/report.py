@@ -131,7 +131,8 @@ def _claims_section(main: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
         "on the per-seed differences student minus teacher: d_z is their mean over their "
         "standard deviation; p the two-sided paired t-test (the Wilcoxon signed-rank p "
         "beside it cannot fall below 2/2^n: 0.25 with 3 seeds). Verdict: holds or reversed "
-        f"when the t-test's p < {SIGNIFICANCE}, else not significant.",
+        f"when the t-test's p < {SIGNIFICANCE}, else not significant (untested below 3 "
+        "seeds).",
         "",
         to_markdown(
             [
@@ -145,7 +146,7 @@ def _claims_section(main: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
                 for c in claims
             ],
             ["generation", "claim", "count", "d_z", "p (t)", "p (Wilcoxon)", "verdict"],
-        ),  # fmt: skip
+        ),
     ]
     return claims, lines
 
