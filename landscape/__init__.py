@@ -33,6 +33,9 @@ Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
+Statistics across pairs
+    kendall_tau, tau_with_interval, TauResult, granulated_tau, GranulatedTau,
+    paired_test, PairedTest
 Pairs (a teacher and its student)
     align_to, Alignment, PermutationSpec, permutation_spec, apply_permutations,
     UnpermutableModelError, linear_path, PathValues, path_values, bezier_curve,
@@ -116,6 +119,14 @@ _EXPORTS = {
     "with_changes": "landscape.compare.table",
     "to_markdown": "landscape.compare.table",
     "to_csv": "landscape.compare.table",
+    # Statistics across pairs
+    "kendall_tau": "landscape.compare.rank_correlation",
+    "tau_with_interval": "landscape.compare.rank_correlation",
+    "TauResult": "landscape.compare.rank_correlation",
+    "granulated_tau": "landscape.compare.rank_correlation",
+    "GranulatedTau": "landscape.compare.rank_correlation",
+    "paired_test": "landscape.compare.paired_test",
+    "PairedTest": "landscape.compare.paired_test",
     # Pairs (a teacher and its student)
     "align_to": "landscape.pairs.align",
     "Alignment": "landscape.pairs.align",

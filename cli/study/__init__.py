@@ -19,8 +19,11 @@ Sweep (``reproduce --preset sweep``)
     measure_checkpoint, matched_curvature, summarise, best_recipe, noise_floor,
     write_sweep_report
 Claims and reports
-    CLAIMS, claims_table, rise_then_fall, write_report, generation_table, measures_of,
-    save_lines
+    CLAIMS, claims_table, verdict, claim_cell, rise_then_fall, write_report,
+    generation_table, measures_of, save_lines
+Does flatness explain the gain? (Kendall tau across pairs)
+    Pair, change, gain, pairs_from_records, sweep_pairs, GainSettings, flatness_vs_gain,
+    flatness_vs_gain_lines, flatness_vs_gain_figure, RATIO_MEASURES, PAIR_MEASURES
 Planes of a family
     plane_report, plane_lines, load_checkpoint_plane, load_trajectory_plane, mark_lines,
     plane_axes, check_plane_grid, check_family
@@ -80,11 +83,25 @@ _EXPORTS = {
     # Claims and reports
     "CLAIMS": "cli.study.claims",
     "claims_table": "cli.study.claims",
+    "verdict": "cli.study.claims",
+    "claim_cell": "cli.study.claims",
     "rise_then_fall": "cli.study.claims",
     "write_report": "cli.study.report",
     "generation_table": "cli.study.report",
     "measures_of": "cli.study.report",
     "save_lines": "cli.study.report",
+    # Does flatness explain the gain?
+    "Pair": "cli.study.flatness_gain",
+    "change": "cli.study.flatness_gain",
+    "gain": "cli.study.flatness_gain",
+    "pairs_from_records": "cli.study.flatness_gain",
+    "sweep_pairs": "cli.study.flatness_gain",
+    "GainSettings": "cli.study.flatness_gain",
+    "flatness_vs_gain": "cli.study.flatness_gain",
+    "flatness_vs_gain_lines": "cli.study.flatness_gain",
+    "flatness_vs_gain_figure": "cli.study.flatness_gain",
+    "RATIO_MEASURES": "cli.study.flatness_gain",
+    "PAIR_MEASURES": "cli.study.flatness_gain",
     # Planes of a family
     "plane_report": "cli.study.planes",
     "plane_lines": "cli.study.planes",

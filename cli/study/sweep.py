@@ -29,6 +29,12 @@ import torch.nn.functional as F
 
 from cli.study.cache import measured
 from cli.study.experiment import read_stamp
+from cli.study.flatness_gain import (
+    flatness_vs_gain,
+    flatness_vs_gain_figure,
+    flatness_vs_gain_lines,
+    sweep_pairs,
+)
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.errors import DistillInputError
@@ -42,6 +48,7 @@ from distill.trainer import (
     train_teacher,
 )
 from landscape.atomic_files import save_figure, write_text_atomically
+from landscape.compare.paired_test import paired_test
 from landscape.compare.profile import ProfileSettings, matched_lambda_1, profile_model
 
 LR_MODES = ("teacher", "quarter")
@@ -510,11 +517,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     teacher_acc = float(np.mean([r["teacher"]["test_accuracy"] for r in rows]))
     budget = [r["budget_gain"] for r in done]
+    student = [r["student"]["test_accuracy"] for r in done]
     return {
         "gain": stats(gains),
         "wins": sum(g > 0 for g in gains),
+        "gain_test": asdict(paired_test(student, [r["teacher"]["test_accuracy"] for r in done])),
         "budget_gain": stats(budget),
         "budget_wins": sum(g > 0 for g in budget),
+        "budget_gain_test": asdict(paired_test(student, [r["control_accuracy"] for r in done])),
         "seeds": len(rows),
         "collapsed": len(rows) - len(done),
         "teacher_accuracy": teacher_acc,
@@ -578,7 +588,10 @@ def write_sweep_report(
         "trained on hard labels for the student's number of epochs (same seed), so that "
         "training longer is not taken for distillation; wins = seeds with a positive gain "
         f"(with {grid.seeds} seeds and no effect, all win with probability "
-        f"{0.5**grid.seeds:.3f}); ratios are student / teacher on the first "
+        f"{0.5**grid.seeds:.3f}); gain test and budget test: the paired t-test of student "
+        "against teacher (or the equal-budget teacher) accuracy over seeds, d_z the mean "
+        "difference over its standard deviation, p two-sided (report.json also holds the "
+        f"Wilcoxon signed-rank p); ratios are student / teacher on the first "
         f"{grid.samples} train examples; matched λ1: both at the higher of their two train "
         "losses (temperature-matched). A gain below the noise floor (two standard errors of "
         f"a difference of two accuracies on {test_examples} test examples) is noise.",
@@ -598,6 +611,8 @@ def write_sweep_report(
                 "collapsed": s["collapsed"], "λ1 ratio": _pm(s["lambda_1_ratio"], signed=False),
                 "trace ratio": _pm(s["trace_ratio"], signed=False),
                 "matched λ1 ratio": _pm(s["matched_lambda_1_ratio"], signed=False),
+                "gain test": _test(s["gain_test"]),
+                "budget test": _test(s["budget_gain_test"]),
             })  # fmt: skip
         teacher = float(np.mean(teachers))
         floor = noise_floor(teacher, test_examples)
@@ -610,13 +625,25 @@ def write_sweep_report(
     figure = root / "gain_vs_lambda_1.png"
     _figure(summaries, figure)
     lines += ["", f"![gain vs λ1 ratio]({figure.name})"]
+    correlation = flatness_vs_gain(sweep_pairs(rows, grid.recipes()))
+    shown = flatness_vs_gain_figure(correlation, root / "flatness_vs_gain.png")
+    lines += ["", "## Does flatness explain the gain?", "",
+              *flatness_vs_gain_lines(correlation, shown and shown.name)]  # fmt: skip
     path = root / "report.md"
     write_text_atomically(path, "\n".join(lines) + "\n")
     document = {"grid": grid.to_json(), "students": rows, "summaries": summaries,
                 "best": best, "fresh": fresh, "fresh_summary": fresh_summary,
-                "seconds": seconds, "estimated_seconds": estimated}  # fmt: skip
+                "flatness_vs_gain": correlation, "seconds": seconds,
+                "estimated_seconds": estimated}  # fmt: skip
     write_text_atomically((root / "report.json"), json.dumps(document, indent=2, default=str))
     return path
+
+
+def _test(test: dict[str, Any]) -> str:
+    """A paired test in one cell: ``d_z +1.2, p 0.04`` (``—`` when undefined)."""
+    if test["t_p_value"] is None:
+        return "—"
+    return f"d_z {test['effect_size']:+.2g}, p {test['t_p_value']:.2g}"
 
 
 def _pm(summary: dict[str, Any], scale: float = 1.0, signed: bool = True) -> str:
@@ -646,10 +673,11 @@ def _verdict(fresh, best, test_examples: int) -> tuple[list[str], dict[str, Any]
                                           "budget_beyond_noise": budget_beyond}  # fmt: skip
         lines.append(
             f"- {key[0]}, width {key[1]}: gain {_pm(s['gain'], 100)} points, wins "
-            f"{s['wins']}/{len(rows)}, collapsed {s['collapsed']}, noise floor "
+            f"{s['wins']}/{len(rows)} (paired t: {_test(s['gain_test'])}), collapsed "
+            f"{s['collapsed']}, noise floor "
             f"{100 * floor:.2f}: {'beyond noise' if beyond else 'within noise or negative'}; "
             f"against the equal-budget teacher {_pm(s['budget_gain'], 100)} points, wins "
-            f"{s['budget_wins']}/{len(rows)}: "
+            f"{s['budget_wins']}/{len(rows)} ({_test(s['budget_gain_test'])}): "
             f"{'beyond noise' if budget_beyond else 'within noise or negative'}; "
             f"λ1 ratio {_pm(s['lambda_1_ratio'], signed=False)}, matched λ1 ratio "
             f"{_pm(s['matched_lambda_1_ratio'], signed=False)}."

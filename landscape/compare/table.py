@@ -91,7 +91,7 @@ def by_generation(records: Sequence[Record], columns: Sequence[str]) -> list[Rec
     return table
 
 
-def _pairs(records: Sequence[Record], generation: int) -> list[tuple[Record, Record]]:
+def seed_pairs(records: Sequence[Record], generation: int) -> list[tuple[Record, Record]]:
     """(teacher, student of `generation`) pairs that share a seed."""
     teachers = {r["seed"]: r for r in records if r["generation"] == 0}
     return [
@@ -108,7 +108,7 @@ def count_wins(
 
     Ties and missing values count as not beating. Returns ``{"wins", "seeds"}``.
     """
-    pairs = _pairs(records, generation)
+    pairs = seed_pairs(records, generation)
     wins = 0
     for teacher, student in pairs:
         t, s = teacher.get(column), student.get(column)

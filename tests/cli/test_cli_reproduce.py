@@ -4,6 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 
 from cli.main import cli
 
@@ -56,6 +57,25 @@ def test_reproduce_writes_report_and_resumes_without_retraining(tmp_path):
             assert model["train_loss"] == pytest.approx(record["train_loss"], rel=1e-5)
     assert "The teacher -> gen1 -> gen2 plane" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / "synthetic_seed0_plane.png").is_file()
+    _assert_tau_from_stored_values(document)
+
+
+def _assert_tau_from_stored_values(document):
+    """Tau in report.json equals scipy's on the models' stored accuracy and λ1."""
+    models = document["models"]
+    teachers = {r["seed"]: r for r in models if r["generation"] == 0}
+    students = [r for r in models if r["generation"] > 0]
+    gains = [s["test_accuracy"] - teachers[s["seed"]]["test_accuracy"] for s in students]
+    ratios = [s["lambda_1"] / teachers[s["seed"]]["lambda_1"] for s in students]
+    rows = document["datasets"]["synthetic"]["flatness_vs_gain"]["rows"]
+    row = next(r for r in rows if r["measure"] == "lambda_1")
+    assert row["n"] == 4
+    if len(set(gains)) == 1:  # every student as accurate as its teacher: no tau, a reason
+        assert row["tau"] is None and "the target is constant" in row["note"]
+    else:
+        assert row["tau"] == pytest.approx(stats.kendalltau(ratios, gains).statistic, abs=1e-12)
+    claims = document["datasets"]["synthetic"]["claims"]
+    assert all("t_p_value" in c and "wilcoxon_p_value" in c for c in claims)
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):

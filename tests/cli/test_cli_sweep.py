@@ -86,6 +86,12 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
     assert "## clean, width 16" in report and "Best recipe on fresh seeds" in report
     assert "| T4-a1-e1x-lrteacher | — | 0/1 | — | 0/1 | 1 |" in report
     assert (out / "gain_vs_lambda_1.png").stat().st_size > 1000
+    # two students left: the tau table says why it has no tau instead of failing
+    correlation = {r["measure"]: r for r in document["flatness_vs_gain"]["rows"]}
+    assert set(correlation) == {"lambda_1", "trace", "matched_lambda_1"}
+    assert all(r["n"] == 2 and "fewer than 3" in r["note"] for r in correlation.values())
+    assert "## Does flatness explain the gain?" in report
+    assert "— (fewer than 3 complete pairs (n=2))" in report
 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
     again = run(*args)
