@@ -100,6 +100,12 @@ from distill.errors import DistillInputError
     "report its largest train loss (implies --connectivity); with --plots its file "
     "curve-NAME.h5.",
 )
+@click.option(
+    "--align",
+    is_flag=True,
+    help="Also the barrier after aligning each student to the reference by weight "
+    "matching (aligned_barrier, as `flatscape align` aligns; implies --connectivity).",
+)
 @click.option("--curve-steps", type=click.IntRange(min=0), default=200, show_default=True,
               help="SGD steps of each --curve.")  # fmt: skip
 @click.option("--curve-lr", type=click.FloatRange(min=0, min_open=True), default=0.05,
@@ -148,7 +154,7 @@ from distill.errors import DistillInputError
 @device_option
 @threads_option
 def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch_size, top_k, tol,
-            trace_matvecs, line_points, seed, confounds, connectivity, curve, curve_steps,
+            trace_matvecs, line_points, seed, confounds, connectivity, curve, align, curve_steps,
             curve_lr, labels, allow_mixed, params, exclude, per_layer, resamples, resample_size,
             bootstrap, per_layer_table, max_memory, loss_spec, json_path, markdown_path,
             csv_path, force, quiet, device, threads, **options):  # fmt: skip
@@ -176,7 +182,8 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     sources = sources_from(options)
     labels = labels.split(",") if labels is not None else None
     names = comparison.checkpoint_names(list(checkpoints), labels)
-    pairs = _pairs(connectivity or curve, curve, curve_steps, curve_lr, seed, plots_dir)
+    pairs = _pairs(connectivity or curve or align, curve, align, curve_steps, curve_lr, seed,
+                   plots_dir)  # fmt: skip
     outputs = _outputs(
         OutputPlan(force), (json_path, markdown_path, csv_path, per_layer_table), plots_dir,
         _plot_names(plane, line_points, surface, per_layer, pairs, names), checkpoints, sources,
@@ -238,7 +245,8 @@ def _outputs(plan: OutputPlan, paths, plots_dir, plot_names, checkpoints, source
     return outputs
 
 
-def _pairs(connectivity: bool, curve: bool, steps: int, lr: float, seed: int, plots_dir):
+def _pairs(connectivity: bool, curve: bool, align: bool, steps: int, lr: float, seed: int,
+           plots_dir):  # fmt: skip
     """The ``--connectivity`` request (curves into ``--plots``), or None."""
     from pathlib import Path
 
@@ -247,7 +255,8 @@ def _pairs(connectivity: bool, curve: bool, steps: int, lr: float, seed: int, pl
     if not connectivity:
         return None
     return ConnectivityRequest(curve=curve, curve_steps=steps, curve_lr=lr, seed=seed,
-                               folder=Path(plots_dir) if plots_dir and curve else None)  # fmt: skip
+                               folder=Path(plots_dir) if plots_dir and curve else None,
+                               align=align)  # fmt: skip
 
 
 def _plot_names(plane: bool, line_points: int, surface: bool, per_layer: bool, pairs,

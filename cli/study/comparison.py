@@ -222,7 +222,8 @@ def compare_checkpoints(
     if connectivity is not None:
         from cli.study.connectivity import add_connectivity
 
-        add_connectivity(records, [m for _, m, _, _ in loaded], ref, data, loss_fn, connectivity)
+        add_connectivity(records, [m for _, m, _, _ in loaded], ref, data, loss_fn, connectivity,
+                         [meta for _, _, meta, _ in loaded])  # fmt: skip
     return {
         "data": {"split": "train", "samples": samples, "test": "full test split"},
         "loss": loss_name,
@@ -329,13 +330,15 @@ def add_plane_and_plots(report: dict[str, Any], samples: int, plots_dir: str | P
 
 
 def comparison_columns(confounds: bool, resampled: bool, trace: bool, pairs: bool = False,
-                       curve: bool = False) -> list[str]:  # fmt: skip
+                       curve: bool = False, aligned: bool = False) -> list[str]:  # fmt: skip
     """The table's columns: the measures, then the confounds, spreads and pair measures."""
-    from cli.study.connectivity import CURVE_COLUMNS, PAIR_COLUMNS
+    from cli.study.connectivity import ALIGNED_COLUMNS, CURVE_COLUMNS, PAIR_COLUMNS
 
     columns = list(TABLE_COLUMNS)
     if pairs:
         columns += PAIR_COLUMNS
+    if aligned:
+        columns += ALIGNED_COLUMNS
     if curve:
         columns += CURVE_COLUMNS
     if confounds:
@@ -358,7 +361,8 @@ def comparison_tables(report: dict[str, Any], confounds: bool, resampled: bool,
     models = report["models"]
     columns = comparison_columns(confounds, resampled, trace,
                                  any("barrier" in m for m in models),
-                                 any("curve_max_loss" in m for m in models))  # fmt: skip
+                                 any("curve_max_loss" in m for m in models),
+                                 any("aligned_barrier" in m for m in models))  # fmt: skip
     return {"markdown": to_markdown(report["models"], columns),
             "csv": to_csv(report["models"], columns)}  # fmt: skip
 

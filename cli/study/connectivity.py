@@ -16,6 +16,10 @@ student) (:func:`landscape.pairs.function_agreement`) and per-layer linear CKA
 ``kl``, ``kl_test``                        KL(teacher || student), nats, mean over examples
 ``cka``, ``cka_mean``                      linear CKA per layer, and its mean over layers
 ``linear_path``, ``curve``                 the values along t (for the figures)
+``aligned_barrier``, ... ``aligned_linear_path``  with ``--align``: the same path keys for
+                                           the student aligned to the teacher by weight
+                                           matching (:func:`cli.study.align_model`)
+``alignment``                              with ``--align``: its distances and groups
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 PAIR_COLUMNS = ("barrier", "barrier_accuracy", "agreement", "kl", "cka_mean")
+ALIGNED_COLUMNS = ("aligned_barrier", "aligned_barrier_accuracy")
 CURVE_COLUMNS = ("line_max_loss", "curve_max_loss")
 
 
@@ -40,8 +45,10 @@ class ConnectivityRequest:
         curve: Also train and evaluate the Bezier curve.
         curve_steps: Its SGD steps.
         curve_lr: Its learning rate.
-        seed: Seeds the t of each step.
+        seed: Seeds the t of each step, and the order of alignment's permutation groups.
         folder: Where the curve files ``curve-<name>.h5`` go; a temporary folder if None.
+        align: Also the straight path to the student aligned to the teacher (weight
+            matching); the curve, agreement and CKA stay those of the student as it is.
     """
 
     curve: bool = False
@@ -49,6 +56,7 @@ class ConnectivityRequest:
     curve_lr: float = 0.05
     seed: int = 0
     folder: Path | None = None
+    align: bool = False
 
 
 def _number(value: float) -> float | None:
@@ -112,30 +120,48 @@ def curve_record(teacher, student, loss_fn, data, request: ConnectivityRequest,
 
 
 def pair_measures(teacher, student, loss_fn, data: Mapping[str, Sequence],
-                  request: ConnectivityRequest, curve_out: Path | None = None) -> dict:  # fmt: skip
+                  request: ConnectivityRequest, curve_out: Path | None = None,
+                  metas: tuple[dict, dict] | None = None) -> dict:  # fmt: skip
     """Every ``--connectivity`` key of one student (module docstring).
 
     ``data`` holds ``train`` and ``test`` batches; ``curve_out`` is the curve's file
-    (needed with ``request.curve``).
+    (needed with ``request.curve``); ``metas`` the teacher's and the student's checkpoint
+    headers (needed with ``request.align``: a registry model's declared groups).
     """
     from landscape.pairs import linear_path
 
     record = path_record(linear_path(teacher, student, loss_fn, data))
-    # Alignment (issue 25, section 1) plugs in here, and only here: with the student
-    # aligned to the teacher, record.update(path_record(linear_path(teacher, aligned,
-    # loss_fn, data), prefix="aligned_")) adds ``aligned_barrier`` and its kin.
+    if request.align:
+        aligned, alignment = _aligned(teacher, student, metas or ({}, {}), request.seed)
+        record.update(path_record(linear_path(teacher, aligned, loss_fn, data), "aligned_"))
+        record["alignment"] = alignment
     record.update(agreement_record(teacher, student, data))
     if request.curve:
         record.update(curve_record(teacher, student, loss_fn, data, request, curve_out))
     return record
 
 
+def _aligned(teacher, student, metas: tuple[dict, dict], seed: int):
+    """A copy of ``student`` aligned to ``teacher``, and the alignment's summary."""
+    import copy
+
+    from cli.study.alignment import align_model
+
+    alignment = align_model(student, metas[1], teacher, metas[0], seed=seed)
+    aligned = copy.deepcopy(student)
+    aligned.load_state_dict(alignment.state_dict)
+    summary = alignment.to_dict()
+    return aligned, summary
+
+
 def add_connectivity(records: list[dict[str, Any]], models: Sequence, reference: int,
                      data: Sequence[Mapping[str, Sequence]], loss_fn,
-                     request: ConnectivityRequest) -> None:  # fmt: skip
+                     request: ConnectivityRequest, metas: Sequence[dict] | None = None,
+                     ) -> None:  # fmt: skip
     """:func:`pair_measures` of every model against ``models[reference]``, into its record.
 
-    ``data[i]`` holds model ``i``'s train and test batches (the reference's are used).
+    ``data[i]`` holds model ``i``'s train and test batches (the reference's are used);
+    ``metas[i]`` its checkpoint header (for ``request.align``).
     """
     with ExitStack() as stack:
         folder = request.folder
@@ -145,8 +171,9 @@ def add_connectivity(records: list[dict[str, Any]], models: Sequence, reference:
             if i == reference:
                 continue
             out = folder / f"curve-{records[i]['name']}.h5" if request.curve else None
+            pair_metas = (metas[reference], metas[i]) if metas else None
             records[i].update(pair_measures(models[reference], model, loss_fn, data[reference],
-                                            request, out))  # fmt: skip
+                                            request, out, pair_metas))  # fmt: skip
 
 
 def connectivity_lines(report: dict[str, Any]) -> list[dict[str, Any]]:

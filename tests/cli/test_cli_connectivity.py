@@ -89,3 +89,34 @@ def test_an_existing_curve_file_is_refused_before_any_work(mnist1d_teacher, mnis
                  "teacher,gen1", "--plots", plots)  # fmt: skip
     assert_one_line_error(result, "curve-gen1.h5")
     assert (plots / "curve-gen1.h5").read_bytes() == b"a result"
+
+
+def test_align_adds_the_barrier_of_the_aligned_student(tmp_path, mnist1d_teacher,
+                                                       mnist1d_student):  # fmt: skip
+    import copy
+
+    from cli.study.alignment import align_model
+
+    json_path = tmp_path / "aligned.json"
+    result = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--align",
+                 "--json", json_path, "--markdown", tmp_path / "cmp.md")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    gen1 = json.loads(json_path.read_text())["models"][1]
+    assert gen1["alignment"]["distance_after"] <= gen1["alignment"]["distance_before"]
+    assert gen1["aligned_barrier"] >= 0 and "aligned_barrier_test" in gen1
+    assert "| aligned_barrier | aligned_barrier_accuracy |" in (tmp_path / "cmp.md").read_text()
+    # the same number as aligning and walking the line in Python
+    model_t, meta_t, bundle = open_checkpoint(mnist1d_teacher)
+    model_s, meta_s, _ = open_checkpoint(mnist1d_student)
+    alignment = align_model(model_s, meta_s, model_t, meta_t, seed=0)
+    aligned = copy.deepcopy(model_s)
+    aligned.load_state_dict(alignment.state_dict)
+    data = {"train": first_examples(bundle.train_eval, 256, 1024),
+            "test": first_examples(bundle.test, None, 1024)}  # fmt: skip
+    path = linear_path(model_t, aligned, F.cross_entropy, data)
+    assert gen1["aligned_barrier"] == pytest.approx(path.loss_barrier(), rel=1e-9, abs=1e-12)
+    # the unaligned numbers are those of --connectivity alone
+    plain = tmp_path / "plain.json"
+    assert run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--connectivity",
+               "--json", plain).exit_code == 0  # fmt: skip
+    assert json.loads(plain.read_text())["models"][1]["barrier"] == gen1["barrier"]
