@@ -92,7 +92,7 @@ def read_folder(spec: str) -> HFFolder:
     names = config.get("architectures")
     if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
         raise DistillInputError(
-            f"{where}: {config_file} must name one model class in \"architectures\" "
+            f'{where}: {config_file} must name one model class in "architectures" '
             f"(found {names!r}); save the model with save_pretrained"
         )
     return HFFolder(spec, path.resolve(), config, hashlib.sha256(data).hexdigest())
@@ -168,8 +168,7 @@ def read_weights(folder: HFFolder) -> dict[str, torch.Tensor]:
     if pickled.is_file():
         return read_foreign_state(pickled, strip_prefix="").tensors
     raise DistillInputError(
-        f"--model {folder.spec}: no weights in {folder.path} (looked for "
-        f"{', '.join(WEIGHT_FILES)})"
+        f"--model {folder.spec}: no weights in {folder.path} (looked for {', '.join(WEIGHT_FILES)})"
     )
 
 
@@ -179,7 +178,7 @@ def _read_shards(index: Path, spec: str) -> dict[str, torch.Tensor]:
         weight_map = json.loads(index.read_text())["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
-        raise DistillInputError(f"--model {spec}: {index} has no \"weight_map\"") from None
+        raise DistillInputError(f'--model {spec}: {index} has no "weight_map"') from None
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         if not isinstance(shard, str) or Path(shard).name != shard:
