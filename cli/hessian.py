@@ -11,9 +11,9 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
-    loss_option,
     max_memory_option,
     memory_budget,
+    own_loss_option,
     parameter_filter,
     parameter_options,
     quiet_option,
@@ -171,7 +171,7 @@ from distill.errors import DistillInputError
     help="Examples per subset of --resamples.",
 )
 @click.option("--bootstrap", is_flag=True, help="Draw the --resamples subsets with replacement.")
-@loss_option
+@own_loss_option
 @source_options
 @json_option("the JSON report", stdout=True)
 @force_option

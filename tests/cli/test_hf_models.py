@@ -165,3 +165,30 @@ def test_without_transformers_one_line_saying_how_to_install(gpt2, tmp_path, mon
         "causal_lm", "--out", str(tmp_path / "t.safetensors"),
     ])  # fmt: skip
     assert_one_line_error(result, "pip install 'flatscape[hf]'")
+
+
+def test_gpt2_loss_model_is_hf_own_loss(gpt2, tmp_path):
+    """--loss model (GPT-2's labels= loss) gives the reference, which is that loss."""
+    report = tmp_path / "h.json"
+    _run("hessian", gpt2["teacher"], "--model", gpt2["model"], "--loss", "model", "--top-k", 1,
+         "--samples", SAMPLES, "--json", report, "--quiet")  # fmt: skip
+    document = json.loads(report.read_text())
+    reference = gpt2["reference"][0]
+    assert document["loss_function"]["name"] == "model"
+    assert abs(document["eigenvalues"][0] - reference) <= 1e-3 * reference
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["hessian", "--operator", "ggn"], "--loss model: --operator ggn needs"),
+        (["hessian", "--engine", "pyhessian"], "--loss model: --engine pyhessian needs"),
+        (["surface", "--x", "-1:1:3", "--out", "s.h5"], "--loss model: this command needs"),
+        (["sharpness"], "--loss model: this command needs"),
+    ],
+)
+def test_loss_model_refused_where_outputs_are_needed(gpt2, tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [args[0], str(gpt2["teacher"]), "--model", gpt2["model"],
+                                      "--loss", "model", *args[1:]])  # fmt: skip
+    assert_one_line_error(result, needle)
