@@ -99,10 +99,11 @@ def model_options(func):
         "--model",
         "model_spec",
         metavar="SPEC",
-        help="A registry model (resnet20, cnn1d, ...) or your code: package.module:callable "
-        "or path/to/file.py:callable returning an nn.Module. Needed for other trainers' "
-        "checkpoints, and to re-import the code a checkpoint was made from (it is never "
-        "imported otherwise).",
+        help="A registry model (resnet20, cnn1d, ...), your code: package.module:callable "
+        "or path/to/file.py:callable returning an nn.Module, or hf:DIR, a Hugging Face "
+        "save_pretrained folder (offline; pip install 'flatscape[hf]'). Needed for other "
+        "trainers' checkpoints, and to name again the code or folder a checkpoint was made "
+        "from (it is never imported otherwise).",
     )(func)
 
 

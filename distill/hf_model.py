@@ -108,6 +108,7 @@ def import_transformers(spec: str) -> ModuleType:
         raise DistillInputError(
             f"--model {spec}: needs the transformers package ({err}); {INSTALL}"
         ) from err
+    transformers.logging.set_verbosity_error()  # its notes would break one-line output
     return transformers
 
 
