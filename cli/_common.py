@@ -146,7 +146,7 @@ def layout_options(func):
 
 
 def loss_option(func, own: bool = False):
-    """``--loss``: every number is of this loss; ``own``: ``model`` too (distill.own_loss)."""
+    """``--loss``: every number is of this loss; ``own``: ``model`` too (distill.model_loss)."""
     model = ", model (the loss the model computes from labels=, e.g. HF's .loss)" if own else ""
     return click.option(
         "--loss",

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill import own_loss
+from distill import model_loss
 from distill.bundle import DatasetBundle
 from distill.checkpoint import (
     file_sha256,
@@ -310,15 +310,15 @@ def analysis_loss(
 
     A callable is ``loss(outputs, targets) -> mean loss`` (a scalar tensor, differentiable
     twice for curvature). Returns it and its record (``{"name", "spec", "source",
-    "source_sha256"}``). ``model`` (the loss the model computes, :mod:`distill.own_loss`)
+    "source_sha256"}``). ``model`` (the loss the model computes, :mod:`distill.model_loss`)
     only where ``own`` says the caller measures it; elsewhere it is refused in one line.
     """
     if spec in ANALYSIS_LOSSES:
         return ANALYSIS_LOSSES[spec], {"name": spec}
-    if spec == own_loss.NAME:
+    if spec == model_loss.NAME:
         if not own:
-            raise own_loss.refuse_own_loss("this command")
-        return own_loss.own_loss, {"name": spec}
+            raise model_loss.refuse_own_loss("this command")
+        return model_loss.own_loss, {"name": spec}
     if not is_code_spec(spec):
         raise DistillInputError(
             f"--loss {spec!r}: choose {', '.join(ANALYSIS_LOSSES)}, model, or name one as "

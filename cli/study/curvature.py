@@ -96,7 +96,7 @@ def checkpoint_curvature(
         :class:`DistillInputError` on a setting that cannot be measured, named.
     """
     from cli._common import progress_bar
-    from distill import own_loss
+    from distill import model_loss
     from distill.sources import (
         analysis_loss,
         check_loss,
@@ -117,10 +117,10 @@ def checkpoint_curvature(
                                batch_size=settings.samples, device=device,
                                sources=sources)  # fmt: skip
     train = _resampling_data(checkpoint, settings, request.seed, device, sources)
-    if loss_spec == own_loss.NAME:  # the model's own loss: labels into its inputs
+    if loss_spec == model_loss.NAME:  # the model's own loss: labels into its inputs
         for data in (loaded, train):
             if data is not None:
-                data.batches = own_loss.own_loss_batches(data.model, data.batches)
+                data.batches = model_loss.own_loss_batches(data.model, data.batches)
     check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     with progress_bar(None, f"{settings.operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(loaded.model, loss_fn, loaded.batches, request,
@@ -147,12 +147,12 @@ def checkpoint_curvature(
 def _check(
     settings: CurvatureSettings, processes: int, request: CurvatureRequest, loss_spec: str
 ) -> None:
-    from distill import own_loss
+    from distill import model_loss
 
-    if loss_spec == own_loss.NAME and settings.operator != "hessian":
-        raise own_loss.refuse_own_loss(f"--operator {settings.operator}")
-    if loss_spec == own_loss.NAME and request.engine == "pyhessian":
-        raise own_loss.refuse_own_loss("--engine pyhessian")
+    if loss_spec == model_loss.NAME and settings.operator != "hessian":
+        raise model_loss.refuse_own_loss(f"--operator {settings.operator}")
+    if loss_spec == model_loss.NAME and request.engine == "pyhessian":
+        raise model_loss.refuse_own_loss("--engine pyhessian")
     if settings.mc_samples != 1 and settings.operator != "fisher":
         raise DistillInputError("--mc-samples draws labels for --operator fisher only")
     if settings.resamples and processes > 1:

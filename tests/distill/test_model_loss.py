@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import DistillInputError
-from distill.own_loss import own_loss, own_loss_batches
+from distill.model_loss import own_loss, own_loss_batches
 from landscape import model_curvature
 
 
