@@ -262,8 +262,8 @@ def _outputs(plan: OutputPlan, json_path, table: str | None, plot: str | None, c
 
 def _write_table(path, rows) -> None:
     from landscape.compare.table import to_csv, to_markdown
-    from landscape.curvature.report import PER_LAYER_COLUMNS, per_layer_table
+    from landscape.curvature.report import per_layer_columns, per_layer_table
 
     table = per_layer_table(rows)
     render = to_csv if path.suffix == ".csv" else to_markdown
-    write_text_output(path, render(table, list(PER_LAYER_COLUMNS)))
+    write_text_output(path, render(table, per_layer_columns(rows)))

@@ -68,3 +68,33 @@ def test_bert_masks_and_padding_lambda1_matches_dense_float64(tmp_path):
     dense = dense_top_eigenvalues(eager_float64(folder), {**inputs, "labels": labels}, k=2)
     assert int(mask.sum()) < mask.numel()  # padding is there, masked
     np.testing.assert_allclose(result.eigenvalues, dense, rtol=1e-6)
+
+
+def test_per_layer_parts_of_bert_and_gpt2(tmp_path):
+    """Embeddings, attention, MLP, norms and head, per block, from the modules' real names."""
+    from landscape.curvature.layer_parts import layer_block, layer_parts
+
+    bert = transformers.BertForSequenceClassification.from_pretrained(
+        bert_folder(tmp_path / "bert", hidden=8), local_files_only=True
+    )
+    parts = layer_parts(bert)
+    expected = {
+        "bert.embeddings.word_embeddings": "embedding",
+        "bert.embeddings.LayerNorm": "norm",
+        "bert.encoder.layer.0.attention.self.query": "attention",
+        "bert.encoder.layer.0.attention.output.dense": "attention",
+        "bert.encoder.layer.0.attention.output.LayerNorm": "norm",
+        "bert.encoder.layer.1.intermediate.dense": "mlp",
+        "bert.encoder.layer.1.output.dense": "mlp",
+        "bert.pooler.dense": "head",
+        "classifier": "head",
+    }
+    assert {name: parts[name] for name in expected} == expected
+    assert layer_block("bert.encoder.layer.1.output.dense") == "bert.encoder.layer.1"
+    gpt2 = transformers.GPT2LMHeadModel.from_pretrained(
+        gpt2_folder(tmp_path / "gpt2", n_embd=8), local_files_only=True
+    )
+    parts = layer_parts(gpt2)
+    assert [parts[n] for n in ("transformer.wte", "transformer.h.0.attn.c_proj",
+            "transformer.h.0.mlp.c_proj", "transformer.h.1.ln_2", "transformer.ln_f")] == [
+        "embedding", "attention", "mlp", "norm", "norm"]  # fmt: skip
