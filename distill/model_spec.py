@@ -27,6 +27,9 @@ FLAG = "--model"
 def build_from_spec(arch: str, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any] | None]:
     """The network ``arch`` with ``kwargs``, and where its code came from (None: registry).
 
+    ``arch`` is a registry name, a code spec, or ``hf:DIR``
+    (:func:`distill.hf_model.build_hf_model`: the folder's model with its weights).
+
     Raises:
         DistillInputError: An unknown registry name, code that cannot be imported or
             called with ``kwargs``, or a callable that returns no ``nn.Module``.

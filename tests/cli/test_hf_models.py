@@ -192,3 +192,16 @@ def test_loss_model_refused_where_outputs_are_needed(gpt2, tmp_path, monkeypatch
     result = CliRunner().invoke(cli, [args[0], str(gpt2["teacher"]), "--model", gpt2["model"],
                                       "--loss", "model", *args[1:]])  # fmt: skip
     assert_one_line_error(result, needle)
+
+
+def test_bert_folder_weights_import_as_a_checkpoint(bert, tmp_path):
+    """The folder's own weights, imported: the checkpoint records the config, evaluates."""
+    out = tmp_path / "imported.safetensors"
+    _run("import", bert["folder"] / "model.safetensors", "--model", bert["model"],
+         "--data-file", bert["data"], "--out", out)  # fmt: skip
+    meta = _recorded(out)
+    assert meta["arch"] == bert["model"]
+    assert meta["model_source"]["config"]["architectures"] == ["BertForSequenceClassification"]
+    evaluated = _run("evaluate", out, "--model", bert["model"], "--json", tmp_path / "e.json")
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["test"]["accuracy"] == pytest.approx(meta["metrics"]["test_accuracy"]), evaluated
