@@ -99,10 +99,11 @@ def model_options(func):
         "--model",
         "model_spec",
         metavar="SPEC",
-        help="A registry model (resnet20, cnn1d, ...) or your code: package.module:callable "
-        "or path/to/file.py:callable returning an nn.Module. Needed for other trainers' "
-        "checkpoints, and to re-import the code a checkpoint was made from (it is never "
-        "imported otherwise).",
+        help="A registry model (resnet20, cnn1d, ...), your code: package.module:callable "
+        "or path/to/file.py:callable returning an nn.Module, or hf:DIR, a Hugging Face "
+        "save_pretrained folder (offline; pip install 'flatscape[hf]'). Needed for other "
+        "trainers' checkpoints, and to name again the code or folder a checkpoint was made "
+        "from (it is never imported otherwise).",
     )(func)
 
 
@@ -144,17 +145,23 @@ def layout_options(func):
     )(func)
 
 
-def loss_option(func):
-    """``--loss``: every number is of this loss."""
+def loss_option(func, own: bool = False):
+    """``--loss``: every number is of this loss; ``own``: ``model`` too (distill.model_loss)."""
+    model = ", model (the loss the model computes from labels=, e.g. HF's .loss)" if own else ""
     return click.option(
         "--loss",
         "loss_spec",
         metavar="NAME|SPEC",
         help="cross_entropy, mse (class labels as one-hot), causal_lm or token_ce (token "
-        "labels (N, L), -100 not counted; the mean over tokens) or file.py:callable "
+        f"labels (N, L), -100 not counted; the mean over tokens){model} or file.py:callable "
         "(outputs, targets) -> the batch's mean loss.  [default: the token loss the "
         "checkpoint was trained with, else cross_entropy]",
     )(func)
+
+
+def own_loss_option(func):
+    """``--loss`` where ``model`` (the model's own loss) is measured too."""
+    return loss_option(func, own=True)
 
 
 def output_key_option(func):

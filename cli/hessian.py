@@ -11,9 +11,9 @@ from cli._common import (
     device_option,
     force_option,
     json_option,
-    loss_option,
     max_memory_option,
     memory_budget,
+    own_loss_option,
     parameter_filter,
     parameter_options,
     quiet_option,
@@ -171,7 +171,7 @@ from distill.errors import DistillInputError
     help="Examples per subset of --resamples.",
 )
 @click.option("--bootstrap", is_flag=True, help="Draw the --resamples subsets with replacement.")
-@loss_option
+@own_loss_option
 @source_options
 @json_option("the JSON report", stdout=True)
 @force_option
@@ -262,8 +262,8 @@ def _outputs(plan: OutputPlan, json_path, table: str | None, plot: str | None, c
 
 def _write_table(path, rows) -> None:
     from landscape.compare.table import to_csv, to_markdown
-    from landscape.curvature.report import PER_LAYER_COLUMNS, per_layer_table
+    from landscape.curvature.report import per_layer_columns, per_layer_table
 
     table = per_layer_table(rows)
     render = to_csv if path.suffix == ".csv" else to_markdown
-    write_text_output(path, render(table, list(PER_LAYER_COLUMNS)))
+    write_text_output(path, render(table, per_layer_columns(rows)))

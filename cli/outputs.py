@@ -108,6 +108,11 @@ class OutputPlan:
         for flag, spec in (("--model", sources.model), ("--data", sources.data)):
             if spec and ".py:" in spec:
                 self.read(flag, spec.rsplit(":", 1)[0])
+        if sources.model and sources.model.startswith("hf:"):  # a save_pretrained folder
+            from distill.hf_model import CONFIG_FILE, PREFIX, WEIGHT_FILES
+
+            folder = Path(sources.model[len(PREFIX) :])
+            self.read("--model", *(folder / name for name in (CONFIG_FILE, *WEIGHT_FILES)))
 
     def check(self) -> None:
         """Refuse the plan (:class:`OutputError`) unless every output may be written."""

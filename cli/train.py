@@ -281,8 +281,8 @@ def _bundle(dataset, data_root, data_spec, data_kwargs, data_file, train_size, l
     "--model",
     "model_spec",
     metavar="SPEC",
-    help="The teacher's model code (file.py:callable), when it was made from yours: named "
-    "again so that it may be imported.",
+    help="The teacher's model code (file.py:callable) or Hugging Face folder (hf:DIR), "
+    "when it was made from yours: named again so that it may be imported.",
 )
 @click.option(
     "--data",

@@ -17,6 +17,8 @@ Other trainers' checkpoints
     read_foreign_state, fit_state, ForeignState
 Your own models, data and losses
     build_from_spec, load_npz, load_data_spec, analysis_loss, Sources, import_checkpoint
+Hugging Face folders (hf:DIR) and a model's own loss (--loss model)
+    build_hf_model, own_loss, own_loss_batches
 Analysis data
     load_for_analysis, open_checkpoint, first_examples, LoadedCheckpoint
 Errors
@@ -59,6 +61,9 @@ _EXPORTS = {
     "fit_state": "distill.foreign",
     "ForeignState": "distill.foreign",
     "build_from_spec": "distill.model_spec",
+    "build_hf_model": "distill.hf_model",
+    "own_loss": "distill.model_loss",
+    "own_loss_batches": "distill.model_loss",
     "load_npz": "distill.user_data",
     "load_data_spec": "distill.user_data",
     "analysis_loss": "distill.sources",

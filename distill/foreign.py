@@ -133,7 +133,9 @@ def fit_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: 
     """Load `tensors` into `model` strictly, naming what does not fit.
 
     Floating-point tensors are cast to the dtype of the model's tensor; any other dtype
-    (integer buffers such as ``num_batches_tracked``) must match exactly.
+    (integer buffers such as ``num_batches_tracked``) must match exactly. A tied weight
+    (one parameter under two names, as GPT-2's ``lm_head.weight`` is its token embedding)
+    may be stored under one of its names only, as Hugging Face saves it.
 
     Args:
         model: the module to load into.
@@ -144,13 +146,29 @@ def fit_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: 
         DistillInputError: on a non-tensor value, missing or unexpected keys, a shape
             that differs, or a non-floating dtype that differs.
     """
-    tensors = _only_tensors(tensors, source)
+    tensors = _with_tied_names(model, _only_tensors(tensors, source))
     expected = model.state_dict()
     _check_keys(tensors, expected, source)
     model.load_state_dict(
         {name: _cast(name, value, expected[name], source) for name, value in tensors.items()},
         strict=True,
     )
+
+
+def _with_tied_names(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``tensors`` plus the missing names of tied weights, each given its stored twin."""
+    names_of: dict[int, list[str]] = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        names_of.setdefault(id(value), []).append(name)
+    filled = dict(tensors)
+    for names in names_of.values():
+        stored = [name for name in names if name in tensors]
+        for name in names:
+            if stored and name not in filled:
+                filled[name] = tensors[stored[0]]
+    return filled
 
 
 def _load_weights_only(path: Path) -> Any:

@@ -115,6 +115,7 @@ def _model(meta: dict) -> None:
         _text(source, "spec", "model_source.", optional=True)
         _text(source, "source", "model_source.", optional=True)
         _sha(source, "source_sha256", "model_source.", optional=True)
+        _object(source, "config", "model_source.", optional=True)  # a Hugging Face config
     if is_code_spec(arch):
         return
     if arch not in ARCHITECTURES:

@@ -3,7 +3,9 @@
 A checkpoint records the spec as its ``arch``, with ``arch_kwargs`` and, for user code,
 ``model_source`` (the file and its SHA-256). Rebuilding a registry model needs nothing
 more; rebuilding from user code needs the user to name the same spec again
-(:func:`require_named`), so opening a file never imports code by itself.
+(:func:`require_named`), so opening a file never imports code by itself. A Hugging
+Face folder (``hf:DIR``, :mod:`distill.hf_model`) is user code too: named again, with
+the same ``config.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from distill.errors import DistillInputError
+from distill.hf_model import build_hf_model, is_hf_spec, require_same_config
 from distill.models import build_model
 from distill.user_code import call_user, import_callable, is_code_spec, spec_from_here
 
@@ -24,12 +27,17 @@ FLAG = "--model"
 def build_from_spec(arch: str, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any] | None]:
     """The network ``arch`` with ``kwargs``, and where its code came from (None: registry).
 
+    ``arch`` is a registry name, a code spec, or ``hf:DIR``
+    (:func:`distill.hf_model.build_hf_model`: the folder's model with its weights).
+
     Raises:
         DistillInputError: An unknown registry name, code that cannot be imported or
             called with ``kwargs``, or a callable that returns no ``nn.Module``.
     """
     if not is_code_spec(arch):
         return build_model(arch, **kwargs), None
+    if is_hf_spec(arch):
+        return build_hf_model(arch, kwargs)
     user = import_callable(arch, FLAG)
     model = call_user(user, kwargs, FLAG)
     if not isinstance(model, nn.Module):
@@ -61,6 +69,8 @@ def require_named(meta: dict[str, Any], named: str | None, path: str) -> str:
             file that changed since the checkpoint was made; the message holds the flag.
     """
     arch = meta["arch"]
+    if is_hf_spec(arch):
+        return require_same_config(meta, named, path)
     here = spec_from_here(arch, (meta.get("model_source") or {}).get("source"))
     if not is_code_spec(arch):
         if named is not None and named != arch:

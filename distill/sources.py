@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distill import model_loss
 from distill.bundle import DatasetBundle
 from distill.checkpoint import (
     file_sha256,
@@ -302,18 +303,26 @@ def recorded_loss(checkpoint: str | Path | None) -> str:
     return loss if loss in ("causal_lm", "token_ce") else "cross_entropy"
 
 
-def analysis_loss(spec: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+def analysis_loss(
+    spec: str, own: bool = False
+) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
     """The loss ``--loss`` names: a name of :data:`ANALYSIS_LOSSES` or ``file.py:callable``.
 
     A callable is ``loss(outputs, targets) -> mean loss`` (a scalar tensor, differentiable
     twice for curvature). Returns it and its record (``{"name", "spec", "source",
-    "source_sha256"}``).
+    "source_sha256"}``). ``model`` (the loss the model computes, :mod:`distill.model_loss`)
+    only where ``own`` says the caller measures it; elsewhere it is refused in one line.
     """
     if spec in ANALYSIS_LOSSES:
         return ANALYSIS_LOSSES[spec], {"name": spec}
+    if spec == model_loss.NAME:
+        if not own:
+            raise model_loss.refuse_own_loss("this command")
+        return model_loss.own_loss, {"name": spec}
     if not is_code_spec(spec):
         raise DistillInputError(
-            f"--loss {spec!r}: choose {', '.join(ANALYSIS_LOSSES)} or name one as file.py:callable"
+            f"--loss {spec!r}: choose {', '.join(ANALYSIS_LOSSES)}, model, or name one as "
+            "file.py:callable"
         )
     user = import_callable(spec, "--loss")
     return user.function, {"name": spec, **user.provenance()}

@@ -358,8 +358,9 @@ def train_teacher(
 
     ``snapshots`` writes weight snapshots along the way (for trajectory planes).
 
-    ``arch`` is a registry name (fitted to the data's input shape and classes) or a code
-    spec (``file.py:callable``, called with ``arch_overrides`` as they are); the default
+    ``arch`` is a registry name (fitted to the data's input shape and classes), a code
+    spec (``file.py:callable``, called with ``arch_overrides`` as they are) or ``hf:DIR``
+    (a Hugging Face folder, trained from its weights); the default
     is the dataset's. User data (``npz``/``code``) has no default model, and its default
     recipe is :data:`USER_DATA_RECIPE`.
     """
@@ -446,7 +447,8 @@ def train_student(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one self-distilled generation from a checkpoint (born-again networks).
 
-    The student is a freshly initialised copy of the teacher's architecture, trained on
+    The student is a freshly initialised copy of the teacher's architecture (for
+    ``hf:DIR``, the folder's model with its weights, as its teacher started), trained on
     the teacher's dataset against its soft outputs. Its seed defaults to the teacher's
     seed plus one, so every generation starts from a different init. Several teacher
     paths distil from their ensemble (averaged logits); the student then records every

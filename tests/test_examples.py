@@ -419,3 +419,28 @@ def test_teacher_student_pair(tmp_path):
     assert ends == pytest.approx(want, abs=1e-4)
     assert stored[[0, -1]] == pytest.approx(want, rel=1e-5)
     assert agreement[1] == pytest.approx(same, abs=1e-4)
+
+
+@slow
+def test_hf_gpt2_curvature(tmp_path):
+    """The example's lambda_1 is scipy's on float64 HVPs of the saved GPT-2 (eager attention,
+    HF's own loss), and the shell command it prints gives the same lambda_1."""
+    pytest.importorskip("transformers", reason="transformers is not installed: flatscape[hf]")
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from tests.hf_problems import eager_float64, eigsh_top_eigenvalues
+
+    out = run_example("hf_gpt2_curvature.py", "--out-dir", tmp_path, "--sequences", 16)
+    eigenvalues = numbers_after("eigenvalues:", out)
+    ids = torch.from_numpy(np.load(tmp_path / "tokens.npz")["x_train"])
+    model = eager_float64(tmp_path / "gpt2")
+    reference = eigsh_top_eigenvalues(model, {"input_ids": ids, "labels": ids}, k=2)
+    assert abs(eigenvalues[0] - reference[0]) <= 1e-3 * reference[0], (eigenvalues, reference)
+    assert all_finite(numbers_after("trace:", out))
+    command = re.search(r"^\s+flatscape (hessian .*)$", out, flags=re.MULTILINE).group(1)
+    report = tmp_path / "h.json"
+    result = CliRunner().invoke(cli, [*command.split(), "--json", str(report), "--quiet"])
+    assert result.exit_code == 0, result.output
+    shell = json.loads(report.read_text())["eigenvalues"][0]
+    assert abs(shell - reference[0]) <= 1e-3 * reference[0]

@@ -309,11 +309,12 @@ def write_plots(report: dict[str, Any], folder: Path) -> None:
 def per_layer_text(models: list[dict[str, Any]], suffix: str) -> str:
     """Every model's per-layer rows in one table, a ``model`` column first."""
     from landscape.compare.table import to_csv, to_markdown
-    from landscape.curvature.report import PER_LAYER_COLUMNS, per_layer_table
+    from landscape.curvature.report import per_layer_columns, per_layer_table
 
     rows = [{"model": m["name"], **row} for m in models for row in per_layer_table(m["per_layer"])]
     render = to_csv if suffix == ".csv" else to_markdown
-    return render(rows, ["model", *PER_LAYER_COLUMNS])
+    every = [row for m in models for row in m["per_layer"]]
+    return render(rows, ["model", *per_layer_columns(every)])
 
 
 def add_plane_and_plots(report: dict[str, Any], samples: int, plots_dir: str | Path | None,

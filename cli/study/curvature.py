@@ -96,6 +96,7 @@ def checkpoint_curvature(
         :class:`DistillInputError` on a setting that cannot be measured, named.
     """
     from cli._common import progress_bar
+    from distill import model_loss
     from distill.sources import (
         analysis_loss,
         check_loss,
@@ -109,14 +110,18 @@ def checkpoint_curvature(
 
     request.check()
     loss_spec = loss_spec or recorded_loss(checkpoint)
-    loss_fn, loss_record = analysis_loss(loss_spec)
-    _check(settings, distributed.world_size())
+    loss_fn, loss_record = analysis_loss(loss_spec, own=True)
+    _check(settings, distributed.world_size(), request, loss_spec)
     quiet = quiet or not distributed.is_main()
     loaded = load_for_analysis(checkpoint, split="train", samples=settings.samples,
                                batch_size=settings.samples, device=device,
                                sources=sources)  # fmt: skip
-    check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     train = _resampling_data(checkpoint, settings, request.seed, device, sources)
+    if loss_spec == model_loss.NAME:  # the model's own loss: labels into its inputs
+        for data in (loaded, train):
+            if data is not None:
+                data.batches = model_loss.own_loss_batches(data.model, data.batches)
+    check_loss(loss_fn, loaded.model, loaded.batches[0], loss_spec)
     with progress_bar(None, f"{settings.operator} products", quiet, unit="mv") as bar:
         result = data_parallel_curvature(loaded.model, loss_fn, loaded.batches, request,
                                          per_layer=settings.per_layer, progress=bar.update,
@@ -139,7 +144,15 @@ def checkpoint_curvature(
     return report if distributed.is_main() else None
 
 
-def _check(settings: CurvatureSettings, processes: int) -> None:
+def _check(
+    settings: CurvatureSettings, processes: int, request: CurvatureRequest, loss_spec: str
+) -> None:
+    from distill import model_loss
+
+    if loss_spec == model_loss.NAME and settings.operator != "hessian":
+        raise model_loss.refuse_own_loss(f"--operator {settings.operator}")
+    if loss_spec == model_loss.NAME and request.engine == "pyhessian":
+        raise model_loss.refuse_own_loss("--engine pyhessian")
     if settings.mc_samples != 1 and settings.operator != "fisher":
         raise DistillInputError("--mc-samples draws labels for --operator fisher only")
     if settings.resamples and processes > 1:

@@ -21,6 +21,7 @@ from torch import nn
 
 from landscape._types import in_analysis_mode
 from landscape.atomic_files import save_figure
+from landscape.curvature.layer_parts import layer_block, layer_parts
 from landscape.curvature.measure import CurvatureRequest, measure_curvature
 from landscape.operators.base import BlockOperator, CurvatureOperator
 
@@ -30,6 +31,9 @@ class LayerCurvature:
     """One module's block: which parameters, its top eigenvalues and its trace.
 
     ``method`` is ``"dense"`` (exact, small blocks) or the engine and trace method.
+    In a transformer, ``block`` is the numbered block the module lies in (``""`` outside
+    one) and ``part`` its role (:mod:`landscape.curvature.layer_parts`); both None
+    otherwise.
     """
 
     module: str
@@ -42,6 +46,8 @@ class LayerCurvature:
     trace_stderr: float | None
     method: str
     matvecs: int
+    block: str | None = None
+    part: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the ``per_layer`` rows of a report)."""
@@ -100,6 +106,7 @@ def per_layer_curvature(
         One row per module owning selected parameters, in model order.
     """
     offsets = _offsets(names, sizes)
+    parts = layer_parts(model)
     rows = []
     for module_name, own in module_blocks(model, names):
         index = torch.cat([offsets[name] for name in own])
@@ -109,8 +116,9 @@ def per_layer_curvature(
             row = _dense_block(block, request)
         else:
             row = _iterative_block(block, request)
+        role = {"block": layer_block(module_name), "part": parts[module_name]} if parts else {}
         rows.append(LayerCurvature(module_name or "(top level)", own, len(index), **row,
-                                   matvecs=block.matvecs))  # fmt: skip
+                                   matvecs=block.matvecs, **role))  # fmt: skip
     return rows
 
 

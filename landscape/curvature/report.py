@@ -123,8 +123,16 @@ def format_summary(report: dict[str, Any]) -> str:
 PER_LAYER_COLUMNS = ("module", "size", "lambda_1", "trace", "trace_stderr", "trace_share")
 
 
+def per_layer_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """:data:`PER_LAYER_COLUMNS`, and ``part`` for a transformer's rows."""
+    return [*PER_LAYER_COLUMNS, *(["part"] if any(r.get("part") for r in rows) else [])]
+
+
 def per_layer_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-layer rows as a table: each module's lambda_1, trace and share of the sum."""
+    """The per-layer rows as a table: lambda_1, trace and share of the sum per module.
+
+    A transformer's rows also give the module's ``part`` (:func:`per_part_table`).
+    """
     total = sum(r["trace"] for r in rows if r["trace"] is not None)
     return [
         {
@@ -134,23 +142,60 @@ def per_layer_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "trace": r["trace"],
             "trace_stderr": r["trace_stderr"],
             "trace_share": None if r["trace"] is None or not total else r["trace"] / total,
+            **({"part": r["part"]} if r.get("part") else {}),
         }
         for r in rows
     ]
 
 
+def per_part_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A transformer's per-layer traces summed by block and part (exact: a trace adds up).
+
+    One row per block (``""``: outside the blocks) and part, in model order: ``block``,
+    ``part``, ``size``, ``trace`` and ``trace_share``; empty for rows without parts.
+    """
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("part") is None or r["trace"] is None:
+            continue
+        group = grouped.setdefault((r["block"], r["part"]), {"size": 0, "trace": 0.0})
+        group["size"] += r["size"]
+        group["trace"] += r["trace"]
+    total = sum(g["trace"] for g in grouped.values())
+    return [
+        {"block": block or "(outside blocks)", "part": part, **g,
+         "trace_share": g["trace"] / total if total else None}
+        for (block, part), g in grouped.items()
+    ]  # fmt: skip
+
+
 def per_layer_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Aligned terminal lines of :func:`per_layer_table`."""
+    """Aligned terminal lines of :func:`per_layer_table` (and :func:`per_part_table`)."""
     width = max(len("module"), *(len(r["module"]) for r in rows))
-    lines = [f"{'module':<{width}}  {'params':>8}  {'lambda_1':>10}  {'trace':>10}  {'share':>6}"]
+    parts = any(r.get("part") for r in rows)
+    head = f"{'module':<{width}}  {'params':>8}  {'lambda_1':>10}  {'trace':>10}  {'share':>6}"
+    lines = [head + ("  part" if parts else "")]
     for r in per_layer_table(rows):
         value = "" if r["lambda_1"] is None else f"{r['lambda_1']:.5g}"
-        trace = "" if r["trace"] is None else f"{r['trace']:.5g}"
-        share = "" if r["trace_share"] is None else f"{100 * r['trace_share']:.1f}%"
         lines.append(
-            f"{r['module']:<{width}}  {r['size']:>8,}  {value:>10}  {trace:>10}  {share:>6}"
+            f"{r['module']:<{width}}  {r['size']:>8,}  {value:>10}  {_trace(r):>10}  "
+            f"{_share(r):>6}" + (f"  {r['part']}" if parts else "")
         )
+    by_part = per_part_table(rows)
+    if by_part:
+        width = max(len("block"), *(len(g["block"]) for g in by_part))
+        lines.append(f"{'block':<{width}}  {'part':<9}  {'params':>8}  {'trace':>10}  share")
+        lines += [f"{g['block']:<{width}}  {g['part']:<9}  {g['size']:>8,}  {_trace(g):>10}  "
+                  f"{_share(g):>6}" for g in by_part]  # fmt: skip
     return lines
+
+
+def _trace(row: dict[str, Any]) -> str:
+    return "" if row["trace"] is None else f"{row['trace']:.5g}"
+
+
+def _share(row: dict[str, Any]) -> str:
+    return "" if row["trace_share"] is None else f"{100 * row['trace_share']:.1f}%"
 
 
 def resampling_lines(resampling: dict[str, Any]) -> list[str]:
