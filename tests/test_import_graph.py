@@ -18,7 +18,7 @@ FORBIDDEN = {
     "landscape": ("distill", "cli"),
     "distill": ("landscape", "cli"),
 }
-WINGS = ("operators", "curvature", "sharpness", "surface", "distributed", "compare")
+WINGS = ("operators", "curvature", "sharpness", "surface", "distributed", "compare", "tracking")
 """landscape's wings, lowest first: a lower one never imports a higher one."""
 
 
