@@ -51,6 +51,7 @@ def test_tracked_training_logs_lambda_1_and_ends_at_hessians_value(tmp_path):
 
 
 def test_distill_tracks_each_generation_from_a_cold_start(tmp_path, mnist1d_teacher):
+    """Then `plot` draws the teacher-free family's logs in one figure, and refuses misuse."""
     done = run("distill", "--teacher", mnist1d_teacher, "--generations", "2", "--epochs", "1",
                "--track-every-epoch", "--track-trace", "--track-samples", "64", "--quiet",
                "--threads", "1", "--out-dir", tmp_path / "sd")  # fmt: skip
@@ -59,6 +60,20 @@ def test_distill_tracks_each_generation_from_a_cold_start(tmp_path, mnist1d_teac
         epochs, steps = _records(tmp_path / "sd" / f"{name}.log.jsonl")
         assert len(epochs) == 1 and len(steps) == 1  # the epoch's end is the last step
         assert steps[0]["lambda_1"] > 0 and steps[0]["trace"] is not None
+    logs = [tmp_path / "sd" / f"{name}.log.jsonl" for name in ("gen1", "gen2")]
+    figure = tmp_path / "sharpness.png"
+    drawn = run("plot", *logs, "--log", "--out", figure)
+    assert drawn.exit_code == 0, drawn.output
+    assert figure.stat().st_size > 1000
+    for args, needle in ((["--kind", "contour"], "--kind applies to surface files"),
+                         (["--label", "one"], "--label given 1 times")):  # fmt: skip
+        bad = run("plot", *logs, *args, "--out", tmp_path / "bad.png")
+        assert bad.exit_code == 2 and needle in bad.output, bad.output
+    untracked = tmp_path / "epochs.log.jsonl"
+    untracked.write_text('{"epoch": 1, "loss": 0.5}\n')
+    bad = run("plot", untracked, "--out", tmp_path / "bad.png")
+    assert bad.exit_code == 2 and "no lambda_1 records" in bad.output
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_bad_tracking_options_are_one_line(tmp_path):
