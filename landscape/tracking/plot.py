@@ -106,9 +106,11 @@ def _figure(
                   label=f"{name} $\\lambda_1$")  # fmt: skip
         limits = [(r["step"], r["stability_threshold"]) for r in records
                   if r.get("stability_threshold") is not None]  # fmt: skip
+        heavy_ball = any(r.get("momentum") for r in records)
+        line = "$(2+2\\beta)/\\eta$" if heavy_ball else "$2/\\eta$"
         if limits:
             axes.plot(*zip(*limits, strict=True), "--", color=colour, linewidth=1,
-                      label=f"{name} $(2+2\\beta)/\\eta$")  # fmt: skip
+                      label=f"{name} {line}")  # fmt: skip
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("sharpness $\\lambda_1$")
     if log:
