@@ -144,3 +144,13 @@ def test_lightning_callback_measures_at_its_steps():
     [record] = callback.tracker.records
     exact = float(torch.linalg.eigvalsh(dense_hessian(model, LOSS, [data]))[-1])
     assert record["step"] == 4 and abs(record["lambda_1"] - exact) <= 1e-3 * exact
+
+
+def test_adapter_modules_import_their_trainer_only_when_the_callback_is_looked_up():
+    import landscape.tracking.lightning as lightning_adapter
+
+    if LIGHTNING is None:
+        with pytest.raises(ImportError):
+            lightning_adapter.SharpnessCallback  # noqa: B018 (the lookup imports Lightning)
+    with pytest.raises(AttributeError):
+        lightning_adapter.Other  # noqa: B018
