@@ -64,14 +64,21 @@ from cli.surface import saved_points_on_failure
 @source_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file.")
 @click.option("--resume", is_flag=True, help="Continue OUT where a killed run stopped.")
+@click.option(
+    "--cold-start",
+    is_flag=True,
+    help="Start every point's Lanczos runs from random vectors, not from a finished "
+    "neighbour's Ritz vectors (the same values to --tol, more products; a resumed map then "
+    "matches an unbroken one bit for bit).",
+)
 @json_option("a summary")
 @force_option
 @quiet_option
 @device_option
 @threads_option
 def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, seed, max_memory,
-             params, exclude, loss_spec, out, resume, json_path, force, quiet, device, threads,
-             **options):  # fmt: skip
+             params, exclude, loss_spec, out, resume, cold_start, json_path, force, quiet, device,
+             threads, **options):  # fmt: skip
     """lambda_max and lambda_min of the train-loss Hessian at every point of a grid.
 
     The point (a, b) is the weights theta + a*dx + b*dy along the random directions
@@ -79,6 +86,8 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     Lanczos runs over the first --samples train examples, model in eval mode. Stored
     like a surface (resumable, locked) with the values lambda_max, lambda_min and
     train_loss; `flatscape plot --key lambda_ratio` draws |lambda_min / lambda_max|.
+    Each point starts from a finished neighbour's Ritz vectors (--cold-start: from random
+    ones).
     Grids above 441 points (21 x 21) need --force: each point costs tens of
     Hessian-vector products.
 
@@ -103,7 +112,7 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
             model, loss_fn, batches, out, x_range=x_range, y_range=y_range,
             normalization=normalization, ignore=ignore, seed=seed, tol=tol,
             max_memory=max_memory, params=parameter_filter(params, exclude), resume=resume,
-            force=force, **recorded, progress=bar.update,
+            force=force, **recorded, progress=bar.update, warm_start=not cold_start,
         )  # fmt: skip
     if not quiet:
         click.echo(

@@ -34,6 +34,9 @@ def _epoch_logger(log_path: Path, bar):
 
     def log(record: dict) -> None:
         write(record)
+        if "lambda_1" in record:  # a tracked step, not an epoch
+            bar.set_postfix(lambda_1=f"{record['lambda_1']:.4g}")
+            return
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
 
@@ -105,6 +108,55 @@ def _snapshots(checkpoint: Path, count: int | None, force: bool):
     return Snapshots(directory, count)
 
 
+def tracking_options(func):
+    """``--track-*``: λ1 of the first train examples while training, into the run's log."""
+    options = [
+        click.option(
+            "--track-sharpness",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Measure lambda_1 every N optimizer steps (and after the last), into the "
+            "JSON-lines log beside the checkpoint (key lambda_1, with step, lr, momentum, "
+            "loss and stability_threshold (2 + 2 momentum) / lr).",
+        ),
+        click.option(
+            "--track-every-epoch",
+            is_flag=True,
+            help="Measure lambda_1 after each epoch's last step (alone or with --track-sharpness).",
+        ),
+        click.option(
+            "--track-samples",
+            type=click.IntRange(min=1),
+            default=256,
+            show_default=True,
+            help="First train examples the tracked Hessian is taken over (in dataset order, "
+            "no augmentation: what `flatscape hessian --samples N` measures).",
+        ),
+        click.option("--track-trace", is_flag=True, help="Also a Hutch++ trace per measurement."),
+        click.option(
+            "--track-bn-mode",
+            type=click.Choice(["eval", "train"]),
+            default="eval",
+            show_default=True,
+            help="BatchNorm during tracked measurements (train: batch statistics).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _tracking(options: dict):
+    """The trainer's sharpness tracker from the ``--track-*`` options (popped), or None."""
+    from cli.study.tracking import TrackingSettings, training_sharpness
+
+    return training_sharpness(TrackingSettings(
+        every=options.pop("track_sharpness"), every_epoch=options.pop("track_every_epoch"),
+        samples=options.pop("track_samples"), trace=options.pop("track_trace"),
+        bn_mode=options.pop("track_bn_mode"),
+    ))  # fmt: skip
+
+
 def recipe_options(func):
     """Optimiser options; each defaults to the dataset's (or teacher's) recipe."""
     options = [
@@ -163,6 +215,7 @@ def recipe_options(func):
 )
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint path.")
 @snapshots_option
+@tracking_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Final metrics.")
 @force_option
 @quiet_option
@@ -176,12 +229,14 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
     wd 5e-4, batch 128, cosine. Your own data (--data, --data-file) needs --model and
     trains 20 epochs at lr 0.05, batch 64 by default. A per-epoch JSON-lines log is
-    written beside the checkpoint (OUT with .log.jsonl). Same command and seed, same
-    bytes.
+    written beside the checkpoint (OUT with .log.jsonl); --track-sharpness N and
+    --track-every-epoch add lambda_1 records to it (`flatscape plot OUT.log.jsonl`).
+    Same command and seed, same bytes (tracking included).
 
     \b
     Examples:
       flatscape train --dataset mnist1d --epochs 60 --seed 0 --out runs/teacher.safetensors
+      flatscape train --track-every-epoch --out runs/teacher.safetensors
       flatscape train --data-file data.npz --model mynet.py:Net \\
           --model-kwargs '{"width": 64}' --out runs/teacher.safetensors
     """
@@ -199,6 +254,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
     bundle, default_recipe = _bundle(dataset, data_root, data_spec, data_kwargs, data_file,
                                      train_size, label_noise, noise_seed, augment,
                                      test_size)  # fmt: skip
+    tracker = _tracking(recipe_given)
     recipe = _recipe(default_recipe, **recipe_given)
     loss = loss or DEFAULT_LOSS.get(bundle.description["name"], "cross_entropy")
     overrides = parse_json_kwargs(model_kwargs, "--model-kwargs")
@@ -207,7 +263,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
         model, meta = train_teacher(
             bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
             device=resolve_device(device), log=_epoch_logger(log_path(out), bar),
-            snapshots=writer, loss=loss,
+            snapshots=writer, loss=loss, tracker=tracker,
         )  # fmt: skip
     _save(out, model, meta)
     metrics = meta["metrics"]
@@ -293,6 +349,7 @@ def _bundle(dataset, data_root, data_spec, data_kwargs, data_file, train_size, l
 @click.option("--data-kwargs", metavar="JSON", help="New keyword arguments of --data.")
 @click.option("--out-dir", type=click.Path(file_okay=False), required=True)
 @snapshots_option
+@tracking_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Accuracy table.")
 @force_option
 @quiet_option
@@ -306,7 +363,8 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     Each student is a freshly initialised copy of the teacher's architecture (born-again
     networks), trained on the teacher's dataset. The default recipe is the teacher's at
     a quarter of its lr with a 2-epoch warm-up, stable at T=4 (lr 0.1 collapses to
-    chance on MNIST-1D). Writes OUT_DIR/gen1.safetensors, gen2, ... and prints a table.
+    chance on MNIST-1D). Writes OUT_DIR/gen1.safetensors, gen2, ... and prints a table;
+    each beside its JSON-lines log (--track-* as for `flatscape train`).
 
     \b
     Example:
@@ -337,6 +395,7 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
     plan.read_sources(Sources(model=model_spec, data=data_spec))
     plan.check()
     writers = [_snapshots(path, snapshots, force) for path in paths]
+    tracker = _tracking(recipe_given)
     recipe = _recipe(recipe_for_student(parent), **recipe_given)
     rows = [("teacher" if start == 0 else f"gen{start}", parent["metrics"])]
     previous = Path(teacher)
@@ -346,7 +405,7 @@ def distill(teacher, generations, temperature, alpha, seed, model_spec, data_spe
             model, meta = train_student(
                 previous, kd, recipe=recipe, seed=student_seed, device=resolve_device(device),
                 log=_epoch_logger(log_path(path), bar), named_model=model_spec,
-                data_spec=data_spec, data_kwargs=new_kwargs, snapshots=writer,
+                data_spec=data_spec, data_kwargs=new_kwargs, snapshots=writer, tracker=tracker,
             )  # fmt: skip
         _save(path, model, meta)
         rows.append((path.stem, meta["metrics"]))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import TensorDataset
@@ -48,6 +48,23 @@ TRAINING_LOSSES = ("cross_entropy", *TOKEN_LOSSES)
 EpochLog = Callable[[dict[str, Any]], None]
 EpochHook = Callable[[int, torch.nn.Module, dict[str, Any]], None]
 """Called with the epoch (0 before training), the model and that epoch's log record."""
+
+
+class StepTracker(Protocol):
+    """What :func:`fit` calls around its optimizer steps (e.g. tracking sharpness).
+
+    ``begin`` sees the run's data, training loss name and device before the first step;
+    ``after_step`` sees the model after every optimizer step with ``{"step", "epoch",
+    "lr", "momentum", "loss", "epoch_end", "last"}`` (``loss``: that mini-batch's training
+    loss; ``last``: the final step of the run). A record it returns is written to the log.
+    It must give the model back as it found it (weights, modes, gradients).
+    """
+
+    def begin(self, bundle: DatasetBundle, loss: str, device: torch.device) -> None:
+        """Prepare for a run on ``bundle``'s data."""
+
+    def after_step(self, model: torch.nn.Module, info: dict[str, Any]) -> dict[str, Any] | None:
+        """Look at the model after a step; return a log record or None."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +238,7 @@ def fit(
     log: EpochLog | None = None,
     after_epoch: EpochHook | None = None,
     loss: str = "cross_entropy",
+    tracker: StepTracker | None = None,
 ) -> dict[str, float]:
     """Train in place with SGD; with a teacher, on the KD loss against its soft outputs.
 
@@ -231,8 +249,9 @@ def fit(
     The teacher is frozen in eval mode. Without augmentation its logits are computed
     once for the whole training set; with augmentation, on every augmented batch.
     ``after_epoch`` sees the model before the first epoch (epoch 0) and after each one
-    (e.g. :class:`Snapshots`). Returns final metrics on the (unaugmented) train split
-    and the test split.
+    (e.g. :class:`Snapshots`); ``tracker`` (:class:`StepTracker`) sees it after every
+    optimizer step, and what it returns goes to ``log``. Returns final metrics on the
+    (unaugmented) train split and the test split.
     """
     check_model_fits(model, bundle, "training")
     token_loss = TOKEN_LOSSES.get(loss)
@@ -250,6 +269,9 @@ def fit(
     )  # fmt: skip
     if after_epoch is not None:
         after_epoch(0, model, {"epoch": 0})
+    if tracker is not None:
+        tracker.begin(bundle, loss, device)
+    step = 0
     for epoch in range(recipe.epochs):
         lr = recipe.lr_at(epoch)
         for group in optimizer.param_groups:
@@ -264,22 +286,23 @@ def fit(
             if bundle.augment is not None:
                 x = bundle.augment(x.cpu(), generator).to(device)
             logits = logits_of(model, x)
-            soft = None
-            if teacher is not None:
-                with torch.no_grad():
-                    soft = cached[index] if cached is not None else logits_of(teacher, x)
+            soft = _soft_targets(teacher, cached, index, x)
             batch_loss = _training_loss(logits, soft, y, kd, loss)
-            if not torch.isfinite(batch_loss):
-                value = float(batch_loss.detach())
-                raise DistillInputError(
-                    f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr"
-                )
+            _require_finite(batch_loss, epoch)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
             weight = len(index) if token_loss is None else token_loss.count(y)
             loss_sum += float(batch_loss.detach()) * weight
             counted += weight
+            step += 1
+            if tracker is not None:
+                epoch_end = first + recipe.batch_size >= len(order)
+                _track(tracker, model, log, {
+                    "step": step, "epoch": epoch + 1, "lr": lr, "momentum": recipe.momentum,
+                    "loss": float(batch_loss.detach()), "epoch_end": epoch_end,
+                    "last": epoch_end and epoch + 1 == recipe.epochs,
+                })  # fmt: skip
         test = evaluate(model, bundle.test, loss_fn=token_loss)
         record = {
             "epoch": epoch + 1, "lr": lr, "loss": loss_sum / counted,
@@ -298,6 +321,34 @@ def fit(
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
     }
+
+
+@torch.no_grad()
+def _soft_targets(
+    teacher: torch.nn.Module | None, cached: torch.Tensor | None, index: torch.Tensor, x: Any
+) -> torch.Tensor | None:
+    """The teacher's logits of a batch (None without a teacher): cached, or computed."""
+    if teacher is None:
+        return None
+    return cached[index] if cached is not None else logits_of(teacher, x)
+
+
+def _require_finite(batch_loss: torch.Tensor, epoch: int) -> None:
+    """Stop a diverged run in one line."""
+    if not torch.isfinite(batch_loss):
+        value = float(batch_loss.detach())
+        raise DistillInputError(
+            f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr"
+        )
+
+
+def _track(
+    tracker: StepTracker, model: torch.nn.Module, log: EpochLog | None, info: dict[str, Any]
+) -> None:
+    """Show the tracker the model after a step; log what it returns."""
+    record = tracker.after_step(model, info)
+    if record is not None and log is not None:
+        log(record)
 
 
 def model_kwargs(
@@ -350,13 +401,15 @@ def train_teacher(
     log: EpochLog | None = None,
     snapshots: Snapshots | None = None,
     loss: str = "cross_entropy",
+    tracker: StepTracker | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a teacher on hard labels; returns the model and its checkpoint metadata.
 
     ``loss`` is cross-entropy on class labels or a token loss on token labels (see
     :func:`fit`); a token loss is recorded (``"loss"``) and its students train with it.
 
-    ``snapshots`` writes weight snapshots along the way (for trajectory planes).
+    ``snapshots`` writes weight snapshots along the way (for trajectory planes);
+    ``tracker`` sees the model after every optimizer step (:class:`StepTracker`).
 
     ``arch`` is a registry name (fitted to the data's input shape and classes), a code
     spec (``file.py:callable``, called with ``arch_overrides`` as they are) or ``hf:DIR``
@@ -379,7 +432,8 @@ def train_teacher(
              **_loss_fact(loss)}  # fmt: skip
     hook = snapshots.hook(_metadata(arch, kwargs, bundle, recipe, seed, {}, **_source(source),
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
-    metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook, loss=loss)
+    metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook, loss=loss,
+                  tracker=tracker)  # fmt: skip
     meta = _metadata(arch, kwargs, bundle, recipe, seed, metrics, **_source(source), **facts)
     return model.eval(), meta
 
@@ -444,6 +498,7 @@ def train_student(
     data_spec: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
     snapshots: Snapshots | None = None,
+    tracker: StepTracker | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one self-distilled generation from a checkpoint (born-again networks).
 
@@ -478,7 +533,7 @@ def train_student(
     hook = snapshots.hook(_metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, {},
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
     metrics = fit(model, bundle, recipe, seed, teacher=teacher, kd=kd, log=log, after_epoch=hook,
-                  loss=loss)  # fmt: skip
+                  loss=loss, tracker=tracker)  # fmt: skip
     meta = _metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, metrics, **facts)
     return model.eval(), meta
 

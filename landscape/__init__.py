@@ -31,6 +31,8 @@ Surfaces
     export_surface, checkpoint_plane, trajectory_plane, Plane, eigen_map
 Sharpness
     sharpness_report, average_sharpness, worst_sharpness, PerturbedLoss
+Tracking (sharpness while training)
+    SharpnessTracker, stability_threshold
 Comparison
     profile_model, ProfileSettings, basin_width, with_changes, to_markdown, to_csv
 Statistics across pairs
@@ -112,6 +114,9 @@ _EXPORTS = {
     "average_sharpness": "landscape.sharpness.average",
     "worst_sharpness": "landscape.sharpness.worst",
     "PerturbedLoss": "landscape.sharpness.objective",
+    # Tracking
+    "SharpnessTracker": "landscape.tracking.tracker",
+    "stability_threshold": "landscape.tracking.stability",
     # Comparison
     "profile_model": "landscape.compare.profile",
     "ProfileSettings": "landscape.compare.profile",

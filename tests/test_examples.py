@@ -444,3 +444,26 @@ def test_hf_gpt2_curvature(tmp_path):
     assert result.exit_code == 0, result.output
     shell = json.loads(report.read_text())["eigenvalues"][0]
     assert abs(shell - reference[0]) <= 1e-3 * reference[0]
+
+
+@slow
+def test_track_sharpness_reaches_the_edge_of_stability(tmp_path):
+    """Full-batch GD on MSE: lambda_1 hovers within 10 % of 2/lr at lr 0.2, stays below at 0.02."""
+    out = tmp_path / "eos"
+    small_run = ["--examples", "300", "--steps", "600", "--every", "20", "--width", "32"]
+    text = run_example("track_sharpness.py", "--lrs", "0.2,0.02", *small_run, "--out-dir", out)
+
+    def values(lr: str) -> dict[str, float]:
+        line = re.search(rf"^lr {lr}: (.*)$", text, flags=re.MULTILINE).group(1)
+        pairs = re.findall(rf"(2/lr|last|max|quarter) ({NUMBER})", line)
+        return {key: float(value) for key, value in pairs}
+
+    large, small = values("0.2"), values("0.02")
+    assert large["2/lr"] == pytest.approx(10.0)
+    assert abs(large["quarter"] - 10.0) <= 0.1 * 10.0  # the median of the last quarter
+    assert small["2/lr"] == pytest.approx(100.0) and small["max"] < 100.0
+    records = [json.loads(line) for line in (out / "lr_0.2.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(20, 601, 20))
+    assert all(r["converged"] and r["stability_threshold"] == pytest.approx(10.0) for r in records)
+    assert records[-1]["lambda_1"] == pytest.approx(large["last"], rel=1e-5)
+    assert (out / "sharpness.png").stat().st_size > 1000

@@ -18,7 +18,9 @@ FORBIDDEN = {
     "landscape": ("distill", "cli"),
     "distill": ("landscape", "cli"),
 }
-WINGS = ("operators", "curvature", "sharpness", "surface", "distributed", "compare", "pairs")
+WINGS = (
+    "operators", "curvature", "sharpness", "surface", "distributed", "compare", "pairs", "tracking"
+)  # fmt: skip
 """landscape's wings, lowest first: a lower one never imports a higher one."""
 
 

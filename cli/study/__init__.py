@@ -42,6 +42,8 @@ A checkpoint's sharpness (``flatscape sharpness``)
     checkpoint_sharpness, sharpness_lines, DEFAULT_RHO
 A checkpoint's loss surface (``flatscape surface``)
     checkpoint_surface
+Sharpness while training (``train``/``distill --track-sharpness``)
+    TrackingSettings, TrainingSharpness, training_sharpness
 Measurement cache (one for the runner and the sweep)
     Measurement, measured, cache_file, canonical_json
 """
@@ -144,6 +146,10 @@ _EXPORTS = {
     "DEFAULT_RHO": "cli.study.sharpness",
     # A checkpoint's loss surface
     "checkpoint_surface": "cli.study.surface",
+    # Sharpness while training
+    "TrackingSettings": "cli.study.tracking",
+    "TrainingSharpness": "cli.study.tracking",
+    "training_sharpness": "cli.study.tracking",
     # Measurement cache
     "Measurement": "cli.study.cache",
     "measured": "cli.study.cache",

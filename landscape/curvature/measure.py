@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from landscape.curvature.density.slq import SpectralQuadrature, slq
 from landscape.curvature.eigen.lanczos import lanczos
@@ -154,13 +155,15 @@ class CurvatureResult:
         return [] if self.eigen is None else self.eigen.eigenvalues.tolist()
 
 
-def _eigenpairs(operator: CurvatureOperator, request: CurvatureRequest) -> EigenResult | None:
+def _eigenpairs(
+    operator: CurvatureOperator, request: CurvatureRequest, start: Tensor | None = None
+) -> EigenResult | None:
     if not request.top_k:
         return None
     if request.engine == "power":
         budget = {} if request.max_matvecs is None else {"max_matvecs": request.max_matvecs}
         return power_iteration(
-            operator, k=request.top_k, tol=request.tol, seed=request.seed, **budget
+            operator, k=request.top_k, tol=request.tol, seed=request.seed, start=start, **budget
         )
     return lanczos(
         operator,
@@ -170,14 +173,15 @@ def _eigenpairs(operator: CurvatureOperator, request: CurvatureRequest) -> Eigen
         max_matvecs=request.max_matvecs,
         block_size=request.block_size,
         seed=request.seed,
+        start=start,
     )
 
 
 def run_solvers(
-    operator: CurvatureOperator, request: CurvatureRequest
+    operator: CurvatureOperator, request: CurvatureRequest, start: Tensor | None = None
 ) -> tuple[EigenResult | None, TraceResult | None, SpectralQuadrature | None]:
-    """The eigenpairs, trace and density the request names, by flatscape's solvers."""
-    eigen = _eigenpairs(operator, request)
+    """The eigenpairs (from ``start``, if given), trace and density the request names."""
+    eigen = _eigenpairs(operator, request, start)
     trace = density = None
     if request.trace:
         estimator = TRACE_METHODS[request.trace_method]
@@ -194,6 +198,7 @@ def measure_curvature(
     operator: CurvatureOperator,
     request: CurvatureRequest | None = None,
     progress: Callable[[int], object] | None = None,
+    start: Tensor | None = None,
 ) -> CurvatureResult:
     """Measure what ``request`` asks of any curvature operator.
 
@@ -202,6 +207,10 @@ def measure_curvature(
             :class:`~landscape.operators.base.CurvatureOperator`.
         request: What to measure (default: the top eigenvalue).
         progress: Called with the number of new products (a progress bar's ``update``).
+        start: Warm start of the eigensolver, ``(dim,)`` or ``(dim, c)``: e.g. the
+            ``eigen.eigenvectors`` of an earlier result on a nearby operator (see
+            :func:`~landscape.curvature.eigen.lanczos.lanczos`); the tolerance is certified
+            as from a random start. Not for ``engine="pyhessian"``.
 
     Returns:
         The results with their cost; ``matvecs`` counts this call's products only.
@@ -215,14 +224,16 @@ def measure_curvature(
     """
     request = request or CurvatureRequest()
     request.check(operator.dim)
-    start, spent = time.perf_counter(), operator.matvecs
+    if start is not None and request.engine == "pyhessian":
+        raise LandscapeInputError("start: the pyhessian engine takes no start; use lanczos")
+    began, spent = time.perf_counter(), operator.matvecs
     if request.engine == "pyhessian":
         eigen, trace, density = _pyhessian(operator, request, progress)
         hvp = "pyhessian"
     else:
         operator.progress = progress
         try:
-            eigen, trace, density = run_solvers(operator, request)
+            eigen, trace, density = run_solvers(operator, request, start)
         finally:
             operator.progress = None
         hvp = operator.hvp
@@ -233,7 +244,7 @@ def measure_curvature(
     batches = operator.batches
     return CurvatureResult(
         eigen, trace, density, operator.loss, operator.dim, operator.num_examples, hvp,
-        operator.dtype, matvecs, time.perf_counter() - start,
+        operator.dtype, matvecs, time.perf_counter() - began,
         batch_size=max(len(b[1]) for b in batches) if batches else None,
         graphs_kept=operator.graphs_kept and hvp != "pyhessian",
     )  # fmt: skip

@@ -49,6 +49,7 @@ def model_curvature(
     operator_factory: Callable[..., CurvatureOperator] = make_operator,
     per_layer: bool | CurvatureRequest = False,
     mc_samples: int = 1,
+    start: torch.Tensor | None = None,
     **request_fields: object,
 ) -> CurvatureResult:
     """Top eigenvalues, trace and density of a model's loss curvature, in one call.
@@ -87,6 +88,8 @@ def model_curvature(
             :class:`CurvatureRequest` here is the blocks' own request (e.g. top-1 only).
         mc_samples: Labels drawn per prediction for ``operator="fisher"`` (seeded by the
             request's ``seed``).
+        start: Warm start of the eigensolver, e.g. the ``eigen.eigenvectors`` of an
+            earlier result (:func:`~landscape.curvature.measure.measure_curvature`).
         **request_fields: :class:`CurvatureRequest` fields, when ``request`` is None.
 
     Example:
@@ -100,7 +103,7 @@ def model_curvature(
         (2, 128, True)
     """
     request = _request(request, request_fields)
-    start = time.perf_counter()
+    began = time.perf_counter()
     built = policy_operator(
         operator, model, loss_fn, data, samples=samples, batch_size=batch_size,
         max_memory=max_memory, keep_graphs=request.engine != "pyhessian",
@@ -108,7 +111,7 @@ def model_curvature(
         bn_mode=bn_mode,
         **({"mc_samples": mc_samples, "seed": request.seed} if operator == "fisher" else {}),
     )  # fmt: skip
-    result = measure_curvature(built, request, progress)
+    result = measure_curvature(built, request, progress, start)
     local = built.local
     if per_layer:
         sizes = [p.numel() for p in local.params]
@@ -116,7 +119,7 @@ def model_curvature(
         rows = per_layer_curvature(built, local.model, local.names, sizes, blocks, progress)
         result.per_layer = [row.to_dict() for row in rows]
         result.matvecs = built.matvecs
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - began
     result.memory = {
         "budget": built.local.budget.limit if built.local.budget is not None else None,
         "graph_bytes": local.graph_bytes,

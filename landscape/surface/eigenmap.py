@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from landscape._types import Batch, LossFunction, in_analysis_mode
 from landscape.curvature.eigen.lanczos import lanczos
@@ -108,6 +108,7 @@ def eigen_map(
     settings: Mapping[str, Any] | None = None,
     info: Mapping[str, Any] | None = None,
     progress: Callable[[int], object] | None = None,
+    warm_start: bool = True,
 ) -> EigenMapResult:
     r"""The largest and smallest Hessian eigenvalue at every grid point, into an HDF5 file.
 
@@ -139,6 +140,10 @@ def eigen_map(
         settings: More attributes a resumed run must match.
         info: More attributes recorded, not compared.
         progress: Called with the number of points just finished.
+        warm_start: Start each point's two Lanczos runs from the Ritz vectors of a
+            neighbour finished in this call (the point to its left, else the one below:
+            :class:`NeighbourStarts`); the tolerance holds as from a random start. False
+            starts every point from the seed's random vector.
 
     Raises:
         LandscapeInputError: A bad range or option, too many points without ``force``,
@@ -170,22 +175,28 @@ def eigen_map(
                 "train_examples": sum(int(b[1].shape[0]) for b in data),
                 "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__),
                 "params": _describe(params), **(settings or {})}  # fmt: skip
-    spec = SurfaceSpec(x, y, made, "train", recorded, dict(info or {}), quantities=QUANTITIES)
-    start = time.perf_counter()
+    info = {**(info or {}), "warm_start": warm_start}
+    spec = SurfaceSpec(x, y, made, "train", recorded, info, quantities=QUANTITIES)
+    began = time.perf_counter()
     matvecs = converged = computed = 0
     with SurfaceStore.open_for_writing(out, spec, resume=resume, force=force) as store:
         coords = grid_points(store.x, store.y)
         if progress is not None:
             progress(int(store.done.sum()))
         moved = _Moved(model, store.directions())
+        starts = NeighbourStarts(len(store.x))
         for index in store.pending():
-            values, products, ok = _extremes(moved.at(coords[index]), loss_fn, data, tol,
-                                             seed, keep_graphs, budget, names)  # fmt: skip
+            start = starts.near(index) if warm_start else None
+            values, products, ok, vectors = _extremes(
+                moved.at(coords[index]), loss_fn, data, tol, seed, keep_graphs, budget, names,
+                start,
+            )  # fmt: skip
+            starts.keep(index, vectors)
             store.write_arrays(np.array([index]), values)
             matvecs, converged, computed = matvecs + products, converged + ok, computed + 1
             if progress is not None:
                 progress(1)
-    seconds = round(time.perf_counter() - start, 3)
+    seconds = round(time.perf_counter() - began, 3)
     shape = [len(v) for v in (y, x) if v is not None]
     return EigenMapResult(str(out), shape, total, computed, seconds, matvecs, converged)
 
@@ -231,6 +242,34 @@ class _Moved:
         return self.model
 
 
+class NeighbourStarts:
+    """Ritz vectors of the points finished lately: the warm starts of their neighbours.
+
+    Points are computed in flat order (row by row, :func:`~landscape.surface.evaluate.
+    grid_points`), so the neighbour of point ``k`` already done is ``k - 1`` (to its left)
+    or, at the start of a row, ``k - nx`` (below it); only the last ``nx`` points' vectors
+    are kept.
+    """
+
+    def __init__(self, nx: int) -> None:
+        self.nx = nx
+        self.kept: dict[int, tuple[Tensor, Tensor] | None] = {}
+
+    def near(self, index: int) -> tuple[Tensor, Tensor] | None:
+        """The (top, bottom) vectors of a finished neighbour of ``index``, or None."""
+        left = index - 1 if index % self.nx else None
+        for neighbour in (left, index - self.nx):
+            if self.kept.get(neighbour) is not None:
+                return self.kept[neighbour]
+        return None
+
+    def keep(self, index: int, vectors: tuple[Tensor, Tensor] | None) -> None:
+        """Remember ``index``'s vectors; forget those no later point can use."""
+        self.kept[index] = vectors
+        for old in [k for k in self.kept if k < index - self.nx]:
+            del self.kept[old]
+
+
 def _extremes(
     model: nn.Module,
     loss_fn: LossFunction,
@@ -240,8 +279,12 @@ def _extremes(
     keep_graphs: bool,
     graph_budget: int | None,
     params: list[str] | None = None,
-) -> tuple[dict[str, np.ndarray], int, bool]:
-    """lambda_max, lambda_min and the loss at the model's weights; products; converged.
+    start: tuple[Tensor, Tensor] | None = None,
+) -> tuple[dict[str, np.ndarray], int, bool, tuple[Tensor, Tensor] | None]:
+    """lambda_max, lambda_min and the loss at the model's weights, with their cost.
+
+    Returns the values, the products spent, whether both runs converged and the two Ritz
+    vectors (a neighbour's warm start).
 
     Where the loss is NaN or inf (the weights diverged), both eigenvalues are NaN: the
     point is a gap of the map, final like any other, as a surface's diverged points are.
@@ -252,13 +295,16 @@ def _extremes(
         )
     except NonFiniteLossError as err:
         gap = {"lambda_max": np.array([np.nan]), "lambda_min": np.array([np.nan])}
-        return {**gap, "train_loss": np.array([err.loss])}, 0, False
-    top = lanczos(operator, k=1, tol=tol, seed=seed)
+        return {**gap, "train_loss": np.array([err.loss])}, 0, False, None
+    high, low = start if start is not None else (None, None)
+    top = lanczos(operator, k=1, tol=tol, seed=seed, start=high)
     scale = float(top.eigenvalues.abs().max())
-    bottom = lanczos(operator, k=1, which="smallest", tol=tol, atol=tol * scale, seed=seed)
+    bottom = lanczos(operator, k=1, which="smallest", tol=tol, atol=tol * scale, seed=seed,
+                     start=low)  # fmt: skip
     values = {
         "lambda_max": np.array([float(top.eigenvalues[0])]),
         "lambda_min": np.array([float(bottom.eigenvalues[0])]),
         "train_loss": np.array([float(operator.loss)]),
     }
-    return values, top.matvecs + bottom.matvecs, bool(top.converged and bottom.converged)
+    converged = bool(top.converged and bottom.converged)
+    return values, top.matvecs + bottom.matvecs, converged, (top.eigenvectors, bottom.eigenvectors)

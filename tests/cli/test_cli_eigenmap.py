@@ -64,3 +64,25 @@ def test_eigenmap_of_a_parameter_block(tmp_path, mnist1d_teacher):
               "--out", tmp_path / "bad.h5")  # fmt: skip
     assert bad.exit_code == 2 and "matches no trainable parameter" in bad.output
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_warm_and_cold_starts_give_the_same_map_to_tol(tmp_path, mnist1d_teacher):
+    common = ["--x", "-0.1:0.1:3", "--y", "none", "--samples", "64", "--threads", "1",
+              "--quiet", "--tol", "1e-3"]  # fmt: skip
+    maps, summaries = {}, {}
+    for flag in ("", "--cold-start"):
+        out, summary = tmp_path / f"eig{flag}.h5", tmp_path / f"eig{flag}.json"
+        done = run("eigenmap", mnist1d_teacher, *common, *([flag] if flag else []), "--out", out,
+                   "--json", summary)  # fmt: skip
+        assert done.exit_code == 0, done.output
+        summaries[flag] = json.loads(summary.read_text())
+        with SurfaceStore.read(out) as store:
+            maps[flag] = {k: np.asarray(v) for k, v in store.arrays.items()}
+            assert store.attrs["warm_start"] == (flag == "")
+    assert summaries[""]["converged"] == summaries["--cold-start"]["converged"] == 3
+    assert summaries[""]["matvecs"] < summaries["--cold-start"]["matvecs"]
+    top = maps["--cold-start"]["lambda_max"]
+    assert np.abs(maps[""]["lambda_max"] - top).max() <= 2e-3 * np.abs(top).max()
+    assert np.abs(maps[""]["lambda_min"] - maps["--cold-start"]["lambda_min"]).max() <= (
+        2e-3 * np.abs(top).max()
+    )

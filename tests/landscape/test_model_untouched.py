@@ -265,6 +265,12 @@ CALLS: dict[str, Callable[[nn.Module, Setup], Any]] = {
     "bezier_curve": _bezier_curve,
     "function_agreement": lambda m, s: landscape.function_agreement(m, _other(s), s.batches),
     "layer_cka": lambda m, s: landscape.layer_cka(m, _other(s), s.batches),
+    "SharpnessTracker": lambda m, s: landscape.SharpnessTracker(
+        s.batches, LOSS, every=1, trace=True, trace_matvecs=3
+    ).step(m, step=1, lr=0.1, momentum=0.9),
+    "SharpnessTracker-bn_train": lambda m, s: landscape.SharpnessTracker(
+        s.batches, LOSS, bn_mode="train"
+    ).step(m, force=True),
     "profile_model": lambda m, s: landscape.profile_model(
         m,
         LOSS,
@@ -386,7 +392,10 @@ NOT_MEASURING = {
     "call_model": "calls the model as the user would (every measurement is covered)",
     "select_output": "adds a forward hook the user asked for, removable",
 }
-SUBPACKAGES = ["operators", "curvature", "sharpness", "surface", "compare", "distributed", "pairs"]
+SUBPACKAGES = [
+    "operators", "curvature", "sharpness", "surface", "compare", "distributed", "pairs",
+    "tracking",
+]  # fmt: skip
 
 
 def _public_calls_taking_a_model() -> dict[str, Callable[..., Any]]:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from landscape.curvature.eigen.result import EigenResult
+from landscape.curvature.eigen.start import fold_columns, start_block
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
 
@@ -92,8 +93,10 @@ def lanczos(
             ``matmat`` is cheaper per column than ``matvec`` and helps with clustered
             or repeated eigenvalues.
         seed: Seed of the random start block.
-        start: Optional start vector(s), ``(dim,)`` or ``(dim, c)``; random columns fill
-            the rest of the first block.
+        start: Optional start vector(s), ``(dim,)`` or ``(dim, c)``, e.g. a previous
+            result's ``eigenvectors`` (a warm start): more columns than ``block_size`` are
+            summed onto the block's columns, fewer are filled up with random ones. The
+            stopping rule is the same from any start.
         atol: An absolute residual that also counts as converged: for eigenvalues near 0
             (the smallest of a Hessian), where a relative tolerance cannot be met, e.g.
             ``tol`` times the largest eigenvalue's magnitude.
@@ -121,8 +124,8 @@ def lanczos(
 
     X = torch.randn(n, block_size, generator=generator, dtype=dtype).to(device)
     if start is not None:
-        start = start.reshape(n, -1).to(device=device, dtype=dtype)[:, :block_size]
-        X[:, : start.shape[1]] = start
+        warm = fold_columns(start_block(start, n, dtype, device), block_size)
+        X[:, : warm.shape[1]] = warm
     Q = torch.empty(n, 0, dtype=dtype, device=device)
     W = torch.empty(n, 0, dtype=dtype, device=device)
     T = torch.empty(0, 0, dtype=dtype, device=device)

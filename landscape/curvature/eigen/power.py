@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from landscape.curvature.eigen.result import EigenResult
+from landscape.curvature.eigen.start import start_block
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import CurvatureOperator
 
@@ -37,9 +38,15 @@ def _one_eigenpair(
     tol: float,
     max_iter: int,
     generator: torch.Generator,
+    start: Tensor | None = None,
 ) -> tuple[float, Tensor, float, int, bool]:
-    """One power-iteration run; returns value, vector, residual, products, converged."""
+    """One power-iteration run, from ``start`` or else a random vector.
+
+    Returns the value, vector, residual, products spent and whether it converged.
+    """
     v = torch.randn(operator.dim, generator=generator, dtype=operator.dtype).to(operator.device)
+    if start is not None:
+        v = start
     previous = None
     for iteration in range(1, max_iter + 1):
         v = _deflate(v, found)
@@ -60,6 +67,7 @@ def power_iteration(
     tol: float = 1e-3,
     max_matvecs: int | None = None,
     seed: int = 0,
+    start: Tensor | None = None,
 ) -> EigenResult:
     """The ``k`` eigenpairs of largest magnitude, one after the other, PyHessian's way.
 
@@ -71,6 +79,8 @@ def power_iteration(
             ``100 k``: PyHessian's ``maxIter=100`` per eigenvalue); the result says
             ``converged=False`` if a pair runs out first.
         seed: Seed of the random start vectors.
+        start: Optional start vector(s), ``(dim,)`` or ``(dim, c)``, e.g. a previous
+            result's ``eigenvectors``: column ``i`` starts pair ``i`` (random beyond ``c``).
 
     Example:
         >>> from landscape.operators.base import DenseOperator
@@ -85,11 +95,15 @@ def power_iteration(
         raise LandscapeInputError(f"max_matvecs={max_matvecs}: need at least one per pair, k={k}")
     per_pair = 100 if max_matvecs is None else max_matvecs // k
     generator = torch.Generator().manual_seed(seed)
+    warm = None
+    if start is not None:
+        warm = start_block(start, operator.dim, operator.dtype, operator.device).T
     values, vectors, residuals = [], [], []
     matvecs, converged = 0, True
-    for _ in range(k):
+    for i in range(k):
+        first = warm[i] if warm is not None and i < len(warm) else None
         value, vector, residual, spent, ok = _one_eigenpair(
-            operator, vectors, tol, per_pair, generator
+            operator, vectors, tol, per_pair, generator, first
         )
         values.append(value)
         vectors.append(vector)

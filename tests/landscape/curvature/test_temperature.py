@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from landscape.curvature.model import model_curvature
 from landscape.curvature.temperature import (
     TemperatureScaled,
     fit_temperature,
@@ -108,3 +109,14 @@ def test_matched_curvature_reports_raw_and_matched_numbers():
     assert report["matched"]["loss"] == pytest.approx(0.3, abs=1e-9)
     assert report["raw"]["loss"] == pytest.approx(_loss(model, batches))
     assert report["matched"]["trace"]["matvecs"] == 5
+
+
+def test_matched_run_starts_from_the_raw_vectors():
+    """The warm start saves products; the values are those of a cold run to the tolerance."""
+    model, batches = _classifier(all_correct=True)
+    report = temperature_matched_curvature(model, batches, 0.8, top_k=1, tol=1e-3)
+    scaled = TemperatureScaled(model, report["temperature"])
+    cold = model_curvature(scaled, LOSS, batches, top_k=1, tol=1e-3)
+    exact = float(torch.linalg.eigvalsh(dense_hessian(scaled, LOSS, batches))[-1])
+    assert report["matched"]["eigenvalues"][0] == pytest.approx(exact, rel=1e-3)
+    assert report["matched"]["eigen_matvecs"] < cold.eigen.matvecs
