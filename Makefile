@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,hf]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,hf,lightning]'
 	touch $(STAMP)
 
 demo: venv

@@ -28,9 +28,9 @@ def _target(name: str) -> str:
     return re.search(rf"^{re.escape(rule)}:.*?(?=^\S|\Z)", text, flags=re.M | re.S).group(0)
 
 
-def test_make_test_installs_the_hf_extra_and_not_the_bench_extra():
+def test_make_test_installs_the_hf_and_lightning_extras_and_not_the_bench_extra():
     recipe = _target("venv")
-    assert "'.[test,hf]'" in recipe and "bench" not in recipe
+    assert "'.[test,hf,lightning]'" in recipe and "bench" not in recipe
     assert "$(BENCH_VENV)" in _target("bench")  # the peers get a venv of their own
 
 
@@ -42,6 +42,9 @@ def test_the_hf_extra_is_transformers_pinned_with_its_dependencies():
         if "==" in line and not line.startswith("#")
     )  # fmt: skip
     for name in ("transformers", "huggingface_hub", "tokenizers", "safetensors", "regex"):
+        assert name in pins, name
+    assert extras["lightning"] == ["lightning"]
+    for name in ("lightning", "pytorch-lightning", "lightning-utilities", "torchmetrics"):
         assert name in pins, name
     installed_by_test = {*extras["test"], *extras["hf"]}
     assert not installed_by_test & {"torchvision", "backpack-for-pytorch", "curvlinops-for-pytorch"}

@@ -127,7 +127,7 @@ LIGHTNING = importlib.util.find_spec("lightning") or importlib.util.find_spec("p
 
 @pytest.mark.skipif(
     LIGHTNING is None,
-    reason="PyTorch Lightning is not installed (not a dependency; the bench extra installs it)",
+    reason="PyTorch Lightning is not installed (not a dependency; the lightning extra)",
 )
 def test_lightning_callback_measures_at_its_steps():
     from landscape.tracking.lightning import SharpnessCallback
