@@ -104,7 +104,8 @@ from distill.errors import DistillInputError
     "--align",
     is_flag=True,
     help="Also the barrier after aligning each student to the reference by weight "
-    "matching (aligned_barrier, as `flatscape align` aligns; implies --connectivity).",
+    "matching (aligned_barrier, as `flatscape align` aligns; implies --connectivity); "
+    "with --plane, the two students are aligned before the plane is built.",
 )
 @click.option("--curve-steps", type=click.IntRange(min=0), default=200, show_default=True,
               help="SGD steps of each --curve.")  # fmt: skip
@@ -204,7 +205,7 @@ def compare(checkpoints, surface, plane, plane_points, plots_dir, samples, batch
     report["loss_function"] = loss_record
     with report_kept_on_failure(report):  # a full disk must not lose the measurements
         comparison.add_plane_and_plots(report, samples, plots_dir, plane_points if plane else 0,
-                                       device, sources, loss_fn)  # fmt: skip
+                                       device, sources, loss_fn, align)  # fmt: skip
     tables = comparison.comparison_tables(report, confounds, bool(resamples), trace_matvecs > 0)
     click.echo(comparison.comparison_summary(report, tables["markdown"], samples), nl=False)
     _write(outputs, report, tables)

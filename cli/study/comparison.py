@@ -251,8 +251,11 @@ def _add_interpolations(records: list[dict[str, Any]], models: list, ref: int, t
 
 
 def comparison_plane(report: dict[str, Any], samples: int, plots_dir, points: int, device,
-                     sources=None, loss_fn=None) -> dict:  # fmt: skip
-    """The plane through the reference and the next two models, into plots_dir or a temp dir."""
+                     sources=None, loss_fn=None, align: bool = False) -> dict:  # fmt: skip
+    """The plane through the reference and the next two models, into plots_dir or a temp dir.
+
+    With ``align`` the two students are aligned to the reference first (weight matching).
+    """
     import tempfile
 
     from cli.study.planes import plane_report
@@ -264,7 +267,7 @@ def comparison_plane(report: dict[str, Any], samples: int, plots_dir, points: in
     paths = [models[i]["path"] for i in order]
     bundle = open_checkpoint(paths[0], device=device, sources=sources)[2]
     batches = first_examples(bundle.train_eval, samples, 1024, device)
-    named = {"sources": sources, "loss_fn": loss_fn}
+    named = {"sources": sources, "loss_fn": loss_fn, "align": align}
     if plots_dir:
         folder = Path(plots_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -318,14 +321,15 @@ def per_layer_text(models: list[dict[str, Any]], suffix: str) -> str:
 
 
 def add_plane_and_plots(report: dict[str, Any], samples: int, plots_dir: str | Path | None,
-                        plane_points: int, device, sources=None, loss_fn=None) -> None:  # fmt: skip
+                        plane_points: int, device, sources=None, loss_fn=None,
+                        align: bool = False) -> None:  # fmt: skip
     """The plane (with ``plane_points``) into ``report["plane"]``, the figures into ``plots_dir``.
 
     See :func:`comparison_plane` and :func:`write_plots`.
     """
     if plane_points:
         report["plane"] = comparison_plane(report, samples, plots_dir, plane_points, device,
-                                           sources, loss_fn)  # fmt: skip
+                                           sources, loss_fn, align)  # fmt: skip
     if plots_dir:
         write_plots(report, Path(plots_dir))
 

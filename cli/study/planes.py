@@ -233,6 +233,7 @@ def plane_report(
     sources: Sources | None = None,
     loss_fn: Any = None,
     replace: bool = False,
+    align: bool = False,
 ) -> dict[str, Any]:
     """The plane through three checkpoints on ``batches``: where each model sits, its loss.
 
@@ -241,7 +242,8 @@ def plane_report(
     automatic ``points`` x ``points`` grid; ``figure`` gets its contour with the models
     marked. ``sources`` names the models' code (:class:`distill.sources.Sources`) and
     ``loss_fn`` the batch-mean loss (default cross-entropy). Returns the models' positions
-    and values and the grid's lowest loss.
+    and values and the grid's lowest loss. With ``align`` the other two are aligned to the
+    first by weight matching before the plane is built (as ``surface --plane --align``).
     """
     import numpy as np
     import torch.nn.functional as F
@@ -254,7 +256,7 @@ def plane_report(
 
     model, meta, _ = open_checkpoint(paths[0], device=device, sources=sources)
     trio = (str(paths[0]), str(paths[1]), str(paths[2]))
-    plane, _ = load_checkpoint_plane(model, meta, trio, "none", device, sources)
+    plane, _ = load_checkpoint_plane(model, meta, trio, "none", device, sources, align)
     labels = plane.labels
     x, y = plane_axes(plane, f"auto:{points}", f"auto:{points}")
     settings = {"checkpoint_sha256": file_sha256(paths[0]), "direction": "plane",
@@ -262,7 +264,8 @@ def plane_report(
                 "plane_c_sha256": file_sha256(paths[2]),
                 "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn
                 else "cross_entropy",
-                "train_examples": sum(len(b[1]) for b in batches)}  # fmt: skip
+                "train_examples": sum(len(b[1]) for b in batches),
+                **({"alignment": "weight_matching"} if align else {})}  # fmt: skip
     same = False
     if out.exists() and not replace:
         with SurfaceStore.read(out) as old:
@@ -278,6 +281,7 @@ def plane_report(
         plot_surfaces([out], figure, kind="contour", labels=[" -> ".join(labels)], log=True)
     return {
         "file": str(out),
+        **({"aligned": "weight_matching"} if align else {}),
         "models": [
             {
                 "name": label,

@@ -202,5 +202,19 @@ def test_the_plane_of_three_models_in_the_comparison(tmp_path, mnist1d_teacher, 
         assert position["train_loss"] == pytest.approx(model["train_loss"], rel=1e-5)
     assert plane["models"][1]["y"] == 0.0 and plane["models"][2]["y"] > 0
     assert (plots / "plane.png").stat().st_size > 1000 and (plots / "plane.h5").is_file()
+    assert "aligned" not in plane
+    aligned_out = tmp_path / "aligned.json"
+    result = run("compare", mnist1d_teacher, mnist1d_student, gen2, *FAST, "--plane", "--align",
+                 "--plane-points", "5", "--json", aligned_out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    aligned = json.loads(aligned_out.read_text())
+    assert aligned["plane"]["aligned"] == "weight_matching"
+    for position, model in zip(aligned["plane"]["models"], report["models"], strict=True):
+        assert position["train_loss"] == pytest.approx(model["train_loss"], rel=1e-5)
+    # gen1 lies on the x axis at its distance from the teacher: alignment brings it nearer
+    assert aligned["plane"]["models"][1]["x"] <= plane["models"][1]["x"]
+    assert aligned["plane"]["models"][1]["x"] == pytest.approx(
+        aligned["models"][1]["alignment"]["distance_after"], rel=1e-4
+    )
     two = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--plane")
     assert two.exit_code == 2 and "three checkpoints" in two.stderr
