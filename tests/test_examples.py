@@ -448,7 +448,12 @@ def test_hf_gpt2_curvature(tmp_path):
 
 @slow
 def test_track_sharpness_reaches_the_edge_of_stability(tmp_path):
-    """Full-batch GD on MSE: lambda_1 hovers within 10 % of 2/lr at lr 0.2, stays below at 0.02."""
+    """Full-batch GD on MSE: lambda_1 hovers at 2/lr at lr 0.2 and stays below it at lr 0.02.
+
+    At the edge lambda_1 sits a little above 2/lr, and by how much depends on the chaotic
+    trajectory (1.082 here with one thread, 1.089 with two): the bound allows 20 % above and
+    10 % below, so another CPU's summation order cannot fail it.
+    """
     out = tmp_path / "eos"
     small_run = ["--examples", "300", "--steps", "600", "--every", "20", "--width", "32"]
     text = run_example("track_sharpness.py", "--lrs", "0.2,0.02", *small_run, "--out-dir", out)
@@ -460,7 +465,7 @@ def test_track_sharpness_reaches_the_edge_of_stability(tmp_path):
 
     large, small = values("0.2"), values("0.02")
     assert large["2/lr"] == pytest.approx(10.0)
-    assert abs(large["quarter"] - 10.0) <= 0.1 * 10.0  # the median of the last quarter
+    assert 0.9 * 10.0 <= large["quarter"] <= 1.2 * 10.0  # the median of the last quarter
     assert small["2/lr"] == pytest.approx(100.0) and small["max"] < 100.0
     records = [json.loads(line) for line in (out / "lr_0.2.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(20, 601, 20))
