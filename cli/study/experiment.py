@@ -424,7 +424,7 @@ def run_experiment(
         records.append(measure_ensemble([first, second], experiment, device))
     if experiment.profile.confounds:
         add_matched_curvature(specs, records, experiment, device)
-    add_pair_measures(specs, records, experiment, device)
+    add_pair_measures(specs, records, experiment.samples, device)
     planes = seed_planes(specs, experiment, root / "figures", device)
     return write_report(root, experiment, specs, records, trained, time.perf_counter() - start,
                         planes)  # fmt: skip

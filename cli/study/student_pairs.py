@@ -17,8 +17,9 @@ its ``aligned_*`` keys are null and ``alignment`` is ``{"refused": <the reason>}
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn.functional as F
 
@@ -30,29 +31,29 @@ from distill.sources import first_examples
 from landscape.errors import LandscapeInputError
 from landscape.pairs.path import PATH_POINTS
 
-if TYPE_CHECKING:
-    from cli.study.experiment import Experiment, ModelSpec
-
 PATH_LISTS = ("linear_path", "aligned_linear_path")
 """The values along each path: for figures, too bulky for a run's records."""
 TEST_BATCH = 1024
 """Batch size of the test split (as the profiles are measured)."""
 
 
-def pair_teachers(specs: list[ModelSpec]) -> dict[Path, Path]:
-    """Each main-group student's checkpoint to its variant's and seed's teacher's."""
+def pair_teachers(specs: Sequence[Any]) -> dict[Path, Path]:
+    """Each main-group student's checkpoint to its variant's and seed's teacher's.
+
+    ``specs``: the experiment's :class:`cli.study.experiment.ModelSpec` list (its plan).
+    """
     main = [s for s in specs if s.group == "main"]
     teachers = {(s.dataset, s.regime, s.seed): s.path for s in main if s.generation == 0}
     return {s.path: teachers[(s.dataset, s.regime, s.seed)] for s in main if s.generation > 0}
 
 
 def add_pair_measures(
-    specs: list[ModelSpec], records: list[dict[str, Any]], experiment: Experiment, device="cpu"
+    specs: Sequence[Any], records: list[dict[str, Any]], samples: int, device="cpu"
 ) -> None:
-    """:func:`measure_pair` of every main-group student, merged into its record."""
+    """:func:`measure_pair` of every main-group student of ``specs``, merged into its record."""
     by_path = {Path(r["path"]): r for r in records if r.get("path")}
     for student, teacher in pair_teachers(specs).items():
-        by_path[student].update(measure_pair(student, teacher, experiment.samples, device))
+        by_path[student].update(measure_pair(student, teacher, samples, device))
 
 
 def measure_pair(student: Path, teacher: Path, samples: int, device="cpu") -> dict[str, Any]:
