@@ -14,13 +14,15 @@ Experiments (``flatscape reproduce``)
     Experiment, PRESETS, ModelSpec, plan, variant, run_experiment, train_model,
     measure_model, measure_ensemble, add_matched_curvature, contour, seed_planes,
     read_stamp
+Each student of a reproduction as a pair with its seed's teacher
+    pair_teachers, add_pair_measures, measure_pair
 Sweep (``reproduce --preset sweep``)
     SweepGrid, check_grid_document, run_sweep, calibrate, estimate, Rates, Cell,
     measure_checkpoint, matched_curvature, summarise, best_recipe, noise_floor,
     write_sweep_report
 Claims and reports
     CLAIMS, claims_table, verdict, claim_cell, rise_then_fall, write_report,
-    generation_table, measures_of, save_lines
+    generation_table, measures_of, save_lines, pair_section
 Does flatness explain the gain? (Kendall tau across pairs)
     Pair, change, gain, pairs_from_records, sweep_pairs, GainSettings, flatness_vs_gain,
     flatness_vs_gain_lines, flatness_vs_gain_figure, RATIO_MEASURES, PAIR_MEASURES
@@ -68,6 +70,10 @@ _EXPORTS = {
     "contour": "cli.study.experiment",
     "seed_planes": "cli.study.experiment",
     "read_stamp": "cli.study.experiment",
+    # Each student of a reproduction as a pair with its seed's teacher
+    "pair_teachers": "cli.study.student_pairs",
+    "add_pair_measures": "cli.study.student_pairs",
+    "measure_pair": "cli.study.student_pairs",
     # Sweep
     "SweepGrid": "cli.study.sweep",
     "check_grid_document": "cli.study.sweep",
@@ -92,6 +98,7 @@ _EXPORTS = {
     "generation_table": "cli.study.report",
     "measures_of": "cli.study.report",
     "save_lines": "cli.study.report",
+    "pair_section": "cli.study.report",
     # Does flatness explain the gain?
     "Pair": "cli.study.flatness_gain",
     "change": "cli.study.flatness_gain",

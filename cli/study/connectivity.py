@@ -35,6 +35,9 @@ from typing import Any
 PAIR_COLUMNS = ("barrier", "barrier_accuracy", "agreement", "kl", "cka_mean")
 ALIGNED_COLUMNS = ("aligned_barrier", "aligned_barrier_accuracy")
 CURVE_COLUMNS = ("line_max_loss", "curve_max_loss")
+PATH_KEYS = ("barrier", "barrier_test", "barrier_accuracy", "barrier_accuracy_test",
+             "line_max_loss")  # fmt: skip
+"""The numbers :func:`path_record` gives of a path (each under its prefix)."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,10 @@ def _number(value: float) -> float | None:
 
 def path_record(path, prefix: str = "") -> dict[str, Any]:
     """The barrier keys of a :class:`landscape.pairs.PathValues`, each under ``prefix``."""
-    record = {
-        "barrier": path.loss_barrier("train"),
-        "barrier_test": path.loss_barrier("test"),
-        "barrier_accuracy": path.accuracy_barrier("train"),
-        "barrier_accuracy_test": path.accuracy_barrier("test"),
-        "line_max_loss": path.max_loss("train"),
-    }
-    found = {prefix + key: _number(value) for key, value in record.items()}
+    values = (path.loss_barrier("train"), path.loss_barrier("test"),
+              path.accuracy_barrier("train"), path.accuracy_barrier("test"),
+              path.max_loss("train"))  # fmt: skip
+    found = {prefix + key: _number(value) for key, value in zip(PATH_KEYS, values, strict=True)}
     found[prefix + "linear_path"] = _values(path)
     return found
 

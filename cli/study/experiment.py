@@ -4,7 +4,9 @@ An `Experiment` names datasets, seeds and generations. `run_experiment` walks it
 each dataset and seed, a teacher and its self-distilled generations (and, in the full
 preset, an ensemble experiment and teachers stopped early), each trained only if its
 checkpoint is not already in the output folder and measured only if its profile is
-not cached beside it. Then it writes the report.
+not cached beside it; each student of the main group is also measured as a pair with
+its seed's teacher (:mod:`cli.study.student_pairs`, cached likewise). Then it writes the
+report.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from cli.study.cache import measured
 from cli.study.report import write_report
+from cli.study.student_pairs import add_pair_measures
 from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import dataset_from_description, load_dataset
 from distill.errors import DistillInputError
@@ -421,6 +424,7 @@ def run_experiment(
         records.append(measure_ensemble([first, second], experiment, device))
     if experiment.profile.confounds:
         add_matched_curvature(specs, records, experiment, device)
+    add_pair_measures(specs, records, experiment.samples, device)
     planes = seed_planes(specs, experiment, root / "figures", device)
     return write_report(root, experiment, specs, records, trained, time.perf_counter() - start,
                         planes)  # fmt: skip

@@ -28,6 +28,7 @@ from landscape.compare.table import (  # noqa: E402
     summarize,
     to_markdown,
 )
+from landscape.pairs.path import PATH_POINTS  # noqa: E402
 from landscape.surface.plot import Surface, line_figure  # noqa: E402
 
 MEASURES = ("test_accuracy", "train_loss", "lambda_1", "trace", "surface_width")
@@ -42,7 +43,13 @@ LABELS = {
     "avg_sharpness": "avg adaptive sharpness",
     "worst_sharpness": "worst adaptive sharpness",
     "matched_lambda_1": "matched λ1",
+    "barrier": "loss barrier",
+    "aligned_barrier": "aligned loss barrier",
+    "agreement": "agreement (%)",
+    "kl": "KL(T‖S)",
 }
+PAIR_TABLE = ("barrier", "aligned_barrier", "agreement", "kl")
+"""The pair measures of each student against its seed's teacher, in the report's table."""
 
 
 def _pm(summary: dict[str, Any], accuracy: bool = False) -> str:
@@ -149,6 +156,32 @@ def _claims_section(main: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
         ),
     ]
     return claims, lines
+
+
+def pair_section(
+    main: list[dict[str, Any]], samples: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per student generation, the pair measures against the seed's teacher: mean ± std."""
+    students = [r for r in main if r["generation"] > 0 and "barrier" in r]
+    if not students:
+        return [], []
+    summary = by_generation(students, PAIR_TABLE)
+    rows = [{"generation": s["generation"], "seeds": s["barrier"]["n"],
+             **{LABELS[m]: _pm(s[m], m == "agreement") for m in PAIR_TABLE}}
+            for s in summary]  # fmt: skip
+    refused = sorted({r["name"] for r in students if "refused" in (r.get("alignment") or {})})
+    note = [f"Alignment refused for {', '.join(refused)} (`alignment` in report.json)."]
+    return summary, [
+        f"Each student against its seed's teacher on the first {samples} train examples: "
+        "the loss barrier on the straight path teacher -> student (the largest rise of the "
+        f"loss above the chord of the end losses, {PATH_POINTS} points, BatchNorm statistics "
+        "recomputed at each), the same after aligning the student to the teacher by "
+        "weight matching, top-1 agreement and KL(teacher ‖ student) in nats. Mean ± std "
+        "over seeds; report.json has the test-split and accuracy barriers beside them.",
+        *(note if refused else []),
+        "",
+        to_markdown(rows, ["generation", "seeds"] + [LABELS[m] for m in PAIR_TABLE]),
+    ]
 
 
 def _gain_section(main, figure: Path, root: Path, hyperparameters) -> tuple[dict, list[str]]:
@@ -341,6 +374,9 @@ def write_report(
             "",
             *claim_lines,
         ]
+        entry["pair_measures"], text = pair_section(main, experiment.samples)
+        if text:
+            lines += ["", "### Teacher and student as a pair", "", *text]
         entry["flatness_vs_gain"], text = _gain_section(
             main, figures / f"{dataset}_flatness_vs_gain.png", root, ("generation",)
         )
