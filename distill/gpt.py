@@ -18,16 +18,16 @@ import torch
 from torch import Tensor, nn
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention in which position ``t`` sees positions ``<= t`` only."""
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; ``causal``: position ``t`` sees positions ``<= t`` only."""
 
-    def __init__(self, width: int, heads: int, context: int) -> None:
+    def __init__(self, width: int, heads: int, context: int, causal: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         mask = torch.triu(torch.full((context, context), float("-inf")), diagonal=1)
-        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("mask", mask if causal else torch.zeros_like(mask), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, L, width)`` to ``(N, L, width)``."""
@@ -44,10 +44,10 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """``x + attention(norm(x))``, then ``x + mlp(norm(x))``."""
 
-    def __init__(self, width: int, heads: int, context: int) -> None:
+    def __init__(self, width: int, heads: int, context: int, causal: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attention = CausalSelfAttention(width, heads, context)
+        self.attention = SelfAttention(width, heads, context, causal)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)

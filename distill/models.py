@@ -16,6 +16,8 @@ Architectures (default input shape in brackets):
 - ``vgg`` [(N, 3, 32, 32)]: VGG with BatchNorm, configs ``vgg8``/``vgg11``/``vgg13``/``vgg16``.
 - ``gpt`` [(N, L) token ids]: a tiny decoder-only transformer (:mod:`distill.gpt`), next-token
   logits ``(N, L, num_classes)`` with ``num_classes`` the vocabulary.
+- ``vit`` [(N, C, S, S)]: a tiny Vision Transformer (:mod:`distill.vit`); 4 x 4 patches of
+  the image by default (``patch`` = S / 4), mean-pooled.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import nn
 
 from distill.errors import DistillInputError
 from distill.gpt import GPT
+from distill.vit import ViT
 
 
 def _require_positive(arch: str, **values: int) -> None:
@@ -379,6 +382,21 @@ def gpt(
     return GPT(num_classes, context, width, layers, heads)
 
 
+def vit(
+    *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch: int = 8,
+    width: int = 32, layers: int = 2, heads: int = 2,
+) -> ViT:  # fmt: skip
+    """A tiny ViT: ``(image_size / patch)^2`` patches, ``layers`` pre-norm blocks of ``width``."""
+    _require_positive("vit", num_classes=num_classes, in_channels=in_channels,
+                      image_size=image_size, patch=patch, width=width, layers=layers,
+                      heads=heads)  # fmt: skip
+    if image_size % patch:
+        raise DistillInputError(f"vit: patch {patch} must divide image_size {image_size}")
+    if width % heads:
+        raise DistillInputError(f"vit: width {width} must be a multiple of heads {heads}")
+    return ViT(num_classes, in_channels, image_size, patch, width, layers, heads)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "cnn1d": cnn1d,
@@ -389,6 +407,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "vgg": vgg,
     "gpt": gpt,
+    "vit": vit,
 }
 
 
@@ -483,10 +502,13 @@ def input_kwargs(arch: str, input_shape: Sequence[int]) -> dict[str, int]:
         return {"context": shape[0]}
     if arch == "lenet" and len(shape) == 3 and shape[1] == shape[2]:
         return {"in_channels": shape[0], "input_size": shape[1]}
-    if arch not in ("cnn1d", "lenet", "gpt") and len(shape) == 3:
+    if arch == "vit" and len(shape) == 3 and shape[1] == shape[2] and shape[1] % 4 == 0:
+        return {"in_channels": shape[0], "image_size": shape[1], "patch": shape[1] // 4}
+    if arch not in ("cnn1d", "lenet", "gpt", "vit") and len(shape) == 3:
         return {"in_channels": shape[0]}
     expected = {"cnn1d": "(L,) or (C, L)", "lenet": "square (C, S, S)",
-                "gpt": "(L,) token ids"}.get(arch, "(C, H, W)")  # fmt: skip
+                "gpt": "(L,) token ids",
+                "vit": "square (C, S, S), S a multiple of 4"}.get(arch, "(C, H, W)")  # fmt: skip
     raise DistillInputError(
         f"architecture {arch!r} needs inputs of shape {expected}, but the data has {shape}; "
         "pick an architecture that suits the dataset (mlp takes any shape)"

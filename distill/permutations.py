@@ -10,6 +10,8 @@ other registry model's groups are derived from its graph.
 - ``gpt``: the residual stream (embeddings, every LayerNorm, the attention's input and
   output projections, the MLPs' input and output, the head) is one group and each MLP's
   hidden units another; attention heads' internal dimensions are not permuted.
+- ``vit``: the same, with the patch embedding's output channels and the position
+  embedding in the residual stream.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def declared_permutation_groups(arch: str, arch_kwargs: dict) -> dict[str, list[
         return _cnn1d(arch_kwargs)
     if arch == "gpt":
         return _gpt(arch_kwargs)
+    if arch == "vit":
+        return _vit(arch_kwargs)
     return None
 
 
@@ -40,8 +44,19 @@ def _cnn1d(kwargs: dict) -> dict[str, list[list]]:
 def _gpt(kwargs: dict) -> dict[str, list[list]]:
     stream = [["tokens.weight", 1], ["positions.weight", 1], ["norm.weight", 0],
               ["norm.bias", 0], ["head.weight", 1]]  # fmt: skip
+    return _blocks(stream, int(kwargs.get("layers", 2)))
+
+
+def _vit(kwargs: dict) -> dict[str, list[list]]:
+    stream = [["embed.weight", 0], ["embed.bias", 0], ["positions", 2], ["norm.weight", 0],
+              ["norm.bias", 0], ["head.weight", 1]]  # fmt: skip
+    return _blocks(stream, int(kwargs.get("layers", 2)))
+
+
+def _blocks(stream: list[list], layers: int) -> dict[str, list[list]]:
+    """The residual ``stream`` joined by every block's entries, and each block's MLP group."""
     groups: dict[str, list[list]] = {"residual": stream}
-    for block in range(int(kwargs.get("layers", 2))):
+    for block in range(layers):
         prefix = f"blocks.{block}"
         stream += [[f"{prefix}.{norm}.{t}", 0] for norm in ("norm1", "norm2")
                    for t in ("weight", "bias")]  # fmt: skip

@@ -38,6 +38,18 @@ MODELS = {
     "resnet18": ({"width": 2, "num_classes": 3}, (3, 8, 8)),
     "vgg": ({"width": 2, "num_classes": 3, "config": "vgg11"}, (3, 8, 8)),
     "gpt": ({"num_classes": 7, "context": 6, "width": 8, "layers": 2, "heads": 2}, (6,)),
+    "vit": (
+        {
+            "num_classes": 3,
+            "in_channels": 2,
+            "image_size": 8,
+            "patch": 4,
+            "width": 8,
+            "layers": 2,
+            "heads": 2,
+        },
+        (2, 8, 8),
+    ),
 }
 
 
