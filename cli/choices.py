@@ -15,7 +15,7 @@ DATASETS = (  # distill.data.DATASETS
     "mnist1d", "digits", "synthetic", "tokens", "cifar10", "cifar100",
 )  # fmt: skip
 ARCHITECTURES = (  # sorted(distill.models.ARCHITECTURES)
-    "cnn1d", "gpt", "lenet", "mlp", "resnet18", "resnet20", "resnet32", "resnet56", "vgg",
+    "cnn1d", "gpt", "lenet", "mlp", "resnet18", "resnet20", "resnet32", "resnet56", "vgg", "vit",
 )  # fmt: skip
 ALPHA_MEANING = (  # distill.losses.ALPHA_MEANING
     "alpha weights the distillation term: loss = (1 - alpha) * CE(student, labels) + "
