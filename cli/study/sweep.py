@@ -3,9 +3,10 @@
 For every regime (clean data, label noise), teacher width and seed one teacher; from it,
 one student per recipe (temperature x alpha x epoch budget x learning rate). Every model
 is measured on the same examples (test accuracy, lambda_1, Hutch++ trace, and lambda_1 of
-teacher and student at a matched train loss). The recipe with the highest mean gain is
-then trained again on fresh seeds, so that its gain is not selected on the seeds that
-chose it. A KD run that diverges or ends at chance is kept as collapsed.
+teacher and student at a matched train loss), and each student against its teacher as a
+pair (:data:`SWEEP_PAIR_KEYS`: barrier raw and aligned, agreement, KL). The recipe with
+the highest mean gain is then trained again on fresh seeds, so that its gain is not
+selected on the seeds that chose it. A KD run that diverges or ends at chance is kept as collapsed.
 
 Everything is cached under the output folder (checkpoints, one JSON per measurement), so
 a killed sweep continues where it stopped; a grid of other settings is refused there.
@@ -35,6 +36,7 @@ from cli.study.flatness_gain import (
     flatness_vs_gain_lines,
     sweep_pairs,
 )
+from cli.study.student_pairs import measure_pair
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.errors import DistillInputError
@@ -355,6 +357,14 @@ def matched_curvature(
     return measured(path, "matched_lambda_1", settings, measure).values["matched_lambda_1"]
 
 
+SWEEP_PAIR_KEYS = (
+    "barrier", "barrier_test", "aligned_barrier", "aligned_barrier_test", "agreement",
+    "agreement_test", "kl", "kl_test",
+)  # fmt: skip
+"""The pair measures of each student against its teacher kept in a sweep row
+(:func:`cli.study.student_pairs.measure_pair`, cached beside the student)."""
+
+
 def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) -> dict:
     """Train (if needed) and measure one student of ``cell``; its gains over the teacher."""
     teacher = root / cell.folder / "teacher.safetensors"
@@ -387,6 +397,8 @@ def _student_row(root: Path, grid: SweepGrid, cell: Cell, recipe: dict, device) 
         matched_lambda_1=matched_curvature(path, grid, cell.regime, target, device),
         teacher_matched_lambda_1=matched_curvature(teacher, grid, cell.regime, target, device),
     )
+    pair = measure_pair(path, teacher, grid.samples, device)
+    row.update({key: pair.get(key) for key in SWEEP_PAIR_KEYS})
     return row
 
 

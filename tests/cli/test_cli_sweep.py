@@ -18,6 +18,7 @@ from cli.study import (
     measure_checkpoint,
     noise_floor,
 )
+from cli.study.student_pairs import measure_pair
 from cli.study.sweep import teacher_recipe, training_recipe
 from distill.checkpoint import load_checkpoint
 from distill.errors import DistillInputError
@@ -77,6 +78,12 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
         measured = measure_checkpoint(path, SweepGrid(**check_grid_document(GRID)), "clean")
         expected = kept["student"]["test_accuracy"] - measured["test_accuracy"]
         assert kept["budget_gain"] == pytest.approx(expected)
+        # the pair measures against its teacher: those of measure_pair, read back from its cache
+        student = out / "clean/w16/seed0" / f"T1-a1-e{epochs}x-lrteacher.safetensors"
+        pair = measure_pair(student, out / "clean/w16/seed0/teacher.safetensors", GRID["samples"])
+        for key in ("barrier", "aligned_barrier", "agreement", "kl"):
+            assert kept[key] == pair[key], key
+        assert kept["barrier"] >= 0 and 0 <= kept["agreement"] <= 1
     _, meta = load_checkpoint(out / "clean/w16/seed0/teacher_e2x.safetensors")
     assert meta["recipe"]["epochs"] == 6 and meta["role"] == "teacher"
     assert document["best"].startswith("T1")  # collapsed recipes count as -1
@@ -88,7 +95,8 @@ def test_a_small_sweep_reports_every_recipe_collapses_included(tmp_path, monkeyp
     assert (out / "gain_vs_lambda_1.png").stat().st_size > 1000
     # two students left: the tau table says why it has no tau instead of failing
     correlation = {r["measure"]: r for r in document["flatness_vs_gain"]["rows"]}
-    assert set(correlation) == {"lambda_1", "trace", "matched_lambda_1"}
+    assert set(correlation) == {"lambda_1", "trace", "matched_lambda_1", "barrier",
+                                "aligned_barrier", "agreement", "kl"}  # fmt: skip
     assert all(r["n"] == 2 and "fewer than 3" in r["note"] for r in correlation.values())
     assert "## Does flatness explain the gain?" in report
     assert "— (fewer than 3 complete pairs (n=2))" in report
