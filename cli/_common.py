@@ -170,7 +170,8 @@ def output_key_option(func):
         "--output-key",
         metavar="NAME",
         help="The entry of the model's output (a dict, ModelOutput or dataclass) that holds "
-        "its logits. Default: 'logits' if the output has one, else its first entry.",
+        "its logits. Default: 'logits' if the output has one, else its first entry. A "
+        "checkpoint trained with it records it.",
     )(func)
 
 

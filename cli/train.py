@@ -14,6 +14,7 @@ from cli._common import (
     device_option,
     force_option,
     model_options,
+    output_key_option,
     progress_bar,
     quiet_option,
     resolve_device,
@@ -184,6 +185,7 @@ def recipe_options(func):
 @click.option("--data-root", type=click.Path(), help="Folder with CIFAR python batches.")
 @user_data_options
 @model_options
+@output_key_option
 @recipe_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), help="Keep the first N train examples.")
@@ -221,9 +223,9 @@ def recipe_options(func):
 @quiet_option
 @device_option
 @threads_option
-def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, model_kwargs, seed,
-          train_size, label_noise, noise_seed, augment, test_size, loss, out, snapshots,
-          json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
+def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, model_kwargs,
+          output_key, seed, train_size, label_noise, noise_seed, augment, test_size, loss, out,
+          snapshots, json_path, force, quiet, device, threads, **recipe_given):  # fmt: skip
     """Train a teacher on hard labels and save it as a .safetensors checkpoint.
 
     Defaults per dataset: mnist1d -> cnn1d, 60 epochs, SGD lr 0.1, momentum 0.9,
@@ -263,7 +265,7 @@ def train(dataset, data_root, data_spec, data_kwargs, data_file, model_spec, mod
         model, meta = train_teacher(
             bundle, arch=model_spec, recipe=recipe, seed=seed, arch_overrides=overrides,
             device=resolve_device(device), log=_epoch_logger(log_path(out), bar),
-            snapshots=writer, loss=loss, tracker=tracker,
+            snapshots=writer, loss=loss, tracker=tracker, output_key=output_key,
         )  # fmt: skip
     _save(out, model, meta)
     metrics = meta["metrics"]

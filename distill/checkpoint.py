@@ -34,6 +34,7 @@ from distill.allocation import AllocationRefused, allocation_budget
 from distill.errors import DistillInputError
 from distill.foreign import fit_state, read_foreign_state
 from distill.header import SCHEMA, validate_header
+from distill.model_call import select_output
 from distill.model_spec import build_from_spec, require_named
 from distill.safetensors_file import METADATA_KEY, read_safetensors_file
 from distill.user_code import describe_error, is_code_spec
@@ -230,6 +231,8 @@ def load_checkpoint(
         tensors, meta = _read_safetensors(path)
         spec = require_named(meta, named_model, str(path))
         model = _build_fitting(spec, meta["arch_kwargs"], tensors, path, meta["arch"])
+        if meta.get("output_key"):  # trained with train --output-key: its logits, as then
+            select_output(model, meta["output_key"])
         return model.to(device).eval(), meta
     if arch is None:
         raise DistillInputError(

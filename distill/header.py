@@ -189,6 +189,7 @@ def _facts(meta: dict) -> None:
     """Role, lineage, seed and the recorded numbers."""
     _text(meta, "role", "", optional=True)
     _text(meta, "snapshot_of", "", optional=True)
+    _text(meta, "output_key", "", optional=True)
     if "generation" in meta:
         _int(meta, "generation", "", 0, 10**6)
     _int(meta, "epoch", "", 0, 10**9, optional=True)

@@ -53,8 +53,7 @@ def model_outputs(raw: Any, key: str | None = None) -> Tensor:
     if not isinstance(found, Tensor):
         what = f"no {key!r}" if key else "no logits and no first tensor"
         raise DistillInputError(
-            f"model output of type {type(raw).__name__}: {what}; name the tensor with "
-            "--output-key (measuring commands), or make forward return it (train, distill)"
+            f"model output of type {type(raw).__name__}: {what}; name the tensor with --output-key"
         )
     return found
 

@@ -162,7 +162,13 @@ def open_checkpoint(
     """
     sources = sources or Sources()
     model, meta, bundle = _open_checkpoint(path, device, sources)
-    if sources.output_key is not None:
+    recorded = meta.get("output_key")
+    if recorded is not None and sources.output_key not in (None, recorded):
+        raise DistillInputError(
+            f"{path} was trained on its output {recorded!r} (train --output-key), which it "
+            f"records; drop --output-key {sources.output_key}"
+        )
+    if sources.output_key is not None and recorded is None:
         select_output(model, sources.output_key)
     return model, meta, bundle
 

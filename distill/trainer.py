@@ -35,7 +35,7 @@ from distill.losses import (
     sequence_kd_loss,
     token_ce_loss,
 )
-from distill.model_call import example_count, logits_of, take, to_device
+from distill.model_call import example_count, logits_of, select_output, take, to_device
 from distill.model_spec import build_from_spec, require_named
 from distill.models import input_kwargs, resolve_model_kwargs
 from distill.user_code import is_code_spec
@@ -381,6 +381,13 @@ def _metadata(
     }
 
 
+def _select(model: torch.nn.Module, output_key: str | None) -> torch.nn.Module:
+    """``model``, returning its output ``output_key`` when one is named."""
+    if output_key:
+        select_output(model, output_key)
+    return model
+
+
 def _loss_fact(loss: str) -> dict[str, str]:
     """``{"loss": name}`` for a token loss; cross-entropy checkpoints stay as they were."""
     return {} if loss == "cross_entropy" else {"loss": loss}
@@ -402,6 +409,7 @@ def train_teacher(
     snapshots: Snapshots | None = None,
     loss: str = "cross_entropy",
     tracker: StepTracker | None = None,
+    output_key: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a teacher on hard labels; returns the model and its checkpoint metadata.
 
@@ -415,7 +423,9 @@ def train_teacher(
     spec (``file.py:callable``, called with ``arch_overrides`` as they are) or ``hf:DIR``
     (a Hugging Face folder, trained from its weights); the default
     is the dataset's. User data (``npz``/``code``) has no default model, and its default
-    recipe is :data:`USER_DATA_RECIPE`.
+    recipe is :data:`USER_DATA_RECIPE`. ``output_key`` names the entry of the model's output
+    that holds its logits (``--output-key``; recorded, and used by its students and by every
+    later load).
     """
     require_training_labels(bundle, loss, "train")
     name = bundle.description["name"]
@@ -427,9 +437,9 @@ def train_teacher(
         arch, bundle, arch_overrides)  # fmt: skip
     torch.manual_seed(seed)
     model, source = build_from_spec(arch, kwargs)
-    model = model.to(device)
+    model = _select(model.to(device), output_key)
     facts = {"role": "teacher", "generation": 0, "parent_sha256": None, "kd": None,
-             **_loss_fact(loss)}  # fmt: skip
+             **_loss_fact(loss), **({"output_key": output_key} if output_key else {})}  # fmt: skip
     hook = snapshots.hook(_metadata(arch, kwargs, bundle, recipe, seed, {}, **_source(source),
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
     metrics = fit(model, bundle, recipe, seed, log=log, after_epoch=hook, loss=loss,
@@ -523,12 +533,13 @@ def train_student(
     torch.manual_seed(seed)
     spec = require_named(parent, named_model, str(paths[0]))  # the code the user named
     model, source = build_from_spec(spec, parent["arch_kwargs"])
-    model = model.to(device)
+    model = _select(model.to(device), parent.get("output_key"))
     hashes = [file_sha256(path) for path in paths]
     facts = {
         **_source(source), "role": "student", "generation": parent.get("generation", 0) + 1,
         "parent_sha256": hashes[0] if len(hashes) == 1 else hashes,
         "kd": kd.to_metadata(), "teacher_metrics": parent.get("metrics"), **_loss_fact(loss),
+        **({"output_key": parent["output_key"]} if parent.get("output_key") else {}),
     }  # fmt: skip
     hook = snapshots.hook(_metadata(spec, parent["arch_kwargs"], bundle, recipe, seed, {},
                                     **facts), recipe.epochs) if snapshots else None  # fmt: skip
