@@ -107,10 +107,10 @@ from distill.errors import DistillInputError
     "matching (aligned_barrier, as `flatscape align` aligns; implies --connectivity); "
     "with --plane, the two students are aligned before the plane is built.",
 )
-@click.option("--curve-steps", type=click.IntRange(min=0), default=200, show_default=True,
-              help="SGD steps of each --curve.")  # fmt: skip
-@click.option("--curve-lr", type=click.FloatRange(min=0, min_open=True), default=0.05,
-              show_default=True, help="Learning rate of each --curve.")  # fmt: skip
+@click.option("--curve-steps", type=click.IntRange(min=0),
+              help="SGD steps of each --curve.  [default: 200]")  # fmt: skip
+@click.option("--curve-lr", type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate of each --curve.  [default: 0.05]")  # fmt: skip
 @click.option(
     "--labels",
     help="Comma-separated names of the rows, one per checkpoint (default: the file stems).",
@@ -253,11 +253,14 @@ def _pairs(connectivity: bool, curve: bool, align: bool, steps: int, lr: float, 
 
     from cli.study.connectivity import ConnectivityRequest
 
+    if not curve and (steps is not None or lr is not None):
+        raise DistillInputError("--curve-steps and --curve-lr set the --curve; give --curve")
     if not connectivity:
         return None
-    return ConnectivityRequest(curve=curve, curve_steps=steps, curve_lr=lr, seed=seed,
+    given = {"curve_steps": steps, "curve_lr": lr}
+    return ConnectivityRequest(curve=curve, seed=seed, align=align,
                                folder=Path(plots_dir) if plots_dir and curve else None,
-                               align=align)  # fmt: skip
+                               **{k: v for k, v in given.items() if v is not None})  # fmt: skip
 
 
 def _plot_names(plane: bool, line_points: int, surface: bool, per_layer: bool, pairs,

@@ -120,3 +120,11 @@ def test_align_adds_the_barrier_of_the_aligned_student(tmp_path, mnist1d_teacher
     assert run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--connectivity",
                "--json", plain).exit_code == 0  # fmt: skip
     assert json.loads(plain.read_text())["models"][1]["barrier"] == gen1["barrier"]
+
+
+@pytest.mark.parametrize("flag, value", [("--curve-steps", "10"), ("--curve-lr", "0.1")])
+def test_curve_settings_without_a_curve_are_one_line(mnist1d_teacher, mnist1d_student, flag,
+                                                     value):  # fmt: skip
+    result = run("compare", mnist1d_teacher, mnist1d_student, *FAST, "--connectivity", flag,
+                 value)  # fmt: skip
+    assert_one_line_error(result, "set the --curve; give --curve")
