@@ -20,21 +20,7 @@ from torch.func import functional_call
 from cli.main import cli
 from distill.losses import causal_lm_loss
 from distill.user_code import import_callable
-
-MODEL_FILE = """
-import torch
-from torch import nn
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int = 7, width: int = 6) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.head = nn.Linear(width, vocab)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.embed(x.long())))
-"""
+from tests.references import TINY_LM
 
 
 def ok(*args):
@@ -45,7 +31,7 @@ def ok(*args):
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    (tmp_path / "lm.py").write_text(textwrap.dedent(MODEL_FILE))
+    (tmp_path / "lm.py").write_text(textwrap.dedent(TINY_LM))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 7, (40, 6))
     y = x.copy()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from distill.errors import DistillInputError
 from distill.models import build_model, count_parameters, input_kwargs
+from tests.references import dense_hessian
 
 
 def token_loss(logits, labels):
@@ -62,19 +63,7 @@ def test_its_hessian_is_the_dense_one_in_float64():
     labels = torch.roll(ids, -1, dims=1)
     result = model_curvature(model, token_loss, [(ids, labels)], top_k=2, tol=1e-10,
                              dtype=torch.float64, max_memory=None)  # fmt: skip
-    params = dict(model.named_parameters())
-    names = list(params)
-    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
-
-    def loss_of(vector):
-        tensors, start = {}, 0
-        for name in names:
-            size = params[name].numel()
-            tensors[name] = vector[start : start + size].reshape(params[name].shape)
-            start += size
-        return token_loss(torch.func.functional_call(model, tensors, (ids,)), labels)
-
-    dense = torch.autograd.functional.hessian(loss_of, flat)
+    dense = dense_hessian(model, token_loss, ids, labels)
     top = torch.linalg.eigvalsh(dense).flip(0)[:2]
     torch.testing.assert_close(torch.tensor(result.eigenvalues, dtype=torch.float64), top,
                                rtol=1e-8, atol=1e-10)  # fmt: skip

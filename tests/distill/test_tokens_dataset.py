@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from distill.data import load_dataset
 from distill.errors import DistillInputError
+from tests.references import dense_hessian
 
 
 def run(*args):
@@ -85,17 +86,7 @@ def test_every_command_on_the_built_in_transformer(tmp_path):
     model, _ = load_checkpoint(teacher)
     model = model.double()
     ids = load_dataset("tokens").train.tensors[0][:16]
-    params = dict(model.named_parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
-
-    def loss_of(vector):
-        tensors, start = {}, 0
-        for name, p in params.items():
-            tensors[name] = vector[start : start + p.numel()].reshape(p.shape)
-            start += p.numel()
-        return causal_lm_loss(torch.func.functional_call(model, tensors, (ids,)), ids)
-
-    dense = torch.autograd.functional.hessian(loss_of, flat)
+    dense = dense_hessian(model, causal_lm_loss, ids, ids)
     assert lambda_1 == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-6)
     surface = run("surface", teacher, "--x", "-1:1:3", "--samples", "32",
                   "--out", tmp_path / "s.h5", *common)  # fmt: skip

@@ -11,6 +11,7 @@ from distill.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from distill.data import load_dataset
 from distill.losses import IGNORE_INDEX, KDConfig, causal_lm_loss
 from distill.trainer import Recipe, evaluate, recipe_for_student, train_student, train_teacher
+from tests.references import TINY_LM
 
 
 def test_same_seed_same_bytes(tmp_path):
@@ -93,28 +94,12 @@ def test_evaluate_weights_a_token_loss_by_counted_tokens():
     assert result["accuracy"] == hits / 12
 
 
-TOKEN_MODEL = """
-import torch
-from torch import nn
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int = 7, width: int = 6) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.head = nn.Linear(width, vocab)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.embed(x.long())))
-"""
-
-
 def test_a_token_teacher_and_its_student_train_on_the_token_mean(tmp_path, monkeypatch):
     """The student's first epoch at a vanishing lr is the sequence-KD loss of one batch."""
     from distill.losses import sequence_kd_loss
     from distill.user_data import load_npz
 
-    (tmp_path / "lm.py").write_text(TOKEN_MODEL)
+    (tmp_path / "lm.py").write_text(TINY_LM)
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 7, (40, 6))

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from distill.errors import DistillInputError
 from distill.models import build_model, count_parameters, input_kwargs
+from tests.references import dense_hessian
 
 
 def test_shapes_and_its_parameter_count():
@@ -63,17 +64,7 @@ def test_its_hessian_is_the_dense_one_in_float64():
     labels = torch.randint(0, 3, (12,))
     result = model_curvature(model, F.cross_entropy, [(images, labels)], top_k=2, tol=1e-10,
                              dtype=torch.float64, max_memory=None)  # fmt: skip
-    params = dict(model.named_parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
-
-    def loss_of(vector):
-        tensors, start = {}, 0
-        for name, p in params.items():
-            tensors[name] = vector[start : start + p.numel()].reshape(p.shape)
-            start += p.numel()
-        return F.cross_entropy(torch.func.functional_call(model, tensors, (images,)), labels)
-
-    dense = torch.autograd.functional.hessian(loss_of, flat)
+    dense = dense_hessian(model, F.cross_entropy, images, labels)
     top = torch.linalg.eigvalsh(dense).flip(0)[:2]
     torch.testing.assert_close(torch.tensor(result.eigenvalues, dtype=torch.float64), top,
                                rtol=1e-8, atol=1e-10)  # fmt: skip
