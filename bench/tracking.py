@@ -2,12 +2,20 @@
 
 Runs ``flatscape train`` on the default MNIST-1D teacher (cnn1d) for ``--epochs`` epochs,
 plain and with ``--track-every-epoch`` (the documented default: one lambda_1 per epoch on
-the first 256 train examples), and with ``--track-sharpness 10``, as whole processes in
-interleaved repeats on one thread; prints the median wall times, their ratios to the
-plain run (measured in the same run), and from the tracked logs the Hessian-vector
-products per measurement (the first, cold, and the mean of the later, warm-started ones).
+the first 256 train examples, tolerance 1e-3), the same with ``--track-tol 1e-2``, and
+with ``--track-sharpness 10``, as whole processes in interleaved repeats; prints the
+median wall times, their ratios to the plain run (measured in the same run), and from
+the tracked logs the Hessian-vector products per measurement (the first, cold, and the
+mean of the later, warm-started ones).
 
-Run: ``python bench/tracking.py`` (``--epochs 10 --repeats 3``).
+Then the floor of any exact measurement, measured in this process on the plain run's
+checkpoint at the same thread count: one gradient with its graph kept plus two
+Hessian-vector products on the 256 probe examples (the fewest a certified Lanczos
+spends), against the plain run's median epoch (its log's ``seconds``: the epoch's steps
+and its test evaluation).
+
+Run: ``python bench/tracking.py`` (``--epochs 10 --repeats 3 --threads 1``; ``--threads
+0``: torch's default, what a user's command gets).
 """
 
 from __future__ import annotations
@@ -26,16 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "plain": [],
     "--track-every-epoch": ["--track-every-epoch"],
+    "--track-every-epoch --track-tol 1e-2": ["--track-every-epoch", "--track-tol", "1e-2"],
     "--track-sharpness 10": ["--track-sharpness", "10"],
 }
 
 
-def train_seconds(folder: Path, name: str, flags: list[str], epochs: int, repeat: int) -> float:
+def _stem(name: str) -> str:
+    return name.replace("--", "").replace(" ", "_")
+
+
+def train_seconds(folder: Path, name: str, flags: list[str], args: argparse.Namespace,
+                  repeat: int) -> float:  # fmt: skip
     """Wall time of one whole `flatscape train` process (it must succeed)."""
-    out = folder / f"{name.strip('-').replace(' ', '_')}_{repeat}.safetensors"
-    command = [sys.executable, "-m", "cli.main", "train", "--epochs", str(epochs), "--threads",
-               "1", "--quiet", "--out", str(out), *flags]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = folder / f"{_stem(name)}_{repeat}.safetensors"
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    command = [sys.executable, "-m", "cli.main", "train", "--epochs", str(args.epochs),
+               *threads, "--quiet", "--out", str(out), *flags]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     start = time.perf_counter()
     subprocess.run(command, capture_output=True, check=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
@@ -43,33 +60,76 @@ def train_seconds(folder: Path, name: str, flags: list[str], epochs: int, repeat
 
 def products(folder: Path, name: str) -> tuple[int, int, float]:
     """From the first repeat's log: measurements, the first one's products, the later mean."""
-    log = folder / f"{name.strip('-').replace(' ', '_')}_0.log.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = _log(folder, name)
     tracked = [r["matvecs"] for r in records if "lambda_1" in r]
     return len(tracked), tracked[0], statistics.mean(tracked[1:] or [0])
+
+
+def _log(folder: Path, name: str, repeat: int = 0) -> list[dict]:
+    log = folder / f"{_stem(name)}_{repeat}.log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def floor(folder: Path, threads: int, repeats: int) -> dict[str, float]:
+    """Seconds of an epoch (plain runs' logs), a kept-graph gradient and one product."""
+    import torch
+    import torch.nn.functional as F
+
+    from distill.checkpoint import load_checkpoint
+    from distill.data import load_dataset
+    from distill.sources import first_examples
+    from landscape.operators.hessian import HessianOperator
+
+    if threads:
+        torch.set_num_threads(threads)
+    epochs = [r["seconds"] for k in range(repeats) for r in _log(folder, "plain", k)]
+    model, _ = load_checkpoint(folder / f"{_stem('plain')}_0.safetensors")
+    model.eval()
+    probe = first_examples(load_dataset("mnist1d").train_eval, 256, 256)
+    gradient, product = [], []
+    for _ in range(10):
+        start = time.perf_counter()
+        operator = HessianOperator(model, F.cross_entropy, probe)  # gradient, graph kept
+        gradient.append(time.perf_counter() - start)
+        vector = torch.randn(operator.dim, 1)
+        start = time.perf_counter()
+        operator.matmat(vector)
+        product.append(time.perf_counter() - start)
+    return {"epoch": statistics.median(epochs), "gradient": statistics.median(gradient),
+            "product": statistics.median(product)}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="0: torch's default")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="flatscape-tracking-"))
     os.environ.setdefault("FLATSCAPE_CACHE", str(folder / "cache"))
-    train_seconds(folder, "warm-up", [], 1, 0)  # the dataset cache, outside the timings
+    train_seconds(folder, "warm-up", [], argparse.Namespace(**{**vars(args), "epochs": 1}), 0)
     times = {name: [] for name in VARIANTS}
     for repeat in range(args.repeats):
         for name, flags in VARIANTS.items():
-            times[name].append(train_seconds(folder, name, flags, args.epochs, repeat))
+            times[name].append(train_seconds(folder, name, flags, args, repeat))
     base = statistics.median(times["plain"])
+    threads = args.threads or "torch's default"
     print(f"flatscape train, mnist1d cnn1d, {args.epochs} epochs, {args.repeats} interleaved "
-          "repeats, 1 thread")  # fmt: skip
+          f"repeats, threads: {threads}")  # fmt: skip
     print("| run | median wall s | ratio to plain | measurements | products first / later mean |")
     print("|---|---|---|---|---|")
     for name in VARIANTS:
         median = statistics.median(times[name])
         cost = "- | -" if name == "plain" else "{} | {} / {:.2f}".format(*products(folder, name))
         print(f"| {name} | {median:.2f} | {median / base:.3f} | {cost} |")
+    parts = floor(folder, args.threads, args.repeats)
+    least = parts["gradient"] + 2 * parts["product"]
+    print(
+        f"\nplain epoch {parts['epoch'] * 1e3:.0f} ms (median of its log); on the 256 probe "
+        f"examples: gradient with graph {parts['gradient'] * 1e3:.1f} ms, one product "
+        f"{parts['product'] * 1e3:.1f} ms; the fewest a measurement spends (gradient + 2 "
+        f"products) = {least * 1e3:.0f} ms = {least / parts['epoch']:.1%} of an epoch"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class TrackingSettings:
         samples: First train examples of the probe set.
         trace: Also a Hutch++ trace estimate per measurement.
         bn_mode: ``eval`` (default) or ``train`` BatchNorm during the measurement.
-        tol: Relative tolerance of λ1 (``flatscape hessian``'s default).
+        tol: Relative tolerance of λ1 (``--track-tol``; default ``flatscape hessian``'s).
     """
 
     every: int | None = None

@@ -50,6 +50,24 @@ def test_tracked_training_logs_lambda_1_and_ends_at_hessians_value(tmp_path):
     assert steps[-1]["probe_loss"] == reference["loss"]
 
 
+def test_a_looser_track_tol_is_certified_and_ends_at_hessians_value(tmp_path):
+    """--track-tol 1e-2: every residual within 1e-2 of lambda_1, fewer products in all."""
+    args = ["train", "--dataset", "synthetic", "--epochs", "3", "--seed", "3", "--quiet",
+            "--threads", "1", "--track-every-epoch", "--track-samples", "96"]  # fmt: skip
+    logs = {}
+    for tol in ("1e-3", "1e-2"):
+        out = tmp_path / f"tol{tol}.safetensors"
+        done = run(*args, "--track-tol", tol, "--out", out)
+        assert done.exit_code == 0, done.output
+        logs[tol] = _records(out.with_suffix(".log.jsonl"))[1]
+    for record in logs["1e-2"]:
+        assert record["converged"] and record["residual"] <= 1e-2 * record["lambda_1"]
+    assert sum(r["matvecs"] for r in logs["1e-2"]) <= sum(r["matvecs"] for r in logs["1e-3"])
+    for loose, tight in zip(logs["1e-2"], logs["1e-3"], strict=True):
+        # an eigenvalue lies within each residual of its Ritz value: the two agree to 1.1e-2
+        assert abs(loose["lambda_1"] - tight["lambda_1"]) <= 1.1e-2 * tight["lambda_1"]
+
+
 def test_distill_tracks_each_generation_from_a_cold_start(tmp_path, mnist1d_teacher):
     """Then `plot` draws the teacher-free family's logs in one figure, and refuses misuse."""
     done = run("distill", "--teacher", mnist1d_teacher, "--generations", "2", "--epochs", "1",
@@ -77,7 +95,8 @@ def test_distill_tracks_each_generation_from_a_cold_start(tmp_path, mnist1d_teac
 
 
 def test_bad_tracking_options_are_one_line(tmp_path):
-    for args in (["--track-sharpness", "0"], ["--track-samples", "0"]):
+    for args in (["--track-sharpness", "0"], ["--track-samples", "0"], ["--track-tol", "0"],
+                 ["--track-tol", "1"]):  # fmt: skip
         bad = run("train", "--dataset", "synthetic", "--epochs", "1", *args,
                   "--out", tmp_path / "x.safetensors")  # fmt: skip
         assert bad.exit_code == 2 and "--track" in bad.output
