@@ -67,7 +67,7 @@ from cli.surface import saved_points_on_failure
 @click.option(
     "--cold-start",
     is_flag=True,
-    help="Start every point's Lanczos runs from random vectors, not from a finished "
+    help="Start every point's Lanczos run from a random vector, not from a finished "
     "neighbour's Ritz vectors (the same values to --tol, more products; a resumed map then "
     "matches an unbroken one bit for bit).",
 )
@@ -82,8 +82,9 @@ def eigenmap(checkpoint, x_range, y_range, normalization, ignore, tol, samples, 
     """lambda_max and lambda_min of the train-loss Hessian at every point of a grid.
 
     The point (a, b) is the weights theta + a*dx + b*dy along the random directions
-    `flatscape surface` draws with the same --seed and --normalization; at each, two
-    Lanczos runs over the first --samples train examples, model in eval mode. Stored
+    `flatscape surface` draws with the same --seed and --normalization; at each, one
+    Lanczos run for both ends of the spectrum over the first --samples train examples,
+    model in eval mode. Stored
     like a surface (resumable, locked) with the values lambda_max, lambda_min and
     train_loss; `flatscape plot --key lambda_ratio` draws |lambda_min / lambda_max|.
     Each point starts from a finished neighbour's Ritz vectors (--cold-start: from random

@@ -18,7 +18,7 @@ Operators
     HessianOperator, GGNOperator, residual_operator, make_operator, DataParallelOperator,
     BlockOperator, FisherOperator, ParameterFilter
 Solvers
-    lanczos, power_iteration, hutchinson_trace, hutchpp_trace, slq,
+    lanczos, lanczos_extremes, power_iteration, hutchinson_trace, hutchpp_trace, slq,
     EigenResult, TraceResult, SpectralQuadrature
 Measurements
     model_curvature, measure_curvature, data_parallel_curvature, CurvatureRequest,
@@ -71,6 +71,7 @@ _EXPORTS = {
     "ParameterFilter": "landscape.operators.mean_loss",
     # Solvers
     "lanczos": "landscape.curvature.eigen.lanczos",
+    "lanczos_extremes": "landscape.curvature.eigen.lanczos",
     "power_iteration": "landscape.curvature.eigen.power",
     "EigenResult": "landscape.curvature.eigen.result",
     "hutchinson_trace": "landscape.curvature.trace.hutchinson",

@@ -2,12 +2,13 @@ r"""Maps of the extreme Hessian eigenvalues over a grid of weights (loss-landsca
 
 At every point :math:`\theta + a\,d_x + b\,d_y` of the grid, :func:`eigen_map` takes the
 Hessian of the mean loss over the given batches (:class:`~landscape.operators.hessian.
-HessianOperator`, model in eval mode) and runs Lanczos twice: for :math:`\lambda_{\max}`
-(residual at most ``tol`` :math:`|\lambda_{\max}|`) and for :math:`\lambda_{\min}` (at most
-``tol`` :math:`|\lambda_{\max}|` as well: the smallest eigenvalue of a trained network sits
-near 0, where a relative tolerance cannot be met). Li et al. (2018) draw
-:math:`|\lambda_{\min} / \lambda_{\max}|` to show where a surface is convex (near 0) and
-where it is not.
+HessianOperator`, model in eval mode) and runs one Lanczos for both ends of its
+spectrum (:func:`~landscape.curvature.eigen.lanczos.lanczos_extremes`): until
+:math:`\lambda_{\max}` has a residual of at most ``tol`` :math:`|\lambda_{\max}|` and
+:math:`\lambda_{\min}` at most ``tol`` :math:`|\lambda_{\max}|` as well (the smallest
+eigenvalue of a trained network sits near 0, where a relative tolerance cannot be met).
+Li et al. (2018) draw :math:`|\lambda_{\min} / \lambda_{\max}|` to show where a surface
+is convex (near 0) and where it is not.
 
 The file is a surface file (:mod:`landscape.surface.store`) whose value arrays are
 ``lambda_max``, ``lambda_min`` and ``train_loss``, with the same grid, directions,
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._types import Batch, LossFunction, in_analysis_mode
-from landscape.curvature.eigen.lanczos import lanczos
+from landscape.curvature.eigen.lanczos import lanczos_extremes
 from landscape.errors import LandscapeInputError, NonFiniteLossError
 from landscape.operators.batching import curvature_batches, gather_examples
 from landscape.operators.hessian import HessianOperator
@@ -54,8 +55,8 @@ from landscape.surface.store import SurfaceSpec, SurfaceStore
 
 QUANTITIES = ("lambda_max", "lambda_min", "train_loss")
 MAX_POINTS = 441
-"""Points (21 x 21) above which a map is refused without ``force``: each is two Lanczos
-runs, tens of Hessian-vector products, i.e. hundreds of gradient passes over the data."""
+"""Points (21 x 21) above which a map is refused without ``force``: each is a Lanczos run
+of tens of Hessian-vector products, i.e. hundreds of gradient passes over the data."""
 
 
 @dataclass
@@ -69,7 +70,7 @@ class EigenMapResult:
         computed: Points computed by this call (the rest were done before: resume).
         seconds: Wall time of this call.
         matvecs: Hessian-vector products this call made.
-        converged: Points of this call where both Lanczos runs met their tolerance.
+        converged: Points of this call where both eigenvalues met their tolerance.
     """
 
     out: str
@@ -140,7 +141,7 @@ def eigen_map(
         settings: More attributes a resumed run must match.
         info: More attributes recorded, not compared.
         progress: Called with the number of points just finished.
-        warm_start: Start each point's two Lanczos runs from the Ritz vectors of a
+        warm_start: Start each point's Lanczos run from the two Ritz vectors of a
             neighbour finished in this call (the point to its left, else the one below:
             :class:`NeighbourStarts`); the tolerance holds as from a random start. False
             starts every point from the seed's random vector.
@@ -205,8 +206,8 @@ def check_map_size(total: int, force: bool = False) -> None:
     """Refuse maps above :data:`MAX_POINTS` points unless forced."""
     if total > MAX_POINTS and not force:
         raise LandscapeInputError(
-            f"the eigenvalue map has {total:,} points (more than {MAX_POINTS}); each is two "
-            "Lanczos runs of tens of Hessian-vector products: use a coarser grid or pass --force"
+            f"the eigenvalue map has {total:,} points (more than {MAX_POINTS}); each is a "
+            "Lanczos run of tens of Hessian-vector products: use a coarser grid or pass --force"
         )
 
 
@@ -283,8 +284,8 @@ def _extremes(
 ) -> tuple[dict[str, np.ndarray], int, bool, tuple[Tensor, Tensor] | None]:
     """lambda_max, lambda_min and the loss at the model's weights, with their cost.
 
-    Returns the values, the products spent, whether both runs converged and the two Ritz
-    vectors (a neighbour's warm start).
+    Returns the values, the products spent, whether both met the tolerance and the two
+    Ritz vectors (a neighbour's warm start).
 
     Where the loss is NaN or inf (the weights diverged), both eigenvalues are NaN: the
     point is a gap of the map, final like any other, as a surface's diverged points are.
@@ -296,15 +297,11 @@ def _extremes(
     except NonFiniteLossError as err:
         gap = {"lambda_max": np.array([np.nan]), "lambda_min": np.array([np.nan])}
         return {**gap, "train_loss": np.array([err.loss])}, 0, False, None
-    high, low = start if start is not None else (None, None)
-    top = lanczos(operator, k=1, tol=tol, seed=seed, start=high)
-    scale = float(top.eigenvalues.abs().max())
-    bottom = lanczos(operator, k=1, which="smallest", tol=tol, atol=tol * scale, seed=seed,
-                     start=low)  # fmt: skip
+    warm = None if start is None else torch.cat(start, dim=1)
+    top, bottom = lanczos_extremes(operator, tol=tol, seed=seed, start=warm)
     values = {
         "lambda_max": np.array([float(top.eigenvalues[0])]),
         "lambda_min": np.array([float(bottom.eigenvalues[0])]),
         "train_loss": np.array([float(operator.loss)]),
     }
-    converged = bool(top.converged and bottom.converged)
-    return values, top.matvecs + bottom.matvecs, converged, (top.eigenvectors, bottom.eigenvectors)
+    return values, top.matvecs, top.converged, (top.eigenvectors, bottom.eigenvectors)

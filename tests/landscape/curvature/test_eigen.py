@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscape.curvature.eigen import lanczos, power_iteration
+from landscape.curvature.eigen import lanczos, lanczos_extremes, power_iteration
 from landscape.errors import LandscapeInputError
 from landscape.operators.base import DenseOperator
 
@@ -81,6 +81,50 @@ def test_lanczos_start_vector_is_used():
 def test_lanczos_bad_arguments(problem, kwargs, message):
     with pytest.raises(LandscapeInputError, match=message):
         lanczos(problem.operator(), **kwargs)
+
+
+def test_lanczos_extremes_match_the_dense_ends_of_the_spectrum(problem):
+    """Both ends from one Krylov space, each within its residual bound of the dense value."""
+    exact = torch.linalg.eigvalsh(problem.dense)
+    scale = float(exact.abs().max())
+    H = problem.operator()
+    top, bottom = lanczos_extremes(H, tol=1e-9, seed=1)
+    assert top.converged and bottom.converged and top.matvecs == bottom.matvecs == H.matvecs
+    assert float(top.eigenvalues[0]) == pytest.approx(float(exact[-1]), abs=1e-8 * scale)
+    assert float(bottom.eigenvalues[0]) == pytest.approx(float(exact[0]), abs=1e-8 * scale)
+    for result in (top, bottom):
+        vector, value = result.eigenvectors[:, 0], result.eigenvalues[0]
+        residual = float((problem.dense @ vector - value * vector).norm())
+        assert residual == pytest.approx(float(result.residuals[0]), rel=1e-4, abs=1e-10)
+
+
+def test_lanczos_extremes_cost_the_longer_of_two_runs_and_give_its_values():
+    """Two runs from one seed grow the same space: one shared run stops at the later one."""
+    torch.manual_seed(0)
+    spectrum = torch.cat([torch.tensor([10.0, 9.0]), torch.rand(300) * 2 - 0.5]).double()
+    basis, _ = torch.linalg.qr(torch.randn(302, 302, dtype=torch.float64))
+    A = DenseOperator(basis @ torch.diag(spectrum) @ basis.T)
+    for tol in (1e-2, 1e-3, 1e-5):
+        top, bottom = lanczos_extremes(A, tol=tol, seed=3)
+        high = lanczos(A, k=1, tol=tol, seed=3)
+        scale = float(high.eigenvalues[0])
+        low = lanczos(A, k=1, which="smallest", tol=tol, atol=tol * scale, seed=3)
+        assert top.converged and bottom.converged
+        assert top.matvecs <= max(high.matvecs, low.matvecs) + 1 < high.matvecs + low.matvecs
+        assert abs(float(top.eigenvalues[0]) - 10.0) <= tol * 10.0
+        assert abs(float(bottom.eigenvalues[0]) - float(spectrum.min())) <= tol * 10.0
+
+
+def test_lanczos_extremes_from_both_vectors_takes_three_products():
+    """A start summing the two extreme eigenvectors: its space holds both after 2 products."""
+    A = DenseOperator(torch.diag(torch.arange(-3.0, 97.0, dtype=torch.float64)))
+    start = torch.zeros(100, 2, dtype=torch.float64)
+    start[-1, 0] = start[0, 1] = 1.0
+    top, bottom = lanczos_extremes(A, tol=1e-10, start=start)
+    assert [float(top.eigenvalues[0]), float(bottom.eigenvalues[0])] == pytest.approx([96, -3])
+    assert top.matvecs == 3  # the basis must exceed the two pairs it certifies
+    with pytest.raises(LandscapeInputError, match="at least 2"):
+        lanczos_extremes(A, max_matvecs=1)
 
 
 def test_power_iteration_matches_largest_magnitude(problem):
