@@ -45,6 +45,8 @@ bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/surface.py
 	$(BENCH_BIN)/python bench/distributed.py
 	$(BENCH_BIN)/python bench/startup.py
+	$(BENCH_BIN)/python bench/tracking.py
+	$(BENCH_BIN)/python bench/warm_starts.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) runs build *.egg-info
