@@ -139,7 +139,7 @@ def tracking_options(func):
             default=1e-3,
             show_default=True,
             help="Relative tolerance of each tracked lambda_1 (Lanczos residual bound, as "
-            "`flatscape hessian --tol`); 1e-2 spends about 30 % fewer products.",
+            "`flatscape hessian --tol`); 1e-2 spends about a quarter fewer products.",
         ),
         click.option("--track-trace", is_flag=True, help="Also a Hutch++ trace per measurement."),
         click.option(
